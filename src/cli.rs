@@ -1,0 +1,22 @@
+//! Command-line surface: one subcommand per job.
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+/// Fruit photos to MobileNet features (and PCA), on a laptop CPU or an EMR GPU node.
+///
+/// Exit status: 0 success; 1 the run could not proceed (the message says why);
+/// 2 bad command line; 3 more images rejected than --max-rejected allows.
+#[derive(Debug, Parser)]
+#[command(name = "fruits", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Featurize(cmd::featurize::Args),
+    Weights(cmd::weights::Args),
+}

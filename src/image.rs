@@ -1,0 +1,230 @@
+//! Image bytes → a normalised model input, or the reason it cannot be one.
+//!
+//! Decoding goes through the `image` crate (JPEG, PNG, WebP, GIF, BMP, TIFF)
+//! with pixel and allocation [`Limits`], so a decompression bomb is refused
+//! before its pixels are allocated. EXIF orientation is applied (phone
+//! photos); every colour type (grey, RGBA, CMYK, 16-bit, palette) ends up
+//! RGB8, with transparency composited on white like the Fruits-360
+//! backgrounds.
+//!
+//! Resize: the whole image, no crop, to the model's square input with a
+//! Catmull-Rom (bicubic) filter, the interpolation timm's configs name for
+//! both models. An image already at that size is not resampled. Then
+//! `/255` and ImageNet mean/std, as the timm weights expect.
+
+use std::io::Cursor;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
+
+/// Largest side accepted, in pixels: 4× a 48 MP phone photo's long side.
+pub const MAX_SIDE: u32 = 32_768;
+/// Largest decode buffer accepted.
+pub const MAX_ALLOC: u64 = 1 << 30;
+
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How preprocessing is described in the Parquet metadata.
+pub fn preprocessing_description(res: usize) -> String {
+    format!(
+        "exif-orientation; rgb8 (alpha over white); resize whole image to {res}x{res} catmull-rom (no crop); \
+         /255; imagenet mean {IMAGENET_MEAN:?} std {IMAGENET_STD:?}; chw"
+    )
+}
+
+/// Why an image was not featurised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    /// The file could not be read at all.
+    Unreadable,
+    /// Zero bytes.
+    Empty,
+    /// Content is no image format we decode (whatever its name says).
+    Unsupported,
+    /// The data stops before the image ends.
+    Truncated,
+    /// The decoder found invalid data.
+    Corrupt,
+    /// Dimensions or memory beyond [`MAX_SIDE`] / [`MAX_ALLOC`].
+    TooLarge,
+}
+
+impl RejectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::Unreadable => "unreadable",
+            RejectKind::Empty => "empty",
+            RejectKind::Unsupported => "unsupported",
+            RejectKind::Truncated => "truncated",
+            RejectKind::Corrupt => "corrupt",
+            RejectKind::TooLarge => "too-large",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub kind: RejectKind,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(kind: RejectKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into() }
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+/// One image ready for the network.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// 3 × res × res, channel-major, normalised.
+    pub pixels: Vec<f32>,
+    /// Size after EXIF orientation, before resizing.
+    pub width: u32,
+    pub height: u32,
+}
+
+fn limits() -> Limits {
+    let mut l = Limits::default();
+    l.max_image_width = Some(MAX_SIDE);
+    l.max_image_height = Some(MAX_SIDE);
+    l.max_alloc = Some(MAX_ALLOC);
+    l
+}
+
+fn classify(e: ImageError) -> Rejection {
+    match e {
+        ImageError::Limits(l) => Rejection::new(RejectKind::TooLarge, l.to_string()),
+        ImageError::Unsupported(u) => Rejection::new(RejectKind::Unsupported, u.to_string()),
+        ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Rejection::new(RejectKind::Truncated, io.to_string())
+        }
+        other => {
+            let msg = other.to_string();
+            let lower = msg.to_lowercase();
+            if lower.contains("eof") || lower.contains("end of file") || lower.contains("truncat") {
+                Rejection::new(RejectKind::Truncated, msg)
+            } else {
+                Rejection::new(RejectKind::Corrupt, msg)
+            }
+        }
+    }
+}
+
+/// A JPEG is complete when an end-of-image marker (FF D9) follows the last
+/// start-of-scan (FF DA). The `image` crate's decoder pads a cut-off JPEG
+/// with grey instead of failing, so this check is what rejects it. Byte
+/// stuffing (FF 00) keeps FF D9 out of entropy-coded data; an EXIF
+/// thumbnail's EOI comes before the main image's SOS, so it does not count.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
+}
+
+/// Decodes `bytes` and turns them into a `res`×`res` model input.
+pub fn prepare(bytes: &[u8], res: u32) -> Result<Prepared, Rejection> {
+    let rgb = decode_rgb8(bytes)?;
+    let (width, height) = rgb.dimensions();
+    let rgb = if (width, height) == (res, res) {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, res, res, FilterType::CatmullRom)
+    };
+    Ok(Prepared { pixels: normalise(&rgb), width, height })
+}
+
+/// Decodes to upright RGB8 (orientation applied, alpha over white).
+pub fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, Rejection> {
+    if bytes.is_empty() {
+        return Err(Rejection::new(RejectKind::Empty, "file has zero bytes"));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Rejection::new(RejectKind::Unreadable, e.to_string()))?;
+    let Some(format) = reader.format() else {
+        return Err(Rejection::new(RejectKind::Unsupported, "content is not a known image format"));
+    };
+    if format == ImageFormat::Jpeg && !jpeg_complete(bytes) {
+        return Err(Rejection::new(RejectKind::Truncated, "jpeg has no end-of-image marker after its last scan"));
+    }
+    reader.limits(limits());
+    let mut decoder = reader.into_decoder().map_err(classify)?;
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;
+    img.apply_orientation(orientation);
+    Ok(to_rgb8_on_white(img))
+}
+
+fn to_rgb8_on_white(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = RgbImage::new(w, h);
+    for (dst, src) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = src[3] as u32;
+        for c in 0..3 {
+            dst[c] = ((src[c] as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        }
+    }
+    out
+}
+
+/// RGB8 → CHW f32, `(x/255 - mean) / std`.
+pub fn normalise(rgb: &RgbImage) -> Vec<f32> {
+    let (w, h) = rgb.dimensions();
+    let plane = (w * h) as usize;
+    let mut out = vec![0f32; 3 * plane];
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * IMAGENET_STD[c]));
+    let shift: [f32; 3] = std::array::from_fn(|c| IMAGENET_MEAN[c] / IMAGENET_STD[c]);
+    for (i, p) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = p[c] as f32 * scale[c] - shift[c];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_completeness_needs_eoi_after_last_scan() {
+        assert!(jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 0xFF, 0xD9]));
+        assert!(!jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xDA, 1, 2, 3]));
+        // A thumbnail's EOI before the main scan does not count.
+        assert!(!jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xD9, 0xFF, 0xDA, 1, 2]));
+    }
+
+    #[test]
+    fn alpha_composites_on_white() {
+        let mut img = image::RgbaImage::new(1, 2);
+        img.put_pixel(0, 0, image::Rgba([0, 0, 0, 0]));
+        img.put_pixel(0, 1, image::Rgba([10, 20, 30, 255]));
+        let rgb = to_rgb8_on_white(DynamicImage::ImageRgba8(img));
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(0, 1).0, [10, 20, 30]);
+    }
+
+    #[test]
+    fn normalise_is_channel_major() {
+        let mut img = RgbImage::new(2, 1);
+        img.put_pixel(1, 0, image::Rgb([255, 0, 0]));
+        let v = normalise(&img);
+        assert_eq!(v.len(), 6);
+        assert!((v[1] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
+        assert!((v[3] - (-0.456 / 0.224)).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,174 @@
+//! Building blocks shared by the MobileNets: a convolution with its
+//! BatchNorm folded in at load time, and the activations.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::depthwise::Depthwise;
+
+/// timm's BatchNorm2d epsilon for every layer of both models.
+pub const BN_EPS: f64 = 1e-5;
+
+/// Typical BatchNorm scale, relative to 1, of a layer with no activation
+/// after it; used only to initialise random weights.
+pub const BRANCH_END_SCALE: f64 = 0.25;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Act {
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Act::None => Ok(x.clone()),
+            Act::Relu => x.relu(),
+            Act::Relu6 => x.clamp(0f32, 6f32),
+        }
+    }
+
+    pub fn apply_slice(self, xs: &mut [f32]) {
+        match self {
+            Act::None => {}
+            Act::Relu => xs.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Act::Relu6 => xs.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        }
+    }
+}
+
+/// What a convolution is, as the checkpoint describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    /// `groups == cin == cout`.
+    pub depthwise: bool,
+    pub act: Act,
+}
+
+impl ConvSpec {
+    pub fn dense(cin: usize, cout: usize, kernel: usize, stride: usize, act: Act) -> Self {
+        Self { cin, cout, kernel, stride, depthwise: false, act }
+    }
+    pub fn pointwise(cin: usize, cout: usize, act: Act) -> Self {
+        Self::dense(cin, cout, 1, 1, act)
+    }
+    pub fn depthwise(ch: usize, kernel: usize, stride: usize, act: Act) -> Self {
+        Self { cin: ch, cout: ch, kernel, stride, depthwise: true, act }
+    }
+    /// timm's symmetric padding for these kernels: ((s - 1) + (k - 1)) / 2.
+    fn pad(&self) -> usize {
+        ((self.stride - 1) + (self.kernel - 1)) / 2
+    }
+}
+
+/// Convolution + BatchNorm (folded) + activation, the unit every MobileNet
+/// layer is made of. Folding: `w' = w * γ/√(σ²+ε)`, `b' = β - μ·γ/√(σ²+ε)`.
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    spec: ConvSpec,
+    /// The BatchNorm's tensor prefix, e.g. `blocks.1.0.bn2`.
+    bn_name: String,
+    /// (cout, cin/groups, k, k); for a pointwise conv, (cout, cin).
+    weight: Tensor,
+    /// (cout,)
+    bias: Tensor,
+}
+
+impl ConvBn {
+    /// Reads `<conv>.weight` and `<bn>.{weight,bias,running_mean,running_var}`.
+    pub fn load(conv: VarBuilder, bn: VarBuilder, spec: ConvSpec) -> Result<Self> {
+        let in_per_group = if spec.depthwise { 1 } else { spec.cin };
+        let w = conv.get((spec.cout, in_per_group, spec.kernel, spec.kernel), "weight")?;
+        // The hint only reaches the random initialiser (`init.rs`): a BatchNorm
+        // with no activation after it ends a residual branch or feeds one, and
+        // gets a smaller scale there, as in trained MobileNets. Real weights
+        // ignore it.
+        let gamma_hint = if spec.act == Act::None { BRANCH_END_SCALE } else { 1.0 };
+        let gamma = bn.get_with_hints(spec.cout, "weight", candle_nn::Init::Const(gamma_hint))?;
+        let beta = bn.get(spec.cout, "bias")?;
+        let mean = bn.get(spec.cout, "running_mean")?;
+        let var = bn.get(spec.cout, "running_var")?;
+        // Fold in f64 so the fold itself adds no rounding error to speak of.
+        let dt = w.dtype();
+        let scale = (gamma.to_dtype(candle_core::DType::F64)?
+            / (var.to_dtype(candle_core::DType::F64)? + BN_EPS)?.sqrt()?)?;
+        let weight = w
+            .to_dtype(candle_core::DType::F64)?
+            .broadcast_mul(&scale.reshape((spec.cout, 1, 1, 1))?)?
+            .to_dtype(dt)?;
+        let bias = (beta.to_dtype(candle_core::DType::F64)?
+            - (mean.to_dtype(candle_core::DType::F64)? * &scale)?)?
+            .to_dtype(dt)?;
+        let weight = if spec.kernel == 1 && !spec.depthwise {
+            weight.reshape((spec.cout, spec.cin))?
+        } else {
+            weight
+        };
+        Ok(Self { spec, bn_name: bn.prefix(), weight, bias })
+    }
+}
+
+/// Rewrites one layer's pre-activation output during calibration:
+/// `(BatchNorm prefix, output) -> replacement`.
+pub type Calibrator = Box<dyn FnMut(&str, &Tensor) -> Result<Tensor>>;
+
+thread_local! {
+    static CALIBRATOR: std::cell::RefCell<Option<Calibrator>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `body` with `calibrator` seeing (and replacing) every layer's
+/// pre-activation output, in forward order, on this thread. Only the random
+/// initialiser uses it, to give BatchNorm the statistics a trained network
+/// would have (`init.rs`); outside it a layer pays one thread-local read.
+pub fn with_calibrator<R>(calibrator: Calibrator, body: impl FnOnce() -> R) -> R {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            CALIBRATOR.with(|c| *c.borrow_mut() = None);
+        }
+    }
+    CALIBRATOR.with(|c| *c.borrow_mut() = Some(calibrator));
+    let _clear = Clear;
+    body()
+}
+
+fn calibrating() -> bool {
+    CALIBRATOR.with(|c| c.borrow().is_some())
+}
+
+impl Module for ConvBn {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = &self.spec;
+        let calibrating = calibrating();
+        if s.depthwise && x.device().is_cpu() && !calibrating {
+            let op = Depthwise { kernel: s.kernel, stride: s.stride, pad: s.pad(), act: s.act };
+            return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op);
+        }
+        let y = if s.kernel == 1 && s.stride == 1 && !s.depthwise {
+            // A 1×1 convolution is one GEMM per image: (cout, cin) × (cin, h·w).
+            let (n, c, h, w) = x.dims4()?;
+            let y = self.weight.broadcast_matmul(&x.reshape((n, c, h * w))?)?;
+            y.broadcast_add(&self.bias.reshape((s.cout, 1))?)?.reshape((n, s.cout, h, w))?
+        } else {
+            let groups = if s.depthwise { s.cin } else { 1 };
+            let y = x.conv2d(&self.weight, s.pad(), s.stride, 1, groups)?;
+            y.broadcast_add(&self.bias.reshape((s.cout, 1, 1))?)?
+        };
+        let y = if calibrating {
+            CALIBRATOR.with(|c| c.borrow_mut().as_mut().map_or(Ok(y.clone()), |f| f(&self.bn_name, &y)))?
+        } else {
+            y
+        };
+        s.act.apply(&y)
+    }
+}
+
+/// Global average pooling, (n, c, h, w) → (n, c).
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean(D::Minus1)?.mean(D::Minus1)
+}

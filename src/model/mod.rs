@@ -1,0 +1,154 @@
+//! The model registry: which networks `fruits` knows, how big their input
+//! and output are, and how to build one from weights on a device.
+
+pub mod depthwise;
+pub mod init;
+pub mod layers;
+pub mod mobilenetv2;
+pub mod mobilenetv4;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::{Error, Result};
+
+/// `--model`: the networks `fruits` can featurize with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Which {
+    /// timm `mobilenetv2_100`, the network of the original notebook.
+    #[value(name = "mobilenetv2")]
+    MobileNetV2,
+    /// timm `mobilenetv4_conv_small`.
+    #[value(name = "mobilenetv4-small")]
+    MobileNetV4Small,
+}
+
+impl Which {
+    pub const ALL: [Which; 2] = [Which::MobileNetV2, Which::MobileNetV4Small];
+
+    /// The name on the command line, in the manifest and in Parquet metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::MobileNetV2 => "mobilenetv2",
+            Which::MobileNetV4Small => "mobilenetv4-small",
+        }
+    }
+
+    /// The timm architecture whose checkpoints these are.
+    pub fn timm_name(self) -> &'static str {
+        match self {
+            Which::MobileNetV2 => "mobilenetv2_100",
+            Which::MobileNetV4Small => "mobilenetv4_conv_small",
+        }
+    }
+
+    /// Input side in pixels (square).
+    pub fn resolution(self) -> usize {
+        224
+    }
+
+    /// Length of one feature vector.
+    pub fn feature_dim(self) -> usize {
+        match self {
+            Which::MobileNetV2 => mobilenetv2::FEATURES,
+            Which::MobileNetV4Small => mobilenetv4::FEATURES,
+        }
+    }
+
+    /// Builds the network, reading every tensor through `vb`.
+    pub fn build(self, vb: VarBuilder) -> candle_core::Result<Net> {
+        Ok(match self {
+            Which::MobileNetV2 => Net::V2(mobilenetv2::MobileNetV2::load(vb)?),
+            Which::MobileNetV4Small => Net::V4(mobilenetv4::MobileNetV4::load(vb)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub enum Net {
+    V2(mobilenetv2::MobileNetV2),
+    V4(mobilenetv4::MobileNetV4),
+}
+
+impl Module for Net {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Net::V2(m) => m.forward(x),
+            Net::V4(m) => m.forward(x),
+        }
+    }
+}
+
+/// A network ready to run, with what it was made from.
+pub struct Model {
+    pub which: Which,
+    pub device: Device,
+    /// `sha256:<hex>` of the weights file, or `random:<seed>`.
+    pub weights_id: String,
+    net: Net,
+}
+
+impl Model {
+    /// Memory-maps a safetensors file and folds its BatchNorms.
+    pub fn from_file(which: Which, path: &std::path::Path, device: &Device) -> Result<Self> {
+        let wrap = |e: Error| Error::Weights { path: path.to_path_buf(), source: Box::new(e) };
+        let sha = crate::weights::sha256_file(path).map_err(|e| wrap(e.into()))?;
+        // SAFETY: the file is opened read-only and not modified while mapped;
+        // safetensors validates the header before any tensor is read.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+            .map_err(|e| wrap(e.into()))?;
+        let net = which.build(vb).map_err(|e| wrap(e.into()))?;
+        Ok(Self { which, device: device.clone(), weights_id: format!("sha256:{sha}"), net })
+    }
+
+    /// Deterministic random-init weights (see [`init`]); for tests and
+    /// benchmarks only: the features mean nothing.
+    pub fn random(which: Which, seed: u64, device: &Device) -> Result<Self> {
+        let tensors = init::random_weights(which, seed)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let net = which.build(vb)?;
+        Ok(Self { which, device: device.clone(), weights_id: format!("random:{seed}"), net })
+    }
+
+    pub fn is_random(&self) -> bool {
+        self.weights_id.starts_with("random:")
+    }
+
+    /// (n, 3, r, r) normalised f32 images → (n, feature_dim) features.
+    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(self.net.forward(images)?)
+    }
+}
+
+/// `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// CUDA when this binary was built with it and a GPU answers, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Resolves `--device`; says on stderr which one runs, since `auto` may pick either.
+pub fn device(choice: DeviceChoice) -> Result<Device> {
+    let dev = match choice {
+        DeviceChoice::Cpu => Device::Cpu,
+        DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| {
+            Error::Usage(format!("--device cuda: no CUDA device usable ({e}); this binary was built {} the `cuda` feature",
+                if cfg!(feature = "cuda") { "with" } else { "without" }))
+        })?,
+        DeviceChoice::Auto => {
+            if candle_core::utils::cuda_is_available() {
+                Device::new_cuda(0)?
+            } else {
+                Device::Cpu
+            }
+        }
+    };
+    Ok(dev)
+}

@@ -1,0 +1,146 @@
+//! The featurize run: read and decode on one thread pool, infer in batches
+//! on the model's device, write rows as they come.
+//!
+//! Memory is bounded by the batch size, not the input size: at most
+//! [`IN_FLIGHT`] decoded batches wait for the model, and the Parquet writer
+//! flushes a row group every [`crate::output::ROW_GROUP_ROWS`] rows.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::image::{prepare, Prepared, RejectKind, Rejection};
+use crate::input::Item;
+use crate::model::Model;
+use crate::output::{ErrorWriter, FeatureWriter, RowInfo, RunMeta};
+
+/// Decoded batches allowed to wait for the model.
+pub const IN_FLIGHT: usize = 2;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch: usize,
+    /// Threads decoding images; the model uses rayon's global pool.
+    pub decode_threads: usize,
+    pub part_id: u32,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub featurised: usize,
+    pub rejected: Vec<(PathBuf, Rejection)>,
+    pub elapsed: Duration,
+    pub features_path: PathBuf,
+    pub errors_path: PathBuf,
+}
+
+impl Summary {
+    pub fn total(&self) -> usize {
+        self.featurised + self.rejected.len()
+    }
+    pub fn rejected_fraction(&self) -> f64 {
+        if self.total() == 0 {
+            0.0
+        } else {
+            self.rejected.len() as f64 / self.total() as f64
+        }
+    }
+    pub fn images_per_sec(&self) -> f64 {
+        self.total() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    /// Rejections counted by kind, in a stable order.
+    pub fn rejected_by_kind(&self) -> Vec<(RejectKind, usize)> {
+        let mut counts: Vec<(RejectKind, usize)> = Vec::new();
+        for (_, r) in &self.rejected {
+            match counts.iter_mut().find(|(k, _)| *k == r.kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((r.kind, 1)),
+            }
+        }
+        counts.sort_by_key(|(k, _)| k.as_str());
+        counts
+    }
+}
+
+fn read_and_prepare(item: &Item, res: u32) -> std::result::Result<Prepared, Rejection> {
+    let bytes = std::fs::read(&item.path).map_err(|e| Rejection::new(RejectKind::Unreadable, e.to_string()))?;
+    prepare(&bytes, res)
+}
+
+type Decoded<'a> = Vec<(&'a Item, std::result::Result<Prepared, Rejection>)>;
+
+/// Featurises `items` with `model` into `<out>/part-NNNNN.parquet`, with
+/// rejections in `<out>/part-NNNNN.errors.csv`. `on_batch(done, rejected)`
+/// is called after every batch (for a progress bar).
+pub fn featurize(
+    items: &[Item],
+    model: &Model,
+    run: &RunMeta,
+    out: &Path,
+    opts: &Options,
+    on_batch: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Summary> {
+    if opts.batch == 0 {
+        return Err(Error::Usage("--batch must be at least 1".into()));
+    }
+    let res = model.which.resolution() as u32;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.decode_threads.max(1))
+        .thread_name(|i| format!("fruits-decode-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} decode threads: {e}", opts.decode_threads)))?;
+    let mut features = FeatureWriter::create(out, opts.part_id, run)?;
+    let mut errors = ErrorWriter::create(out, opts.part_id)?;
+    let mut rejected = Vec::new();
+    let start = Instant::now();
+
+    let (tx, rx) = crossbeam_channel::bounded::<Decoded>(IN_FLIGHT);
+    let result = std::thread::scope(|s| -> Result<()> {
+        s.spawn(move || {
+            for chunk in items.chunks(opts.batch) {
+                let decoded: Decoded =
+                    pool.install(|| chunk.par_iter().map(|it| (it, read_and_prepare(it, res))).collect());
+                if tx.send(decoded).is_err() {
+                    break; // the consumer stopped on an error
+                }
+            }
+        });
+        let (mut done, mut bad) = (0, 0);
+        for decoded in rx {
+            let mut rows = Vec::with_capacity(decoded.len());
+            let mut pixels = Vec::with_capacity(decoded.len() * 3 * (res * res) as usize);
+            for (item, r) in &decoded {
+                match r {
+                    Ok(p) => {
+                        pixels.extend_from_slice(&p.pixels);
+                        rows.push(RowInfo { item, width: p.width, height: p.height });
+                    }
+                    Err(why) => {
+                        errors.write(item, why)?;
+                        rejected.push((item.path.clone(), why.clone()));
+                    }
+                }
+            }
+            bad += decoded.len() - rows.len();
+            if !rows.is_empty() {
+                let n = rows.len();
+                let x = Tensor::from_vec(pixels, (n, 3, res as usize, res as usize), &model.device)?;
+                let f = model.features(&x)?.to_device(&candle_core::Device::Cpu)?;
+                let f: Vec<f32> = f.flatten_all()?.to_vec1()?;
+                features.write(&rows, &f)?;
+                done += n;
+            }
+            on_batch(done, bad);
+        }
+        Ok(())
+    });
+    result?;
+    let featurised = features.rows();
+    let features_path = features.finish()?;
+    let errors_path = errors.finish()?;
+    Ok(Summary { featurised, rejected, elapsed: start.elapsed(), features_path, errors_path })
+}

@@ -1,0 +1,108 @@
+//! Where model weights come from: a file the user names, the pinned file on
+//! the model hub (checked against `weights/manifest.json`), or random init.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::Which;
+
+/// The pinned hub files, compiled in so the binary needs no checkout.
+const MANIFEST: &str = include_str!("../weights/manifest.json");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pin {
+    pub repo: String,
+    pub revision: String,
+    pub file: String,
+    /// `None` where no hash has been verified yet: fetching then needs an
+    /// explicit `--sha256`.
+    pub sha256: Option<String>,
+}
+
+/// The manifest entry for `which`.
+pub fn pin(which: Which) -> Pin {
+    let all: serde_json::Value = serde_json::from_str(MANIFEST).expect("weights/manifest.json is valid JSON");
+    serde_json::from_value(all[which.name()].clone())
+        .unwrap_or_else(|e| panic!("weights/manifest.json has no valid entry for {which}: {e}"))
+}
+
+/// `--weights`: a path, or `random:SEED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Random(u64),
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.strip_prefix("random:") {
+            Some(seed) => seed
+                .parse()
+                .map(Source::Random)
+                .map_err(|_| format!("'{s}': the seed after random: must be a non-negative integer")),
+            None => Ok(Source::File(PathBuf::from(s))),
+        }
+    }
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hub_repo(pin: &Pin) -> hf_hub::Repo {
+    hf_hub::Repo::with_revision(pin.repo.clone(), hf_hub::RepoType::Model, pin.revision.clone())
+}
+
+/// The pinned file if it is already in the local hub cache (no network).
+pub fn cached(which: Which) -> Option<PathBuf> {
+    let pin = pin(which);
+    hf_hub::Cache::from_env().repo(hub_repo(&pin)).get(&pin.file)
+}
+
+/// Downloads (or finds in the cache) the pinned file and checks its sha256.
+/// `expected` overrides the manifest's hash, for a pin that has none yet.
+pub fn fetch(which: Which, expected: Option<&str>) -> Result<PathBuf> {
+    let pin = pin(which);
+    let fail = |reason: String| Error::Fetch { repo: pin.repo.clone(), file: pin.file.clone(), reason };
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(true)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let path = api.repo(hub_repo(&pin)).get(&pin.file).map_err(|e| fail(e.to_string()))?;
+    verify(&path, expected.or(pin.sha256.as_deref()), which)?;
+    Ok(path)
+}
+
+/// Checks `path` against `expected`; with no expected hash, refuses and
+/// prints the hash so a person can compare it with the hub's page.
+pub fn verify(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
+    let actual = sha256_file(path)?;
+    match expected {
+        Some(e) if e.eq_ignore_ascii_case(&actual) => Ok(()),
+        Some(e) => Err(Error::Checksum { path: path.to_path_buf(), expected: e.to_string(), actual }),
+        None => Err(Error::Usage(format!(
+            "no sha256 is pinned for {which} in weights/manifest.json; {} hashes to {actual}: \
+             compare it with the hub's Git LFS pointer and pass --sha256 {actual} (or pin it in the manifest)",
+            path.display()
+        ))),
+    }
+}

@@ -1,0 +1,7 @@
+//! All integration tests, built into one binary (`autotests = false`).
+
+mod util;
+
+mod test_featurize;
+mod test_parity;
+mod test_weights;
