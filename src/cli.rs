@@ -18,5 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Featurize(cmd::featurize::Args),
+    Pca(cmd::pca::Args),
     Weights(cmd::weights::Args),
+    Demo(cmd::demo::Args),
 }

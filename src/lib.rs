@@ -5,12 +5,19 @@
 //! (Candle, CPU or CUDA), [`output`] writes them to Parquet; [`pipeline`]
 //! ties these together with bounded memory. [`weights`] says where the model
 //! weights come from.
+//!
+//! `fruits pca`: [`parts`] reads the features parts and the statistics beside
+//! them, [`pca`] merges statistics and fits, [`pca_model`] persists the model
+//! and draws its pictures.
 
 pub mod error;
 pub mod image;
 pub mod input;
 pub mod model;
 pub mod output;
+pub mod parts;
+pub mod pca;
+pub mod pca_model;
 pub mod pipeline;
 pub mod weights;
 

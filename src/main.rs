@@ -7,13 +7,19 @@ use clap::Parser;
 mod cli;
 mod cmd;
 
+/// One arm per subcommand.
+fn dispatch(command: cli::Command) -> anyhow::Result<ExitCode> {
+    match command {
+        cli::Command::Featurize(args) => cmd::featurize::run(args),
+        cli::Command::Pca(args) => cmd::pca::run(args),
+        cli::Command::Weights(args) => cmd::weights::run(args),
+        cli::Command::Demo(args) => cmd::demo::run(args),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let result = match cli.command {
-        cli::Command::Featurize(args) => cmd::featurize::run(args),
-        cli::Command::Weights(args) => cmd::weights::run(args),
-    };
-    match result {
+    match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("fruits: error: {e:#}");

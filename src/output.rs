@@ -37,10 +37,11 @@ pub mod meta {
 /// `array<float>` in Spark; `int` widths, since Spark has no unsigned types.
 pub fn schema() -> SchemaRef {
     let features = DataType::List(feature_item());
+    let [path, label, split] = id_fields();
     Arc::new(Schema::new(vec![
-        Field::new("path", DataType::Utf8, false),
-        Field::new("label", DataType::Utf8, true),
-        Field::new("split", DataType::Utf8, true),
+        path,
+        label,
+        split,
         Field::new("features", features, false),
         Field::new("width", DataType::Int32, false),
         Field::new("height", DataType::Int32, false),
@@ -48,7 +49,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// The list's item field, named `element` as the Parquet spec's LIST type says.
-fn feature_item() -> Arc<Field> {
+pub fn feature_item() -> Arc<Field> {
     Arc::new(Field::new("element", DataType::Float32, false))
 }
 
@@ -65,21 +66,33 @@ pub struct RunMeta {
     pub feature_dim: usize,
 }
 
-fn output_err(path: &Path, e: impl std::fmt::Display) -> Error {
+impl RunMeta {
+    /// The Parquet key-value metadata of a features part (and its statistics).
+    pub fn key_values(&self) -> Vec<(String, String)> {
+        vec![
+            (meta::MODEL.into(), self.model.clone()),
+            (meta::WEIGHTS.into(), self.weights.clone()),
+            (meta::PREPROCESSING.into(), self.preprocessing.clone()),
+            (meta::FEATURE_DIM.into(), self.feature_dim.to_string()),
+        ]
+    }
+}
+
+pub(crate) fn output_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Output { path: path.to_path_buf(), reason: e.to_string() }
 }
 
 /// A file written under a temporary name and renamed into place by `commit`.
-struct Staged {
-    tmp: PathBuf,
+pub(crate) struct Staged {
+    pub(crate) tmp: PathBuf,
     dest: PathBuf,
 }
 
 impl Staged {
-    fn new(dir: &Path, name: &str) -> Self {
+    pub(crate) fn new(dir: &Path, name: &str) -> Self {
         Self { tmp: dir.join(format!(".{name}.tmp")), dest: dir.join(name) }
     }
-    fn commit(self) -> Result<PathBuf> {
+    pub(crate) fn commit(self) -> Result<PathBuf> {
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| output_err(&self.dest, e))?;
         Ok(self.dest)
     }
@@ -92,62 +105,36 @@ pub struct RowInfo<'a> {
     pub height: u32,
 }
 
-pub struct FeatureWriter {
+/// A Parquet file (zstd, row groups of [`ROW_GROUP_ROWS`]) written under a
+/// temporary name and renamed into place by [`ParquetFile::finish`].
+pub struct ParquetFile {
     writer: ArrowWriter<File>,
     staged: Staged,
-    dim: usize,
+    schema: SchemaRef,
     rows: usize,
 }
 
-impl FeatureWriter {
-    pub fn create(dir: &Path, part_id: u32, run: &RunMeta) -> Result<Self> {
+impl ParquetFile {
+    pub fn create(dir: &Path, name: &str, schema: SchemaRef, kv: Vec<(String, String)>) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| output_err(dir, e))?;
-        let staged = Staged::new(dir, &format!("{}.parquet", part_stem(part_id)));
+        let staged = Staged::new(dir, name);
         let file = File::create(&staged.tmp).map_err(|e| output_err(&staged.tmp, e))?;
-        let kv = vec![
-            KeyValue::new(meta::MODEL.into(), run.model.clone()),
-            KeyValue::new(meta::WEIGHTS.into(), run.weights.clone()),
-            KeyValue::new(meta::PREPROCESSING.into(), run.preprocessing.clone()),
-            KeyValue::new(meta::VERSION.into(), env!("CARGO_PKG_VERSION").to_string()),
-            KeyValue::new(meta::FEATURE_DIM.into(), run.feature_dim.to_string()),
-        ];
+        let mut kv: Vec<KeyValue> = kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
+        kv.push(KeyValue::new(meta::VERSION.into(), env!("CARGO_PKG_VERSION").to_string()));
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_key_value_metadata(Some(kv))
             .build();
-        let writer = ArrowWriter::try_new(file, schema(), Some(props)).map_err(|e| output_err(&staged.tmp, e))?;
-        Ok(Self { writer, staged, dim: run.feature_dim, rows: 0 })
+        let writer =
+            ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| output_err(&staged.tmp, e))?;
+        Ok(Self { writer, staged, schema, rows: 0 })
     }
 
-    /// Appends rows; `features` holds `rows.len() × dim` values, row-major.
-    pub fn write(&mut self, rows: &[RowInfo], features: &[f32]) -> Result<()> {
-        assert_eq!(features.len(), rows.len() * self.dim, "one feature vector per row");
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let path: StringArray = rows.iter().map(|r| Some(r.item.path.to_string_lossy())).collect();
-        let label: StringArray = rows.iter().map(|r| r.item.label.as_deref()).collect();
-        let split: StringArray = rows.iter().map(|r| r.item.split.as_deref()).collect();
-        let mut feats = ListBuilder::with_capacity(Float32Builder::with_capacity(features.len()), rows.len())
-            .with_field(feature_item());
-        for v in features.chunks(self.dim) {
-            feats.values().append_slice(v);
-            feats.append(true);
-        }
-        let width: Int32Array = rows.iter().map(|r| Some(r.width as i32)).collect();
-        let height: Int32Array = rows.iter().map(|r| Some(r.height as i32)).collect();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(path),
-            Arc::new(label),
-            Arc::new(split),
-            Arc::new(feats.finish()),
-            Arc::new(width),
-            Arc::new(height),
-        ];
-        let batch = RecordBatch::try_new(schema(), columns).map_err(|e| output_err(&self.staged.tmp, e))?;
+    pub fn write(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| output_err(&self.staged.tmp, e))?;
         self.writer.write(&batch).map_err(|e| output_err(&self.staged.tmp, e))?;
-        self.rows += rows.len();
+        self.rows += batch.num_rows();
         Ok(())
     }
 
@@ -159,6 +146,65 @@ impl FeatureWriter {
     pub fn finish(self) -> Result<PathBuf> {
         self.writer.close().map_err(|e| output_err(&self.staged.tmp, e))?;
         self.staged.commit()
+    }
+}
+
+/// A `list<float32>` column, one list of `dim` values per row.
+pub fn float_lists(values: &[f32], dim: usize) -> ArrayRef {
+    let rows = values.len() / dim.max(1);
+    let mut b = ListBuilder::with_capacity(Float32Builder::with_capacity(values.len()), rows).with_field(feature_item());
+    for v in values.chunks(dim) {
+        b.values().append_slice(v);
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+/// The `path`, `label`, `split` columns every part starts with.
+pub fn id_columns<'a>(rows: impl Iterator<Item = &'a Item> + Clone) -> [ArrayRef; 3] {
+    let path: StringArray = rows.clone().map(|i| Some(i.path.to_string_lossy())).collect();
+    let label: StringArray = rows.clone().map(|i| i.label.as_deref()).collect();
+    let split: StringArray = rows.map(|i| i.split.as_deref()).collect();
+    [Arc::new(path), Arc::new(label), Arc::new(split)]
+}
+
+pub fn id_fields() -> [Field; 3] {
+    [
+        Field::new("path", DataType::Utf8, false),
+        Field::new("label", DataType::Utf8, true),
+        Field::new("split", DataType::Utf8, true),
+    ]
+}
+
+pub struct FeatureWriter {
+    file: ParquetFile,
+    dim: usize,
+}
+
+impl FeatureWriter {
+    pub fn create(dir: &Path, part_id: u32, run: &RunMeta) -> Result<Self> {
+        let file = ParquetFile::create(dir, &format!("{}.parquet", part_stem(part_id)), schema(), run.key_values())?;
+        Ok(Self { file, dim: run.feature_dim })
+    }
+
+    /// Appends rows; `features` holds `rows.len() × dim` values, row-major.
+    pub fn write(&mut self, rows: &[RowInfo], features: &[f32]) -> Result<()> {
+        assert_eq!(features.len(), rows.len() * self.dim, "one feature vector per row");
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let [path, label, split] = id_columns(rows.iter().map(|r| r.item));
+        let width: Int32Array = rows.iter().map(|r| Some(r.width as i32)).collect();
+        let height: Int32Array = rows.iter().map(|r| Some(r.height as i32)).collect();
+        self.file.write(vec![path, label, split, float_lists(features, self.dim), Arc::new(width), Arc::new(height)])
+    }
+
+    pub fn rows(&self) -> usize {
+        self.file.rows()
+    }
+
+    pub fn finish(self) -> Result<PathBuf> {
+        self.file.finish()
     }
 }
 

@@ -16,6 +16,7 @@ use crate::image::{prepare, Prepared, RejectKind, Rejection};
 use crate::input::Item;
 use crate::model::Model;
 use crate::output::{ErrorWriter, FeatureWriter, RowInfo, RunMeta};
+use crate::pca::Moments;
 
 /// Decoded batches allowed to wait for the model.
 pub const IN_FLIGHT: usize = 2;
@@ -94,6 +95,7 @@ pub fn featurize(
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} decode threads: {e}", opts.decode_threads)))?;
     let mut features = FeatureWriter::create(out, opts.part_id, run)?;
+    let mut moments = Moments::new(run.feature_dim);
     let mut errors = ErrorWriter::create(out, opts.part_id)?;
     let mut rejected = Vec::new();
     let start = Instant::now();
@@ -132,6 +134,7 @@ pub fn featurize(
                 let f = model.features(&x)?.to_device(&candle_core::Device::Cpu)?;
                 let f: Vec<f32> = f.flatten_all()?.to_vec1()?;
                 features.write(&rows, &f)?;
+                moments.add_rows(&f);
                 done += n;
             }
             on_batch(done, bad);
@@ -140,7 +143,16 @@ pub fn featurize(
     });
     result?;
     let featurised = features.rows();
+    // A stale statistics file must never sit beside a new part: remove it
+    // first, so a crash in between leaves no statistics (recomputed by
+    // `pca fit`) rather than wrong ones.
+    let stats = crate::parts::stats_path(&out.join(format!("{}.parquet", crate::output::part_stem(opts.part_id))));
+    match std::fs::remove_file(&stats) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
     let features_path = features.finish()?;
+    crate::parts::write_stats(&features_path, &moments, &run.key_values().into_iter().collect())?;
     let errors_path = errors.finish()?;
     Ok(Summary { featurised, rejected, elapsed: start.elapsed(), features_path, errors_path })
 }

@@ -14,8 +14,9 @@ pf = pq.ParquetFile(path)
 table = pf.read()
 meta = {k.decode(): v.decode() for k, v in (pf.metadata.metadata or {}).items() if not k.startswith(b"ARROW")}
 con = duckdb.connect()
+vector = "features" if "features" in table.column_names else "pca"
 duck_rows, duck_min_len, duck_max_len = con.execute(
-    "SELECT count(*), min(len(features)), max(len(features)) FROM read_parquet(?)", [path]
+    f"SELECT count(*), min(len({vector})), max(len({vector})) FROM read_parquet(?)", [path]
 ).fetchone()
 print(json.dumps({
     "rows": table.num_rows,

@@ -1,4 +1,6 @@
+pub mod demo;
 pub mod featurize;
+pub mod pca;
 pub mod weights;
 
 /// The run could not proceed (missing weights, unreadable input, ...).
