@@ -13,6 +13,9 @@ use crate::cmd;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    #[command(flatten)]
+    pub s3: fruits::storage::S3Options,
 }
 
 #[derive(Debug, Subcommand)]
@@ -21,4 +24,5 @@ pub enum Command {
     Pca(cmd::pca::Args),
     Weights(cmd::weights::Args),
     Demo(cmd::demo::Args),
+    List(cmd::list::Args),
 }

@@ -41,6 +41,14 @@ pub enum Error {
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },
 
+    /// S3 refused or failed a request that the run cannot do without.
+    #[error("{0}")]
+    Storage(String),
+
+    /// A region or bucket outside Europe.
+    #[error("{0}")]
+    Region(String),
+
     /// A value given by the user is out of range.
     #[error("{0}")]
     Usage(String),

@@ -66,6 +66,24 @@ pub fn list_folder(root: &Path) -> Result<Vec<Item>> {
     Ok(paths.into_iter().map(Item::new).collect())
 }
 
+/// Every image under `loc` (a folder, or an `s3://bucket/prefix`), in byte order.
+pub fn list_location(storage: &crate::storage::Storage, loc: &crate::storage::Location) -> Result<Vec<Item>> {
+    use crate::storage::Location;
+    match loc {
+        Location::Local(p) => list_folder(p),
+        Location::S3 { bucket, key } => {
+            // A prefix names a folder: `Training` must not match `TrainingOld/`.
+            let key = if key.is_empty() || key.ends_with('/') { key.clone() } else { format!("{key}/") };
+            let folder = Location::S3 { bucket: bucket.clone(), key };
+            let found = storage.list(&folder, &|name| is_image_name(Path::new(name)))?;
+            if found.is_empty() {
+                return Err(Error::NoImages(PathBuf::from(folder.to_string())));
+            }
+            Ok(found.into_iter().map(|l| Item::new(PathBuf::from(l.to_string()))).collect())
+        }
+    }
+}
+
 /// Paths listed one per line in `source` (a file, or `-` for stdin), in the
 /// order given. Blank lines are skipped; names are not filtered by extension:
 /// what the user lists is what they want, and a non-image is reported.

@@ -19,6 +19,7 @@ pub mod parts;
 pub mod pca;
 pub mod pca_model;
 pub mod pipeline;
+pub mod storage;
 pub mod weights;
 
 pub use error::{Error, Result};

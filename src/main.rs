@@ -8,18 +8,19 @@ mod cli;
 mod cmd;
 
 /// One arm per subcommand.
-fn dispatch(command: cli::Command) -> anyhow::Result<ExitCode> {
+fn dispatch(command: cli::Command, s3: &fruits::storage::S3Options) -> anyhow::Result<ExitCode> {
     match command {
-        cli::Command::Featurize(args) => cmd::featurize::run(args),
-        cli::Command::Pca(args) => cmd::pca::run(args),
+        cli::Command::Featurize(args) => cmd::featurize::run(args, s3),
+        cli::Command::Pca(args) => cmd::pca::run(args, s3),
         cli::Command::Weights(args) => cmd::weights::run(args),
-        cli::Command::Demo(args) => cmd::demo::run(args),
+        cli::Command::Demo(args) => cmd::demo::run(args, s3),
+        cli::Command::List(args) => cmd::list::run(args, s3),
     }
 }
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match dispatch(cli.command) {
+    match dispatch(cli.command, &cli.s3) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("fruits: error: {e:#}");

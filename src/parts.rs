@@ -11,12 +11,14 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::Array;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::metadata::ParquetMetaDataReader;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 use crate::input::Item;
 use crate::output::{meta, output_err, Staged};
 use crate::pca::Moments;
+use crate::storage::{Location, Storage};
 
 /// Rows per batch when streaming a part.
 pub const READ_BATCH_ROWS: usize = 2048;
@@ -25,20 +27,37 @@ fn read_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Input { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
 }
 
-/// The features parts (`part-*.parquet`) directly in `dir`, by name.
-pub fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::Input { path: dir.to_path_buf(), source: e })?;
-    let mut parts = Vec::new();
-    for e in entries {
-        let e = e.map_err(|e| Error::Input { path: dir.to_path_buf(), source: e })?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("part-") && name.ends_with(".parquet") {
-            parts.push(e.path());
+fn is_part_name(name: &str) -> bool {
+    name.starts_with("part-") && name.ends_with(".parquet")
+}
+
+/// The features parts (`part-*.parquet`) directly in `dir` (a folder or an
+/// `s3://bucket/prefix`), by name.
+pub fn list_parts(storage: &Storage, dir: &Location) -> Result<Vec<Location>> {
+    let folder = match dir {
+        Location::S3 { bucket, key } if !key.is_empty() && !key.ends_with('/') => {
+            Location::S3 { bucket: bucket.clone(), key: format!("{key}/") }
+        }
+        other => other.clone(),
+    };
+    if let Location::Local(p) = &folder {
+        if !p.is_dir() {
+            return Err(Error::Input { path: p.clone(), source: std::io::Error::other("not a folder") });
         }
     }
-    parts.sort();
+    let prefix_len = folder.to_string().len();
+    let parts: Vec<Location> = storage
+        .list(&folder, &|name| is_part_name(name))?
+        .into_iter()
+        .filter(|l| {
+            // Directly in the folder, not in a subfolder.
+            let s = l.to_string();
+            let rest = s.get(prefix_len..).unwrap_or("").trim_start_matches('/');
+            !rest.contains('/')
+        })
+        .collect();
     if parts.is_empty() {
-        return Err(Error::Usage(format!("no features parts (part-*.parquet) in {}", dir.display())));
+        return Err(Error::Usage(format!("no features parts (part-*.parquet) in {folder}")));
     }
     Ok(parts)
 }
@@ -46,7 +65,7 @@ pub fn list_parts(dir: &Path) -> Result<Vec<PathBuf>> {
 /// What a part's footer says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartInfo {
-    pub path: PathBuf,
+    pub path: Location,
     pub rows: u64,
     pub metadata: HashMap<String, String>,
 }
@@ -57,22 +76,35 @@ impl PartInfo {
     }
     pub fn feature_dim(&self) -> Result<usize> {
         self.get(meta::FEATURE_DIM).parse().map_err(|_| {
-            read_err(&self.path, format!("no valid {} in its metadata: not written by fruits featurize?", meta::FEATURE_DIM))
+            loc_err(&self.path, format!("no valid {} in its metadata: not written by fruits featurize?", meta::FEATURE_DIM))
         })
     }
 }
 
-pub fn part_info(path: &Path) -> Result<PartInfo> {
-    let file = File::open(path).map_err(|e| Error::Input { path: path.to_path_buf(), source: e })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| read_err(path, e))?;
-    let md = builder.metadata().file_metadata();
-    let metadata = md
+fn loc_err(loc: &Location, e: impl std::fmt::Display) -> Error {
+    Error::Input { path: PathBuf::from(loc.to_string()), source: std::io::Error::other(e.to_string()) }
+}
+
+/// Reads only the footer: two small reads (two ranged GETs in S3).
+pub fn part_info(storage: &Storage, loc: &Location) -> Result<PartInfo> {
+    let tail = storage.get_tail(loc, 8)?;
+    if tail.len() != 8 || &tail[4..] != b"PAR1" {
+        return Err(loc_err(loc, "not a Parquet file"));
+    }
+    let len = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    let footer = storage.get_tail(loc, len + 8)?;
+    if footer.len() as u64 != len + 8 {
+        return Err(loc_err(loc, "truncated Parquet footer"));
+    }
+    let md = ParquetMetaDataReader::decode_metadata(&footer[..len as usize]).map_err(|e| loc_err(loc, e))?;
+    let fmd = md.file_metadata();
+    let metadata = fmd
         .key_value_metadata()
         .into_iter()
         .flatten()
         .filter_map(|kv| kv.value.as_ref().map(|v| (kv.key.clone(), v.clone())))
         .collect();
-    Ok(PartInfo { path: path.to_path_buf(), rows: md.num_rows() as u64, metadata })
+    Ok(PartInfo { path: loc.clone(), rows: fmd.num_rows() as u64, metadata })
 }
 
 /// One batch of rows read back: ids and a row-major feature matrix.
@@ -128,7 +160,18 @@ pub fn read_rows(path: &Path, column: &str, dim: usize, mut each: impl FnMut(Row
 /// `part-NNNNN.parquet` → `part-NNNNN.stats.safetensors`.
 pub fn stats_path(part: &Path) -> PathBuf {
     let name = part.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    part.with_file_name(format!("{}.stats.safetensors", name.trim_end_matches(".parquet")))
+    part.with_file_name(stats_name(&name))
+}
+
+pub fn stats_name(part_name: &str) -> String {
+    format!("{}.stats.safetensors", part_name.trim_end_matches(".parquet"))
+}
+
+/// The statistics file beside the part at `loc`.
+pub fn stats_location(loc: &Location) -> Location {
+    let s = loc.to_string();
+    let name = loc.file_name();
+    format!("{}{}", &s[..s.len() - name.len()], stats_name(&name)).parse().expect("parses")
 }
 
 fn f64_bytes(v: &[f64]) -> Vec<u8> {

@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 use crate::output::{output_err, ParquetFile};
 use crate::pca::Pca;
 
+/// The files a model folder holds (all that `load` reads, and the picture).
+pub const FILES: [&str; 5] = ["pca.json", "components.parquet", "center.parquet", "spectrum.parquet", "explained_variance.svg"];
+
 /// The readable summary, `pca.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {

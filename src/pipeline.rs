@@ -17,6 +17,12 @@ use crate::input::Item;
 use crate::model::Model;
 use crate::output::{ErrorWriter, FeatureWriter, RowInfo, RunMeta};
 use crate::pca::Moments;
+use crate::storage::{Fetch, Location, Storage};
+
+/// The location an item names (`s3://…` or a path).
+pub fn location_of(item: &Item) -> Location {
+    item.path.to_string_lossy().parse().expect("every string parses as a location")
+}
 
 /// Decoded batches allowed to wait for the model.
 pub const IN_FLIGHT: usize = 2;
@@ -72,6 +78,15 @@ fn read_and_prepare(item: &Item, res: u32) -> std::result::Result<Prepared, Reje
     prepare(&bytes, res)
 }
 
+/// Where the images' bytes come from.
+pub enum ImageSource<'a> {
+    /// Local files, read by the decode threads themselves.
+    Files,
+    /// Any [`Location`]s, fetched by `storage` with requests in flight
+    /// (S3), ahead of and overlapped with decoding.
+    Storage { storage: &'a Storage, concurrency: usize },
+}
+
 type Decoded<'a> = Vec<(&'a Item, std::result::Result<Prepared, Rejection>)>;
 
 /// Featurises `items` with `model` into `<out>/part-NNNNN.parquet`, with
@@ -83,6 +98,7 @@ pub fn featurize(
     run: &RunMeta,
     out: &Path,
     opts: &Options,
+    source: &ImageSource,
     on_batch: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Summary> {
     if opts.batch == 0 {
@@ -101,16 +117,65 @@ pub fn featurize(
     let start = Instant::now();
 
     let (tx, rx) = crossbeam_channel::bounded::<Decoded>(IN_FLIGHT);
+    let (fatal_tx, fatal_rx) = crossbeam_channel::bounded::<Error>(1);
     let result = std::thread::scope(|s| -> Result<()> {
-        s.spawn(move || {
-            for chunk in items.chunks(opts.batch) {
-                let decoded: Decoded =
-                    pool.install(|| chunk.par_iter().map(|it| (it, read_and_prepare(it, res))).collect());
-                if tx.send(decoded).is_err() {
-                    break; // the consumer stopped on an error
-                }
+        match source {
+            ImageSource::Files => {
+                s.spawn(move || {
+                    for chunk in items.chunks(opts.batch) {
+                        let decoded: Decoded =
+                            pool.install(|| chunk.par_iter().map(|it| (it, read_and_prepare(it, res))).collect());
+                        if tx.send(decoded).is_err() {
+                            break; // the consumer stopped on an error
+                        }
+                    }
+                });
             }
-        });
+            ImageSource::Storage { storage, concurrency } => {
+                // fetch (async, in flight) -> bytes channel -> decode pool -> model
+                type Fetched = (usize, std::result::Result<Vec<u8>, Rejection>);
+                let (btx, brx) = crossbeam_channel::bounded::<Fetched>(opts.batch * IN_FLIGHT);
+                let locs: Vec<Location> = items.iter().map(location_of).collect();
+                let fatal = fatal_tx.clone();
+                s.spawn(move || {
+                    let r = storage.fetch_all(&locs, *concurrency, &mut |i, got| match got {
+                        Ok(bytes) => btx.send((i, Ok(bytes))).is_ok(),
+                        Err(Fetch::Rejected(why)) => btx.send((i, Err(why))).is_ok(),
+                        Err(Fetch::Fatal(e)) => {
+                            let _ = fatal.try_send(e);
+                            false
+                        }
+                    });
+                    if let Err(e) = r {
+                        let _ = fatal.try_send(e);
+                    }
+                });
+                s.spawn(move || {
+                    let decode = |chunk: &[Fetched]| -> Decoded {
+                        pool.install(|| {
+                            chunk
+                                .par_iter()
+                                .map(|(i, got)| (&items[*i], got.as_ref().map_err(Clone::clone).and_then(|b| prepare(b, res))))
+                                .collect()
+                        })
+                    };
+                    let mut chunk = Vec::with_capacity(opts.batch);
+                    for got in brx {
+                        chunk.push(got);
+                        if chunk.len() == opts.batch {
+                            if tx.send(decode(&chunk)).is_err() {
+                                return;
+                            }
+                            chunk.clear();
+                        }
+                    }
+                    if !chunk.is_empty() {
+                        let _ = tx.send(decode(&chunk));
+                    }
+                });
+            }
+        }
+        drop(fatal_tx);
         let (mut done, mut bad) = (0, 0);
         for decoded in rx {
             let mut rows = Vec::with_capacity(decoded.len());
@@ -142,6 +207,9 @@ pub fn featurize(
         Ok(())
     });
     result?;
+    if let Ok(e) = fatal_rx.try_recv() {
+        return Err(e);
+    }
     let featurised = features.rows();
     // A stale statistics file must never sit beside a new part: remove it
     // first, so a crash in between leaves no statistics (recomputed by

@@ -281,7 +281,11 @@ fn part_id_names_the_files_and_a_rerun_overwrites() {
     let mut files: Vec<String> =
         std::fs::read_dir(dir.join("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
-    assert_eq!(files, ["part-00042.errors.csv", "part-00042.parquet"], "no temporary or duplicate files");
+    assert_eq!(
+        files,
+        ["part-00042.errors.csv", "part-00042.parquet", "part-00042.stats.safetensors"],
+        "no temporary or duplicate files"
+    );
     assert_eq!(read_parquet(&dir.join("out/part-00042.parquet"))["rows"], 19);
 }
 

@@ -174,8 +174,16 @@ fn featurize_statistics_equal_a_pass_over_the_rows() {
     std::fs::remove_file(dir.join("features/part-00000.stats.safetensors")).unwrap();
     let err = fit(&dir.join("features"), &dir.join("b"), &["--k", "5"]);
     assert!(err.contains("(0 from statistics files)"), "{err}");
+    // `pca stats` writes the missing file back, and fit uses it again.
+    let mut cmd = fruits();
+    cmd.args(["pca", "stats", "--features"]).arg(dir.join("features"));
+    run(cmd, 0);
+    let err = fit(&dir.join("features"), &dir.join("c"), &["--k", "5"]);
+    assert!(err.contains("(1 from statistics files)"), "{err}");
     let (a, _) = pca_model::load(&dir.join("a")).unwrap();
     let (b, _) = pca_model::load(&dir.join("b")).unwrap();
+    let (c, _) = pca_model::load(&dir.join("c")).unwrap();
+    assert_close(c.explained_variance(), b.explained_variance(), 1e-12, "variance after pca stats");
     assert_close(a.explained_variance(), b.explained_variance(), 1e-9, "variance");
     for i in 0..5 {
         assert_equal_up_to_sign(&a.components[i], &b.components[i], 1e-8, &format!("component {i}"));

@@ -24,7 +24,7 @@ pub struct Args {
     output: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, s3: &fruits::storage::S3Options) -> anyhow::Result<ExitCode> {
     let out = |sub: &str| args.output.join(sub).to_string_lossy().into_owned();
     let (features, pca, reduced) = (out("features"), out("pca"), out("reduced"));
     let mut featurize = vec!["featurize", "--model", &args.model, "--output", &features];
@@ -38,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     ];
     for step in steps {
         let cli = Cli::try_parse_from(std::iter::once("fruits").chain(step.iter().copied()))?;
-        let code = crate::dispatch(cli.command)?;
+        let code = crate::dispatch(cli.command, s3)?;
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }

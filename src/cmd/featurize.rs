@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use fruits::image::preprocessing_description;
-use fruits::input::{list_folder, read_key_list};
+use fruits::input::{list_location, read_key_list};
+use fruits::output::part_stem;
+use fruits::pipeline::ImageSource;
+use fruits::storage::{Location, S3Options, Storage};
 use fruits::model::{self, DeviceChoice, Model, Which};
 use fruits::output::RunMeta;
 use fruits::pipeline::{self, Options};
@@ -27,17 +30,24 @@ const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/fruits-360
 /// on 2 CPU cores expect tens of images per second.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Folder of images. Defaults to the small sample shipped in the repository.
+    /// Folder of images, local or s3://bucket/prefix. Defaults to the small
+    /// sample shipped in the repository.
     #[arg(long, default_value = SAMPLE, conflicts_with = "keys")]
-    input: PathBuf,
+    input: Location,
 
-    /// File listing image paths, one per line (`-` reads stdin), instead of --input.
+    /// File listing image paths or s3:// keys, one per line (`-` reads stdin), instead
+    /// of --input (see `fruits list`).
     #[arg(long)]
     keys: Option<PathBuf>,
 
-    /// Folder receiving the Parquet part and its errors file.
+    /// Folder receiving the Parquet part, its statistics and its errors file
+    /// (local or s3://bucket/prefix).
     #[arg(long, default_value = "out/features")]
-    output: PathBuf,
+    output: Location,
+
+    /// Do nothing if this part is already complete at --output (resuming a run).
+    #[arg(long)]
+    skip_existing: bool,
 
     #[arg(long, value_enum, default_value_t = Which::MobileNetV2)]
     model: Which,
@@ -101,10 +111,16 @@ pub fn load_model(which: Which, source: Option<&Source>, device: &candle_core::D
     })
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    let storage = Storage::new(s3.clone());
+    let part = args.output.join(&format!("{}.parquet", part_stem(args.part_id)));
+    if args.skip_existing && storage.exists(&part)? {
+        eprintln!("fruits: {part} is complete; skipping (--skip-existing)");
+        return Ok(ExitCode::SUCCESS);
+    }
     let items = match &args.keys {
         Some(list) => read_key_list(list)?,
-        None => list_folder(&args.input)?,
+        None => list_location(&storage, &args.input)?,
     };
     let device = model::device(args.device)?;
     eprintln!("fruits: {} images, model {}, device {}", items.len(), args.model, describe(&device));
@@ -123,12 +139,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if opts.decode_threads == 0 {
         bail!("--threads must be at least 1");
     }
+    let source = if items.iter().any(|it| pipeline::location_of(it).is_s3()) {
+        ImageSource::Storage { storage: &storage, concurrency: s3.s3_concurrency as usize }
+    } else {
+        ImageSource::Files
+    };
+    // S3 output: the part is made locally, then put whole (never half-visible).
+    let scratch = tempfile::tempdir()?;
+    let local_out = match &args.output {
+        Location::Local(p) => p.clone(),
+        Location::S3 { .. } => scratch.path().to_path_buf(),
+    };
     let bar = progress_bar(items.len() as u64, args.quiet);
-    let summary = pipeline::featurize(&items, &model, &run, &args.output, &opts, &|done, bad| {
+    let mut summary = pipeline::featurize(&items, &model, &run, &local_out, &opts, &source, &|done, bad| {
         bar.set_position((done + bad) as u64);
         bar.set_message(format!("{bad} rejected"));
     })?;
     bar.finish_and_clear();
+    if args.output.is_s3() {
+        summary = publish(&storage, summary, &args.output)?;
+    }
 
     eprintln!(
         "fruits: featurised {} of {} images in {:.1} s ({:.1} images/s)",
@@ -161,6 +191,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_TOO_MANY_REJECTED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Puts a locally made part into S3: the stale statistics go first, then the
+/// features, the errors and the fresh statistics, each in one request.
+fn publish(storage: &Storage, mut summary: pipeline::Summary, out: &Location) -> anyhow::Result<pipeline::Summary> {
+    let stats = fruits::parts::stats_path(&summary.features_path);
+    let dest = |p: &std::path::Path| out.join(&p.file_name().expect("a file").to_string_lossy());
+    storage.delete(&dest(&stats))?;
+    for local in [&summary.features_path, &summary.errors_path, &stats] {
+        storage.put_file(local, &dest(local))?;
+    }
+    summary.features_path = PathBuf::from(dest(&summary.features_path).to_string());
+    summary.errors_path = PathBuf::from(dest(&summary.errors_path).to_string());
+    Ok(summary)
 }
 
 fn describe(device: &candle_core::Device) -> &'static str {

@@ -1,5 +1,6 @@
 pub mod demo;
 pub mod featurize;
+pub mod list;
 pub mod pca;
 pub mod weights;
 

@@ -1,7 +1,7 @@
 //! `fruits pca`
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use fruits::output::{float_lists, id_columns, id_fields, meta, feature_item, Par
 use fruits::parts::{self, PartInfo};
 use fruits::pca::{self, Keep, Moments};
 use fruits::pca_model::{self, Summary};
+use fruits::storage::{Location, S3Options, Storage};
 
 /// Principal components of feature parts: fit a model, or reduce features with one.
 #[derive(Debug, clap::Args)]
@@ -23,6 +24,16 @@ pub struct Args {
 enum Action {
     Fit(FitArgs),
     Transform(TransformArgs),
+    Stats(StatsArgs),
+}
+
+/// Write the statistics file (part-NNNNN.stats.safetensors) of every part that
+/// lacks a matching one, reading each such part once: for parts written by
+/// other tools, so later fits read no rows.
+#[derive(Debug, clap::Args)]
+struct StatsArgs {
+    #[arg(long)]
+    features: Location,
 }
 
 /// Fit a PCA to every features part in a folder.
@@ -35,12 +46,12 @@ enum Action {
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("keep").required(true).args(["k", "variance"])))]
 struct FitArgs {
-    /// Folder of features parts (part-*.parquet).
+    /// Folder of features parts (part-*.parquet), local or s3://bucket/prefix.
     #[arg(long)]
-    features: PathBuf,
-    /// Folder receiving the model.
+    features: Location,
+    /// Folder receiving the model, local or s3://bucket/prefix.
     #[arg(long)]
-    output: PathBuf,
+    output: Location,
     /// Keep exactly this many components.
     #[arg(long)]
     k: Option<usize>,
@@ -60,22 +71,75 @@ struct FitArgs {
 #[derive(Debug, clap::Args)]
 struct TransformArgs {
     #[arg(long)]
-    features: PathBuf,
+    features: Location,
     /// Folder written by `fruits pca fit`.
     #[arg(long)]
-    model: PathBuf,
+    model: Location,
     #[arg(long)]
-    output: PathBuf,
+    output: Location,
     /// Also draw scatter.svg.
     #[arg(long)]
     plot: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    let storage = Storage::new(s3.clone());
+    let scratch = tempfile::tempdir()?;
+    let ctx = Ctx { storage: &storage, scratch: scratch.path() };
     match args.action {
-        Action::Fit(a) => fit(a),
-        Action::Transform(a) => transform(a),
+        Action::Fit(a) => fit(a, &ctx),
+        Action::Transform(a) => transform(a, &ctx),
+        Action::Stats(a) => stats(a, &ctx),
     }
+}
+
+/// Storage, and a scratch folder for local copies of S3 objects.
+struct Ctx<'a> {
+    storage: &'a Storage,
+    scratch: &'a Path,
+}
+
+impl Ctx<'_> {
+    /// A local folder to write into: `out` itself, or scratch space to upload from.
+    fn local_dir(&self, out: &Location, name: &str) -> std::path::PathBuf {
+        match out {
+            Location::Local(p) => p.clone(),
+            Location::S3 { .. } => self.scratch.join(name),
+        }
+    }
+    /// Puts each of `files` into `out` (nothing to do when `out` is local).
+    fn publish(&self, files: &[std::path::PathBuf], out: &Location) -> anyhow::Result<Vec<String>> {
+        let mut shown = Vec::new();
+        for f in files {
+            let dest = out.join(&name(f));
+            if out.is_s3() {
+                self.storage.put_file(f, &dest)?;
+            }
+            shown.push(dest.to_string());
+        }
+        Ok(shown)
+    }
+}
+
+fn stats(a: StatsArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    for part in parts::list_parts(ctx.storage, &a.features)? {
+        let info = parts::part_info(ctx.storage, &part)?;
+        let (m, cached) = part_moments(ctx, &info, info.feature_dim()?)?;
+        if cached {
+            eprintln!("fruits: {part} already has its statistics");
+        } else {
+            let md = [meta::MODEL, meta::WEIGHTS, meta::FEATURE_DIM, meta::PREPROCESSING]
+                .iter()
+                .map(|k| (k.to_string(), info.get(k).to_string()))
+                .collect();
+            let local = ctx.scratch.join(part.file_name());
+            let written = parts::write_stats(&local, &m, &md)?;
+            let dest = parts::stats_location(&part);
+            ctx.storage.put_file(&written, &dest)?;
+            eprintln!("fruits: wrote {dest}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn name(p: &Path) -> String {
@@ -88,13 +152,7 @@ fn check_consistent(infos: &[PartInfo]) -> anyhow::Result<()> {
     for other in &infos[1..] {
         for key in [meta::FEATURE_DIM, meta::MODEL, meta::WEIGHTS] {
             if other.get(key) != first.get(key) {
-                bail!(
-                    "parts differ in {key}: {} has {}, {} has {}",
-                    first.path.display(),
-                    first.get(key),
-                    other.path.display(),
-                    other.get(key)
-                );
+                bail!("parts differ in {key}: {} has {}, {} has {}", first.path, first.get(key), other.path, other.get(key));
             }
         }
     }
@@ -102,9 +160,17 @@ fn check_consistent(infos: &[PartInfo]) -> anyhow::Result<()> {
 }
 
 /// A part's statistics: from its stats file when that matches the part, else one streaming pass.
-fn part_moments(info: &PartInfo, dim: usize) -> anyhow::Result<(Moments, bool)> {
-    let stats = parts::stats_path(&info.path);
-    if let Some((m, md)) = parts::read_stats(&stats)? {
+fn part_moments(ctx: &Ctx, info: &PartInfo, dim: usize) -> anyhow::Result<(Moments, bool)> {
+    let stats_loc = parts::stats_location(&info.path);
+    let stats = if ctx.storage.exists(&stats_loc)? {
+        Some(ctx.storage.localize(&stats_loc, ctx.scratch)?)
+    } else {
+        None
+    };
+    if let Some((m, md)) = match &stats {
+        Some(p) => parts::read_stats(p)?,
+        None => None,
+    } {
         let same = m.n == info.rows
             && m.dim() == dim
             && md.get(meta::WEIGHTS).map(String::as_str) == Some(info.get(meta::WEIGHTS))
@@ -112,17 +178,21 @@ fn part_moments(info: &PartInfo, dim: usize) -> anyhow::Result<(Moments, bool)> 
         if same {
             return Ok((m, true));
         }
-        eprintln!("fruits: {} does not match its part; recomputing from the rows", stats.display());
+        eprintln!("fruits: {stats_loc} does not match its part; recomputing from the rows");
     }
     let mut m = Moments::new(dim);
-    parts::read_rows(&info.path, "features", dim, |rows| {
+    let local = ctx.storage.localize(&info.path, ctx.scratch)?;
+    parts::read_rows(&local, "features", dim, |rows| {
         m.add_rows(&rows.values);
         Ok(())
     })?;
+    if info.path.is_s3() {
+        let _ = std::fs::remove_file(&local); // scratch space: one part at a time
+    }
     Ok((m, false))
 }
 
-fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
+fn fit(a: FitArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let keep = match (a.k, a.variance) {
         (Some(k), _) => Keep::K(k),
         (None, Some(v)) => Keep::Variance(v),
@@ -134,8 +204,8 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let start = std::time::Instant::now();
-    let paths = parts::list_parts(&a.features)?;
-    let infos = paths.iter().map(|p| parts::part_info(p)).collect::<Result<Vec<_>, _>>()?;
+    let paths = parts::list_parts(ctx.storage, &a.features)?;
+    let infos = paths.iter().map(|p| parts::part_info(ctx.storage, p)).collect::<Result<Vec<_>, _>>()?;
     check_consistent(&infos)?;
     let dim = infos[0].feature_dim()?;
     if let Keep::K(k) = keep {
@@ -146,7 +216,7 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
     let mut merged = Moments::new(dim);
     let mut from_stats = 0;
     for info in &infos {
-        let (m, cached) = part_moments(info, dim).with_context(|| format!("statistics of {}", info.path.display()))?;
+        let (m, cached) = part_moments(ctx, info, dim).with_context(|| format!("statistics of {}", info.path))?;
         from_stats += cached as usize;
         merged.merge(&m)?;
     }
@@ -159,8 +229,9 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|k| (k.to_string(), infos[0].get(k).to_string()))
         .collect();
-    let summary = Summary::new(&model, selection, source, paths.iter().map(|p| name(p)).collect());
-    let written = pca_model::save(&model, &summary, &a.output)?;
+    let summary = Summary::new(&model, selection, source, paths.iter().map(|p| p.file_name()).collect());
+    let local = ctx.local_dir(&a.output, "pca");
+    let written = ctx.publish(&pca_model::save(&model, &summary, &local)?, &a.output)?;
     eprintln!(
         "fruits: PCA of {} rows from {} parts ({} from statistics files) in {:.2} s: k = {} of {}, {:.2}% of the variance",
         model.n_samples,
@@ -172,17 +243,30 @@ fn fit(a: FitArgs) -> anyhow::Result<ExitCode> {
         100.0 * summary.cumulative_explained_variance_ratio.last().copied().unwrap_or(0.0)
     );
     for p in written {
-        eprintln!("fruits: wrote {}", p.display());
+        eprintln!("fruits: wrote {p}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn transform(a: TransformArgs) -> anyhow::Result<ExitCode> {
-    let (model, summary) = pca_model::load(&a.model)?;
-    let paths = parts::list_parts(&a.features)?;
+fn transform(a: TransformArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let model_dir = match &a.model {
+        Location::Local(p) => p.clone(),
+        Location::S3 { .. } => {
+            let dir = ctx.scratch.join("model");
+            std::fs::create_dir_all(&dir)?;
+            for f in pca_model::FILES {
+                let local = ctx.storage.localize(&a.model.join(f), ctx.scratch)?;
+                std::fs::rename(&local, dir.join(f))?;
+            }
+            dir
+        }
+    };
+    let (model, summary) = pca_model::load(&model_dir)?;
+    let paths = parts::list_parts(ctx.storage, &a.features)?;
+    let local_out = ctx.local_dir(&a.output, "reduced");
     let k = model.n_components();
     if a.plot && k < 2 {
-        bail!("--plot needs at least 2 components; the model at {} has {k}", a.model.display());
+        bail!("--plot needs at least 2 components; the model at {} has {k}", a.model);
     }
     let mut points = Vec::new();
     let schema = Arc::new(Schema::new({
@@ -191,25 +275,26 @@ fn transform(a: TransformArgs) -> anyhow::Result<ExitCode> {
         f
     }));
     for path in &paths {
-        let info = parts::part_info(path)?;
+        let info = parts::part_info(ctx.storage, path)?;
         let dim = info.feature_dim()?;
         for key in [meta::MODEL, meta::WEIGHTS] {
             let want = summary.source.get(key).map(String::as_str).unwrap_or("?");
             if info.get(key) != want {
-                bail!("{} has {key} {}, but the PCA at {} was fitted on {want}", path.display(), info.get(key), a.model.display());
+                bail!("{path} has {key} {}, but the PCA at {} was fitted on {want}", info.get(key), a.model);
             }
         }
         if dim != model.n_features() {
-            bail!("{} has {dim} features, the PCA expects {}", path.display(), model.n_features());
+            bail!("{path} has {dim} features, the PCA expects {}", model.n_features());
         }
         let kv = vec![
             ("fruits.pca.n_components".to_string(), k.to_string()),
-            ("fruits.pca.model".to_string(), a.model.display().to_string()),
+            ("fruits.pca.model".to_string(), a.model.to_string()),
             (meta::MODEL.to_string(), info.get(meta::MODEL).to_string()),
             (meta::WEIGHTS.to_string(), info.get(meta::WEIGHTS).to_string()),
         ];
-        let mut out = ParquetFile::create(&a.output, &name(path), schema.clone(), kv)?;
-        parts::read_rows(path, "features", dim, |rows| {
+        let mut out = ParquetFile::create(&local_out, &path.file_name(), schema.clone(), kv)?;
+        let local = ctx.storage.localize(path, ctx.scratch)?;
+        parts::read_rows(&local, "features", dim, |rows| {
             let reduced = model.transform(&rows.values);
             if a.plot {
                 for (item, r) in rows.items.iter().zip(reduced.chunks(k)) {
@@ -221,13 +306,16 @@ fn transform(a: TransformArgs) -> anyhow::Result<ExitCode> {
             out.write(cols)
         })?;
         let rows = out.rows();
-        let written = out.finish()?;
-        eprintln!("fruits: {} rows -> {}", rows, written.display());
+        let written = ctx.publish(&[out.finish()?], &a.output)?;
+        if path.is_s3() {
+            let _ = std::fs::remove_file(&local);
+        }
+        eprintln!("fruits: {} rows -> {}", rows, written[0]);
     }
     if a.plot {
-        let svg = a.output.join("scatter.svg");
+        let svg = local_out.join("scatter.svg");
         pca_model::plot_scatter(&points, &svg).map_err(|e| anyhow::anyhow!("cannot draw {}: {e}", svg.display()))?;
-        eprintln!("fruits: wrote {}", svg.display());
+        eprintln!("fruits: wrote {}", ctx.publish(&[svg], &a.output)?[0]);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,33 @@
+//! `fruits list`
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use fruits::input::list_location;
+use fruits::storage::{Location, S3Options, Storage};
+
+/// Print the image keys under a folder or s3://bucket/prefix, one per line,
+/// in the order `featurize` takes them (for a cluster driver to split, then
+/// `featurize --keys`). Lists with pagination: millions of keys are fine.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    location: Location,
+}
+
+pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    let storage = Storage::new(s3.clone());
+    let items = list_location(&storage, &args.location)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for it in &items {
+        if let Err(e) = writeln!(out, "{}", it.path.display()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e.into());
+        }
+    }
+    out.flush()?;
+    eprintln!("fruits: {} images under {}", items.len(), args.location);
+    Ok(ExitCode::SUCCESS)
+}
