@@ -5,4 +5,5 @@ mod util;
 mod test_featurize;
 mod test_parity;
 mod test_pca;
+mod test_s3;
 mod test_weights;

@@ -91,3 +91,110 @@ pub fn read_parquet(path: &Path) -> serde_json::Value {
     assert!(out.status.success(), "read_parquet.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("read_parquet.py prints JSON")
 }
+
+/// Starts `cmd`, which prints `ready PORT` once it listens on 127.0.0.1:PORT.
+fn spawn_server(mut cmd: Command, what: &str) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what} does not start ({e}); run .ci/run to install moto[server]"));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line
+        .strip_prefix("ready ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{what} did not start: {line:?}"));
+    (child, port)
+}
+
+/// A real S3-compatible server (moto in server mode) on 127.0.0.1, killed on drop.
+pub struct S3Server {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+/// A fault-injecting or slow proxy in front of an [`S3Server`].
+pub struct S3Proxy {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+fn helper() -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo().join("tests/s3_helper.py"));
+    cmd
+}
+
+impl S3Server {
+    pub fn start() -> Self {
+        let mut cmd = helper();
+        cmd.arg("serve");
+        let (child, port) = spawn_server(cmd, "moto S3 server");
+        Self { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `s3_helper.py CMD ENDPOINT ARGS...`; panics on failure.
+    pub fn helper(&self, cmd: &str, args: &[&str]) -> String {
+        self.helper_at(&self.endpoint(), cmd, args)
+    }
+
+    pub fn helper_at(&self, endpoint: &str, cmd: &str, args: &[&str]) -> String {
+        let out = helper().arg(cmd).arg(endpoint).args(args).output().unwrap();
+        assert!(out.status.success(), "s3_helper.py {cmd} {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn proxy(&self, opts: &[&str]) -> S3Proxy {
+        let mut cmd = helper();
+        cmd.args(["proxy", &self.port.to_string()]).args(opts);
+        let (child, port) = spawn_server(cmd, "S3 proxy");
+        S3Proxy { child, port }
+    }
+
+    /// `fruits` talking to `endpoint` with the test credentials.
+    pub fn fruits_at(&self, endpoint: &str) -> Command {
+        let mut cmd = fruits();
+        cmd.env("AWS_ACCESS_KEY_ID", "test-key-id")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_PROFILE");
+        cmd
+    }
+
+    pub fn fruits(&self) -> Command {
+        self.fruits_at(&self.endpoint())
+    }
+
+    /// Downloads an object to `dest`.
+    pub fn get(&self, bucket: &str, key: &str, dest: &Path) {
+        self.helper("get", &[bucket, key, dest.to_str().unwrap()]);
+    }
+
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.helper("keys", &[bucket, prefix]).lines().map(str::to_string).collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,134 @@
+"""Test-side S3 helper: a real S3-compatible server (moto in server mode) on
+loopback, a fault-injecting proxy in front of it, and boto3 for setting up
+buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
+
+    s3_helper.py serve                           run moto on 127.0.0.1, print "ready PORT"
+    s3_helper.py proxy UPSTREAM_PORT [--fail-every N] [--drop-every M] [--delay-ms D]
+                                                 the same, for a proxy in front of it
+    s3_helper.py bucket ENDPOINT NAME REGION
+    s3_helper.py upload ENDPOINT DIR BUCKET PREFIX
+    s3_helper.py many ENDPOINT BUCKET PREFIX COUNT   COUNT tiny .jpg objects (listing tests)
+    s3_helper.py get ENDPOINT BUCKET KEY FILE
+    s3_helper.py keys ENDPOINT BUCKET PREFIX         print the keys, one per line
+"""
+import http.client
+import http.server
+import os
+import socketserver
+import sys
+import threading
+import time
+
+import boto3
+
+CREDS = {"aws_access_key_id": "test-key-id", "aws_secret_access_key": "test-secret-key"}
+
+
+def client(endpoint, region="eu-west-1"):
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, **CREDS)
+
+
+def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0):
+    """Forwards each request to moto; every `fail_every`-th answers 503
+    SlowDown, every `drop_every`-th closes the connection without an answer."""
+    count = {"n": 0}
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def handle_one(self):
+            with lock:
+                count["n"] += 1
+                n = count["n"]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            if delay_ms:
+                time.sleep(delay_ms / 1000)
+            if drop_every and n % drop_every == 0:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if fail_every and n % fail_every == 0:
+                msg = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                self.send_response(503)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(msg)))
+                self.end_headers()
+                self.wfile.write(msg)
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=60)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            conn.close()
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    server = Server(("127.0.0.1", 0), Handler)
+    print("ready", server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "serve":
+        from moto.server import ThreadedMotoServer
+        # Port 0: the OS picks a free port, so parallel tests never collide.
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        print("ready", server.get_host_and_port()[1], flush=True)
+        threading.Event().wait()
+    elif cmd == "proxy":
+        opts = {"fail_every": 0, "drop_every": 0, "delay_ms": 0}
+        rest = args[1:]
+        for i in range(0, len(rest), 2):
+            opts[rest[i].lstrip("-").replace("-", "_")] = int(rest[i + 1])
+        proxy(int(args[0]), **opts)
+    elif cmd == "bucket":
+        endpoint, name, region = args
+        kw = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        client(endpoint, region).create_bucket(Bucket=name, **kw)
+    elif cmd == "upload":
+        endpoint, root, bucket, prefix = args
+        s3 = client(endpoint)
+        for d, _, files in os.walk(root):
+            for f in sorted(files):
+                p = os.path.join(d, f)
+                s3.upload_file(p, bucket, prefix + os.path.relpath(p, root).replace(os.sep, "/"))
+    elif cmd == "many":
+        endpoint, bucket, prefix, count = args
+        s3 = client(endpoint)
+        for i in range(int(count)):
+            s3.put_object(Bucket=bucket, Key=f"{prefix}{i:05d}.jpg", Body=b"x")
+    elif cmd == "get":
+        endpoint, bucket, key, path = args
+        client(endpoint).download_file(bucket, key, path)
+    elif cmd == "keys":
+        endpoint, bucket, prefix = args
+        pages = client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for o in page.get("Contents", []):
+                print(o["Key"])
+    else:
+        sys.exit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+//! S3 in and out, against a real S3-compatible server (moto) on loopback,
+//! through the `fruits` binary exactly as a user runs it; only the endpoint
+//! differs from AWS.
+
+use crate::util::{read_parquet, run, sample_dir, stderr, Dir, S3Server};
+
+/// Buckets: photos in Ireland, results in Frankfurt (both EU).
+fn server_with_photos() -> S3Server {
+    let s3 = S3Server::start();
+    s3.helper("bucket", &["fruits-photos", "eu-west-1"]);
+    s3.helper("bucket", &["fruits-results", "eu-central-1"]);
+    s3.helper("upload", &[sample_dir().to_str().unwrap(), "fruits-photos", "fruits-360/"]);
+    s3
+}
+
+fn features_of(v: &serde_json::Value) -> Vec<Vec<f64>> {
+    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect()
+}
+
+fn featurize_s3(s3: &S3Server, endpoint: &str, extra: &[&str]) -> std::process::Output {
+    let mut cmd = s3.fruits_at(endpoint);
+    cmd.args([
+        "featurize",
+        "--input",
+        "s3://fruits-photos/fruits-360/Training/",
+        "--output",
+        "s3://fruits-results/features/",
+        "--region",
+        "eu-west-1",
+        "--weights",
+        "random:3",
+        "--quiet",
+    ]);
+    cmd.args(extra);
+    run(cmd, 0)
+}
+
+fn part(s3: &S3Server, dir: &Dir, key: &str) -> serde_json::Value {
+    let local = dir.join(key.replace('/', "_"));
+    s3.get("fruits-results", key, &local);
+    read_parquet(&local)
+}
+
+#[test]
+fn readme_commands_featurize_and_pca_from_s3_to_s3() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-readme");
+    let err = stderr(&featurize_s3(&s3, &s3.endpoint(), &[]));
+    assert!(err.contains("featurised 14 of 14 images"), "{err}");
+    assert!(err.contains("s3://fruits-results/features/part-00000.parquet"), "{err}");
+
+    let mut keys = s3.keys("fruits-results", "features/");
+    keys.sort();
+    assert_eq!(keys, ["features/part-00000.errors.csv", "features/part-00000.parquet", "features/part-00000.stats.safetensors"]);
+
+    // The same rows and features as the same images featurised from disk.
+    let pq = part(&s3, &dir, "features/part-00000.parquet");
+    assert_eq!(pq["rows"], 14);
+    let paths = pq["columns"]["path"].as_array().unwrap();
+    assert_eq!(paths[0], "s3://fruits-photos/fruits-360/Training/Apple/0_100.jpg");
+    assert_eq!(pq["columns"]["label"][0], "Apple");
+    assert_eq!(pq["columns"]["split"][0], "Training");
+    let mut local = crate::util::fruits();
+    local.args(["featurize", "--weights", "random:3", "--quiet", "--input"]).arg(sample_dir().join("Training"));
+    local.arg("--output").arg(dir.join("local"));
+    run(local, 0);
+    let want = read_parquet(&dir.join("local/part-00000.parquet"));
+    assert_eq!(features_of(&pq["columns"]["features"]), features_of(&want["columns"]["features"]));
+
+    // fruits pca fit --features s3://fruits-results/features/ --output s3://fruits-results/pca/
+    let mut fit = s3.fruits();
+    fit.args(["pca", "fit", "--features", "s3://fruits-results/features/", "--output", "s3://fruits-results/pca/", "--k", "3"]);
+    let err = stderr(&run(fit, 0));
+    assert!(err.contains("PCA of 14 rows from 1 parts (1 from statistics files)"), "{err}");
+    let json_path = dir.join("pca.json");
+    s3.get("fruits-results", "pca/pca.json", &json_path);
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(summary["n_samples"], 14);
+    assert_eq!(summary["n_components"], 3);
+
+    let mut tr = s3.fruits();
+    tr.args(["pca", "transform", "--features", "s3://fruits-results/features/", "--model", "s3://fruits-results/pca/"]);
+    tr.args(["--output", "s3://fruits-results/reduced/", "--plot"]);
+    run(tr, 0);
+    let reduced = part(&s3, &dir, "reduced/part-00000.parquet");
+    assert_eq!(reduced["rows"], 14);
+    assert!(s3.keys("fruits-results", "reduced/").contains(&"reduced/scatter.svg".to_string()));
+}
+
+#[test]
+fn listing_follows_pagination_and_keeps_images_only() {
+    let s3 = S3Server::start();
+    s3.helper("bucket", &["big", "eu-west-1"]);
+    s3.helper("many", &["big", "photos/Kiwi/", "1003"]);
+    s3.helper("upload", &[crate::util::repo().join("tests/data/LICENSE-opencv").to_str().unwrap(), "big", "photos/Kiwi/notes.txt"]);
+    let mut cmd = s3.fruits();
+    cmd.args(["list", "s3://big/photos"]);
+    let out = run(cmd, 0);
+    let lines: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 1003, "more keys than one page (1000), and not notes.txt");
+    assert_eq!(lines[0], "s3://big/photos/Kiwi/00000.jpg");
+    assert_eq!(lines[1002], "s3://big/photos/Kiwi/01002.jpg");
+}
+
+#[test]
+fn regions_outside_europe_are_refused_before_any_data_request() {
+    let s3 = server_with_photos();
+    s3.helper("bucket", &["us-bucket", "us-east-1"]);
+    s3.helper("bucket", &["london", "eu-west-2"]);
+
+    let mut cmd = s3.fruits();
+    cmd.args(["featurize", "--region", "us-east-1", "--weights", "random:0", "--input", "s3://fruits-photos/fruits-360/"]);
+    cmd.args(["--output", "s3://fruits-results/features/"]);
+    let err = stderr(&run(cmd, 1));
+    assert!(err.contains("region us-east-1 is outside Europe"), "{err}");
+
+    let mut cmd = s3.fruits();
+    cmd.args(["featurize", "--weights", "random:0", "--input", "s3://fruits-photos/fruits-360/Test/"]);
+    cmd.args(["--output", "s3://us-bucket/features/"]);
+    let err = stderr(&run(cmd, 1));
+    assert!(err.contains("bucket us-bucket is in us-east-1, outside Europe"), "{err}");
+    assert!(s3.keys("us-bucket", "").is_empty(), "nothing written outside Europe");
+
+    let mut cmd = s3.fruits();
+    cmd.args(["list", "s3://us-bucket/"]);
+    assert!(stderr(&run(cmd, 1)).contains("outside Europe"));
+
+    // London: outside the EU, under an adequacy decision: allowed.
+    let mut cmd = s3.fruits();
+    cmd.args(["featurize", "--weights", "random:0", "--quiet", "--input", "s3://fruits-photos/fruits-360/Test/"]);
+    cmd.args(["--output", "s3://london/features/"]);
+    run(cmd, 0);
+    assert!(s3.keys("london", "features/").contains(&"features/part-00000.parquet".to_string()));
+}
+
+#[test]
+fn missing_bucket_stops_missing_object_is_a_rejection_and_secrets_stay_out() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-missing");
+    let mut cmd = s3.fruits();
+    cmd.args(["featurize", "--weights", "random:0", "--input", "s3://no-such-bucket/photos/"]);
+    cmd.args(["--output", "s3://fruits-results/features/"]);
+    let err = stderr(&run(cmd, 1));
+    assert!(err.contains("bucket no-such-bucket does not exist"), "{err}");
+    assert!(!err.contains("test-secret-key") && !err.contains("test-key-id"), "credentials leaked: {err}");
+
+    let keys = dir.write(
+        "keys.txt",
+        b"s3://fruits-photos/fruits-360/Test/Kiwi/f0_100.jpg\ns3://fruits-photos/fruits-360/Test/Kiwi/gone.jpg\n",
+    );
+    let mut cmd = s3.fruits();
+    cmd.args(["featurize", "--weights", "random:0", "--quiet", "--max-rejected", "0.5", "--keys"]).arg(&keys);
+    cmd.args(["--output", "s3://fruits-results/keys/"]);
+    let err = stderr(&run(cmd, 0));
+    assert!(err.contains("featurised 1 of 2 images"), "{err}");
+    let csv = dir.join("errors.csv");
+    s3.get("fruits-results", "keys/part-00000.errors.csv", &csv);
+    let csv = std::fs::read_to_string(csv).unwrap();
+    assert!(csv.contains("s3://fruits-photos/fruits-360/Test/Kiwi/gone.jpg,unreadable,no such object"), "{csv}");
+}
+
+#[test]
+fn throttling_and_dropped_connections_change_nothing() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-faults");
+    featurize_s3(&s3, &s3.endpoint(), &["--part-id", "1"]);
+    // Every 4th request answers 503 SlowDown, every 7th drops the connection.
+    let proxy = s3.proxy(&["--fail-every", "4", "--drop-every", "7"]);
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    featurize_s3(&s3, &endpoint, &["--part-id", "2", "--s3-concurrency", "8"]);
+    let clean = part(&s3, &dir, "features/part-00001.parquet");
+    let faulty = part(&s3, &dir, "features/part-00002.parquet");
+    assert_eq!(clean["rows"], 14);
+    assert_eq!(clean["columns"], faulty["columns"], "the faulty run's output equals the fault-free run's");
+}
+
+#[test]
+fn a_retried_part_leaves_no_duplicate_and_skip_existing_resumes() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-retry");
+    featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7"]);
+    featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7"]);
+    let mut keys = s3.keys("fruits-results", "features/");
+    keys.sort();
+    assert_eq!(keys, ["features/part-00007.errors.csv", "features/part-00007.parquet", "features/part-00007.stats.safetensors"]);
+    assert_eq!(part(&s3, &dir, "features/part-00007.parquet")["rows"], 14);
+    let err = stderr(&featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7", "--skip-existing"]));
+    assert!(err.contains("is complete; skipping"), "{err}");
+}
