@@ -25,4 +25,5 @@ pub enum Command {
     Weights(cmd::weights::Args),
     Demo(cmd::demo::Args),
     List(cmd::list::Args),
+    Bench(cmd::bench::Args),
 }

@@ -7,7 +7,7 @@ buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
                                                  the same, for a proxy in front of it
     s3_helper.py bucket ENDPOINT NAME REGION
     s3_helper.py upload ENDPOINT DIR BUCKET PREFIX
-    s3_helper.py many ENDPOINT BUCKET PREFIX COUNT   COUNT tiny .jpg objects (listing tests)
+    s3_helper.py many ENDPOINT BUCKET PREFIX COUNT [FILE]  COUNT .jpg objects (FILE's bytes, or 1 byte)
     s3_helper.py get ENDPOINT BUCKET KEY FILE
     s3_helper.py keys ENDPOINT BUCKET PREFIX         print the keys, one per line
 """
@@ -113,10 +113,11 @@ def main():
                 p = os.path.join(d, f)
                 s3.upload_file(p, bucket, prefix + os.path.relpath(p, root).replace(os.sep, "/"))
     elif cmd == "many":
-        endpoint, bucket, prefix, count = args
+        endpoint, bucket, prefix, count = args[:4]
+        body = open(args[4], "rb").read() if len(args) > 4 else b"x"
         s3 = client(endpoint)
         for i in range(int(count)):
-            s3.put_object(Bucket=bucket, Key=f"{prefix}{i:05d}.jpg", Body=b"x")
+            s3.put_object(Bucket=bucket, Key=f"{prefix}{i:05d}.jpg", Body=body)
     elif cmd == "get":
         endpoint, bucket, key, path = args
         client(endpoint).download_file(bucket, key, path)

@@ -1,4 +1,5 @@
 pub mod demo;
+pub mod bench;
 pub mod featurize;
 pub mod list;
 pub mod pca;

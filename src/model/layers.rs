@@ -5,6 +5,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::depthwise::Depthwise;
+use super::pointwise::Pointwise;
 
 /// timm's BatchNorm2d epsilon for every layer of both models.
 pub const BN_EPS: f64 = 1e-5;
@@ -145,9 +146,14 @@ impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = &self.spec;
         let calibrating = calibrating();
-        if s.depthwise && x.device().is_cpu() && !calibrating {
-            let op = Depthwise { kernel: s.kernel, stride: s.stride, pad: s.pad(), act: s.act };
-            return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op);
+        if x.device().is_cpu() && !calibrating {
+            if s.depthwise {
+                let op = Depthwise { kernel: s.kernel, stride: s.stride, pad: s.pad(), act: s.act };
+                return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op);
+            }
+            if s.kernel == 1 && s.stride == 1 {
+                return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &Pointwise { act: s.act });
+            }
         }
         let y = if s.kernel == 1 && s.stride == 1 && !s.depthwise {
             // A 1×1 convolution is one GEMM per image: (cout, cin) × (cin, h·w).

@@ -6,6 +6,7 @@ pub mod init;
 pub mod layers;
 pub mod mobilenetv2;
 pub mod mobilenetv4;
+pub mod pointwise;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
