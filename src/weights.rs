@@ -88,12 +88,35 @@ pub fn fetch(which: Which, expected: Option<&str>) -> Result<PathBuf> {
         .build()
         .map_err(|e| fail(e.to_string()))?;
     let path = api.repo(hub_repo(&pin)).get(&pin.file).map_err(|e| fail(e.to_string()))?;
-    verify(&path, expected.or(pin.sha256.as_deref()), which)?;
+    verify_pinned(&path, expected, which)?;
     Ok(path)
 }
 
-/// Checks `path` against `expected`; with no expected hash, refuses and
-/// prints the hash so a person can compare it with the hub's page.
+/// The sha256 the hub published for a cached file: hf-hub stores each file
+/// as `blobs/<etag>`, and a Git LFS file's etag is its sha256 (the `oid` of
+/// its LFS pointer). At a pinned revision the pointer is part of the commit,
+/// so this hash is pinned too.
+pub fn hub_sha256(path: &Path) -> Option<String> {
+    let blob = std::fs::canonicalize(path).ok()?;
+    let name = blob.file_name()?.to_str()?.to_string();
+    (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
+}
+
+/// Checks a file fetched at the pinned revision: against `expected`, else
+/// the manifest's hash, else the hash the hub published for that revision.
+pub fn verify_pinned(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
+    let pin = pin(which);
+    let hub = hub_sha256(path);
+    if let (Some(want), Some(hub)) = (expected.or(pin.sha256.as_deref()), &hub) {
+        if !want.eq_ignore_ascii_case(hub) {
+            return Err(Error::Checksum { path: path.to_path_buf(), expected: want.to_string(), actual: hub.clone() });
+        }
+    }
+    verify(path, expected.or(pin.sha256.as_deref()).or(hub.as_deref()), which)
+}
+
+/// Checks `path` against `expected`; with no expected hash at all, refuses
+/// and prints the hash so a person can compare it with the hub's page.
 pub fn verify(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
     let actual = sha256_file(path)?;
     match expected {

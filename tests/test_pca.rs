@@ -97,6 +97,13 @@ fn variance_target_picks_the_smallest_k() {
         fit(&fixtures().join("synthetic"), &dir.join(v), &["--variance", v]);
         let (m, s) = pca_model::load(&dir.join(v)).unwrap();
         assert_eq!(m.n_components(), k, "--variance {v}");
+        if v == "0.99" {
+            // Neither --k nor --variance: 0.95.
+            fit(&fixtures().join("synthetic"), &dir.join("default"), &[]);
+            let (d, s) = pca_model::load(&dir.join("default")).unwrap();
+            assert_eq!(s.selection["variance"], 0.95);
+            assert_eq!(d.n_components(), reference_k(0.95));
+        }
         assert_eq!(s.selection["variance"], v.parse::<f64>().unwrap());
         let cum = &s.cumulative_explained_variance_ratio;
         assert!(*cum.last().unwrap() >= v.parse::<f64>().unwrap() - 1e-12);
@@ -217,7 +224,7 @@ fn bad_inputs_are_clear_errors() {
         let err = fail(&synthetic, &[&format!("--variance={v}")], 1);
         assert!(err.contains("--variance must be in (0, 1]"), "{v}: {err}");
     }
-    let err = fail(&synthetic, &[], 2);
+    let err = fail(&synthetic, &["--k", "2", "--variance", "0.5"], 2);
     assert!(err.contains("--k") && err.contains("--variance"), "{err}");
 
     // Transform refuses features of another model than the PCA's.

@@ -67,11 +67,15 @@ fn readme_commands_featurize_and_pca_from_s3_to_s3() {
     let want = read_parquet(&dir.join("local/part-00000.parquet"));
     assert_eq!(features_of(&pq["columns"]["features"]), features_of(&want["columns"]["features"]));
 
-    // fruits pca fit --features s3://fruits-results/features/ --output s3://fruits-results/pca/
+    // The command as written (default: 95% of the variance) ...
     let mut fit = s3.fruits();
-    fit.args(["pca", "fit", "--features", "s3://fruits-results/features/", "--output", "s3://fruits-results/pca/", "--k", "3"]);
+    fit.args(["pca", "fit", "--features", "s3://fruits-results/features/", "--output", "s3://fruits-results/pca/"]);
     let err = stderr(&run(fit, 0));
     assert!(err.contains("PCA of 14 rows from 1 parts (1 from statistics files)"), "{err}");
+    // ... then k = 3, for the checks below.
+    let mut fit = s3.fruits();
+    fit.args(["pca", "fit", "--features", "s3://fruits-results/features/", "--output", "s3://fruits-results/pca/", "--k", "3"]);
+    run(fit, 0);
     let json_path = dir.join("pca.json");
     s3.get("fruits-results", "pca/pca.json", &json_path);
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
@@ -186,4 +190,26 @@ fn a_retried_part_leaves_no_duplicate_and_skip_existing_resumes() {
     assert_eq!(part(&s3, &dir, "features/part-00007.parquet")["rows"], 14);
     let err = stderr(&featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7", "--skip-existing"]));
     assert!(err.contains("is complete; skipping"), "{err}");
+}
+
+#[test]
+fn large_files_go_up_in_parts_and_come_back_whole() {
+    use fruits::storage::{Location, S3Options, Storage};
+    let s3 = S3Server::start();
+    s3.helper("bucket", &["big-results", "eu-west-1"]);
+    let dir = Dir::new("s3-multipart");
+    // 20 MiB: above the 16 MiB single-PUT limit, so three 8 MiB parts.
+    let data: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let local = dir.write("big.bin", &data);
+    // The SDK takes credentials from the environment; every test uses the same fake ones.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test-key-id");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret-key");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let storage = Storage::new(S3Options { s3_endpoint: Some(s3.endpoint()), ..S3Options::default() });
+    let dest: Location = "s3://big-results/parts/big.bin".parse().unwrap();
+    storage.put_file(&local, &dest).unwrap();
+    let back = storage.get(&dest).map_err(|_| "get failed").unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the object read back equals the file put");
+    assert_eq!(storage.get_tail(&dest, 8).unwrap(), data[data.len() - 8..]);
 }

@@ -64,3 +64,31 @@ fn a_wrong_checksum_is_refused() {
     let err = fruits::weights::verify(&p, None, Which::MobileNetV4Small).unwrap_err();
     assert!(err.to_string().contains("--sha256"), "{err}");
 }
+
+#[test]
+fn a_fetched_file_is_checked_against_the_hash_the_hub_published() {
+    // hf-hub's cache layout: snapshots/<rev>/<file> -> ../../blobs/<sha256 of the LFS file>.
+    let dir = Dir::new("hub-cache");
+    let bytes = b"pretend weights";
+    let sha = {
+        let p = dir.write("tmp", bytes);
+        fruits::weights::sha256_file(&p).unwrap()
+    };
+    let blob = dir.write(&format!("blobs/{sha}"), bytes);
+    std::fs::create_dir_all(dir.join("snapshots/rev")).unwrap();
+    let link = dir.join("snapshots/rev/model.safetensors");
+    std::os::unix::fs::symlink(&blob, &link).unwrap();
+    assert_eq!(fruits::weights::hub_sha256(&link).as_deref(), Some(sha.as_str()));
+    // mobilenetv4-small has no hash in the manifest: the hub's hash is the check.
+    fruits::weights::verify_pinned(&link, None, Which::MobileNetV4Small).unwrap();
+
+    // Content that does not match the hub's hash (a corrupted download) is refused.
+    let bad_blob = dir.write(&format!("blobs2/{sha}"), b"corrupted weights");
+    let bad_link = dir.join("snapshots/rev/bad.safetensors");
+    std::os::unix::fs::symlink(&bad_blob, &bad_link).unwrap();
+    let err = fruits::weights::verify_pinned(&bad_link, None, Which::MobileNetV4Small).unwrap_err();
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+    // mobilenetv2's manifest hash must agree with the hub's.
+    let err = fruits::weights::verify_pinned(&link, None, Which::MobileNetV2).unwrap_err();
+    assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+}

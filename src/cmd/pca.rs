@@ -44,7 +44,7 @@ struct StatsArgs {
 /// read once, streaming. Writes pca.json, components.parquet, center.parquet,
 /// spectrum.parquet and explained_variance.svg to --output.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("keep").required(true).args(["k", "variance"])))]
+#[command(group(clap::ArgGroup::new("keep").args(["k", "variance"])))]
 struct FitArgs {
     /// Folder of features parts (part-*.parquet), local or s3://bucket/prefix.
     #[arg(long)]
@@ -55,7 +55,8 @@ struct FitArgs {
     /// Keep exactly this many components.
     #[arg(long)]
     k: Option<usize>,
-    /// Keep the fewest components whose cumulative explained variance reaches this, in (0, 1].
+    /// Keep the fewest components whose cumulative explained variance reaches this, in
+    /// (0, 1]. Default when --k is not given: 0.95.
     #[arg(long)]
     variance: Option<f64>,
     /// Divide each feature by its standard deviation first (PCA of the correlation matrix).
@@ -81,6 +82,9 @@ struct TransformArgs {
     #[arg(long)]
     plot: bool,
 }
+
+/// `fit` keeps 95% of the variance unless told otherwise.
+const DEFAULT_VARIANCE: f64 = 0.95;
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let storage = Storage::new(s3.clone());
@@ -196,7 +200,7 @@ fn fit(a: FitArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let keep = match (a.k, a.variance) {
         (Some(k), _) => Keep::K(k),
         (None, Some(v)) => Keep::Variance(v),
-        (None, None) => unreachable!("clap requires one"),
+        (None, None) => Keep::Variance(DEFAULT_VARIANCE),
     };
     if let Keep::Variance(v) = keep {
         if !(v > 0.0 && v <= 1.0) {
