@@ -49,20 +49,10 @@ pub fn list_folder(root: &Path) -> Result<Vec<Item>> {
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a folder (use --keys for a list)"),
         });
     }
-    let mut paths = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(true) {
-        let entry = entry.map_err(|e| Error::Input {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
-        })?;
-        if entry.file_type().is_file() && is_image_name(entry.path()) {
-            paths.push(entry.into_path());
-        }
-    }
+    let paths = crate::storage::walk_files(root, &|name| is_image_name(Path::new(name)))?;
     if paths.is_empty() {
         return Err(Error::NoImages(root.to_path_buf()));
     }
-    paths.sort();
     Ok(paths.into_iter().map(Item::new).collect())
 }
 

@@ -126,8 +126,7 @@ impl ParquetFile {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_key_value_metadata(Some(kv))
             .build();
-        let writer =
-            ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| output_err(&staged.tmp, e))?;
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| output_err(&staged.tmp, e))?;
         Ok(Self { writer, staged, schema, rows: 0 })
     }
 
@@ -152,7 +151,8 @@ impl ParquetFile {
 /// A `list<float32>` column, one list of `dim` values per row.
 pub fn float_lists(values: &[f32], dim: usize) -> ArrayRef {
     let rows = values.len() / dim.max(1);
-    let mut b = ListBuilder::with_capacity(Float32Builder::with_capacity(values.len()), rows).with_field(feature_item());
+    let mut b =
+        ListBuilder::with_capacity(Float32Builder::with_capacity(values.len()), rows).with_field(feature_item());
     for v in values.chunks(dim) {
         b.values().append_slice(v);
         b.append(true);

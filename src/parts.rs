@@ -76,7 +76,10 @@ impl PartInfo {
     }
     pub fn feature_dim(&self) -> Result<usize> {
         self.get(meta::FEATURE_DIM).parse().map_err(|_| {
-            loc_err(&self.path, format!("no valid {} in its metadata: not written by fruits featurize?", meta::FEATURE_DIM))
+            loc_err(
+                &self.path,
+                format!("no valid {} in its metadata: not written by fruits featurize?", meta::FEATURE_DIM),
+            )
         })
     }
 }
@@ -129,7 +132,8 @@ pub fn read_rows(path: &Path, column: &str, dim: usize, mut each: impl FnMut(Row
         };
         let (paths, labels, splits) = (strings("path")?, strings("label")?, strings("split")?);
         let lists = col(column)?;
-        let lists = lists.as_list_opt::<i32>().ok_or_else(|| read_err(path, format!("column {column} is not a list")))?;
+        let lists =
+            lists.as_list_opt::<i32>().ok_or_else(|| read_err(path, format!("column {column} is not a list")))?;
         let values = lists
             .values()
             .as_primitive_opt::<Float32Type>()
@@ -193,8 +197,12 @@ pub fn write_stats(part: &Path, m: &Moments, metadata: &HashMap<String, String>)
     fn view(b: &[u8], len: usize) -> TensorView<'_> {
         TensorView::new(Dtype::F64, vec![len], b).expect("consistent length")
     }
-    let tensors =
-        vec![("n", view(&n, 1)), ("shift", view(&shift, d)), ("sum", view(&sum, d)), ("gram_upper", view(&gram, d * (d + 1) / 2))];
+    let tensors = vec![
+        ("n", view(&n, 1)),
+        ("shift", view(&shift, d)),
+        ("sum", view(&sum, d)),
+        ("gram_upper", view(&gram, d * (d + 1) / 2)),
+    ];
     let mut info = metadata.clone();
     info.insert("rows".into(), m.n.to_string());
     safetensors::serialize_to_file(tensors, Some(info), &staged.tmp).map_err(|e| output_err(&staged.tmp, e))?;
@@ -218,7 +226,6 @@ pub fn read_stats(path: &Path) -> Result<Option<(Moments, HashMap<String, String
         Ok(f64s(t.data()))
     };
     let n = get("n")?.first().copied().unwrap_or(0.0) as u64;
-    let m = Moments::from_parts(n, get("shift")?, get("sum")?, &get("gram_upper")?)
-        .map_err(|e| read_err(path, e))?;
+    let m = Moments::from_parts(n, get("shift")?, get("sum")?, &get("gram_upper")?).map_err(|e| read_err(path, e))?;
     Ok(Some((m, header.metadata().clone().unwrap_or_default())))
 }

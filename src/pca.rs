@@ -235,7 +235,11 @@ pub fn fit(m: &Moments, keep: Keep, standardize: bool) -> Result<Pca> {
         (0..d)
             .map(|i| {
                 let s = cov[(i, i)].max(0.0).sqrt();
-                if s > 0.0 { s } else { 1.0 }
+                if s > 0.0 {
+                    s
+                } else {
+                    1.0
+                }
             })
             .collect::<Vec<f64>>()
     });

@@ -28,7 +28,8 @@ use crate::output::{output_err, ParquetFile};
 use crate::pca::Pca;
 
 /// The files a model folder holds (all that `load` reads, and the picture).
-pub const FILES: [&str; 5] = ["pca.json", "components.parquet", "center.parquet", "spectrum.parquet", "explained_variance.svg"];
+pub const FILES: [&str; 5] =
+    ["pca.json", "components.parquet", "center.parquet", "spectrum.parquet", "explained_variance.svg"];
 
 /// The readable summary, `pca.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -50,7 +51,12 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(pca: &Pca, selection: BTreeMap<String, f64>, source: BTreeMap<String, String>, parts: Vec<String>) -> Self {
+    pub fn new(
+        pca: &Pca,
+        selection: BTreeMap<String, f64>,
+        source: BTreeMap<String, String>,
+        parts: Vec<String>,
+    ) -> Self {
         let ratio = pca.explained_variance_ratio();
         Self {
             n_components: pca.n_components(),
@@ -70,7 +76,8 @@ impl Summary {
 }
 
 fn f64_lists(rows: &[Vec<f64>]) -> ArrayRef {
-    let mut b = ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new("element", DataType::Float64, false)));
+    let mut b =
+        ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new("element", DataType::Float64, false)));
     for r in rows {
         b.values().append_slice(r);
         b.append(true);
@@ -147,17 +154,20 @@ pub fn save(pca: &Pca, summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
 fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
     let err = |e: String| Error::Input { path: path.to_path_buf(), source: std::io::Error::other(e) };
     let file = File::open(path).map_err(|e| Error::Input { path: path.to_path_buf(), source: e })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| err(e.to_string()))?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| err(e.to_string()))?;
     reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))
 }
 
 fn column_f64(batches: &[arrow_array::RecordBatch], name: &str, path: &Path) -> Result<Vec<Option<f64>>> {
     let mut out = Vec::new();
     for b in batches {
-        let c = b
-            .column_by_name(name)
-            .and_then(|c| c.as_primitive_opt::<Float64Type>().cloned())
-            .ok_or_else(|| Error::Input { path: path.to_path_buf(), source: std::io::Error::other(format!("no float64 column {name}")) })?;
+        let c = b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float64Type>().cloned()).ok_or_else(|| {
+            Error::Input {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("no float64 column {name}")),
+            }
+        })?;
         out.extend(c.iter());
     }
     Ok(out)
@@ -175,7 +185,10 @@ pub fn load(dir: &Path) -> Result<(Pca, Summary)> {
     let mut components = Vec::new();
     for b in &batches {
         let lists = b.column_by_name("vector").and_then(|c| c.as_list_opt::<i32>().cloned());
-        let lists = lists.ok_or_else(|| Error::Input { path: path.clone(), source: std::io::Error::other("no list column vector") })?;
+        let lists = lists.ok_or_else(|| Error::Input {
+            path: path.clone(),
+            source: std::io::Error::other("no list column vector"),
+        })?;
         for i in 0..lists.len() {
             let v = lists.value(i);
             components.push(v.as_primitive::<Float64Type>().values().to_vec());
@@ -188,7 +201,8 @@ pub fn load(dir: &Path) -> Result<(Pca, Summary)> {
     let scale = column_f64(&batches, "scale", &path)?;
     let scale = if summary.standardize { Some(scale.into_iter().map(|v| v.unwrap_or(1.0)).collect()) } else { None };
     let path = dir.join("spectrum.parquet");
-    let eigenvalues = column_f64(&read_table(&path)?, "eigenvalue", &path)?.into_iter().map(|v| v.unwrap_or(0.0)).collect();
+    let eigenvalues =
+        column_f64(&read_table(&path)?, "eigenvalue", &path)?.into_iter().map(|v| v.unwrap_or(0.0)).collect();
     let pca = Pca { n_samples: summary.n_samples, mean, scale, components, eigenvalues };
     if pca.n_components() != summary.n_components || pca.n_features() != summary.n_features {
         return Err(Error::Usage(format!("{}: tables and pca.json disagree on the model's size", dir.display())));
@@ -302,7 +316,11 @@ pub fn plot_scatter(points: &[(f32, f32, Option<String>)], path: &Path) -> PlotR
     }
     if labels.len() > LEGEND_ROWS {
         let y = 70 + 20 * LEGEND_ROWS as i32;
-        legend_area.draw(&Text::new(format!("... and {} more labels", labels.len() - LEGEND_ROWS), (12, y - 8), ("sans-serif", 15)))?;
+        legend_area.draw(&Text::new(
+            format!("... and {} more labels", labels.len() - LEGEND_ROWS),
+            (12, y - 8),
+            ("sans-serif", 15),
+        ))?;
     }
     root.present()?;
     Ok(())

@@ -155,7 +155,9 @@ pub fn featurize(
                         pool.install(|| {
                             chunk
                                 .par_iter()
-                                .map(|(i, got)| (&items[*i], got.as_ref().map_err(Clone::clone).and_then(|b| prepare(b, res))))
+                                .map(|(i, got)| {
+                                    (&items[*i], got.as_ref().map_err(Clone::clone).and_then(|b| prepare(b, res)))
+                                })
                                 .collect()
                         })
                     };

@@ -83,10 +83,7 @@ pub fn cached(which: Which) -> Option<PathBuf> {
 pub fn fetch(which: Which, expected: Option<&str>) -> Result<PathBuf> {
     let pin = pin(which);
     let fail = |reason: String| Error::Fetch { repo: pin.repo.clone(), file: pin.file.clone(), reason };
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| fail(e.to_string()))?;
     let path = api.repo(hub_repo(&pin)).get(&pin.file).map_err(|e| fail(e.to_string()))?;
     verify_pinned(&path, expected, which)?;
     Ok(path)

@@ -129,7 +129,9 @@ fn corpus(dir: &Dir) -> std::path::PathBuf {
         dir.write(&format!("in/{f}"), &std::fs::read(odd.join(f)).unwrap());
     }
     // A 16-bit RGB PNG made here, and a truncated PNG.
-    let img = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(30, 20, |x, y| image::Rgb([x as u16 * 2000, y as u16 * 3000, 40000]));
+    let img = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(30, 20, |x, y| {
+        image::Rgb([x as u16 * 2000, y as u16 * 3000, 40000])
+    });
     img.save(root.join("rgb16.png")).unwrap();
     let png = std::fs::read(odd.join("alpha.png")).unwrap();
     dir.write("in/truncated.png", &png[..png.len() / 2]);
@@ -208,7 +210,16 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
         .collect();
     assert_eq!(
         names,
-        ["alpha.png", "cmyk.jpg", "exif_rotate90.jpg", "good.jpg", "grey.jpg", "grey16.png", "palette.png", "rgb16.png"]
+        [
+            "alpha.png",
+            "cmyk.jpg",
+            "exif_rotate90.jpg",
+            "good.jpg",
+            "grey.jpg",
+            "grey16.png",
+            "palette.png",
+            "rgb16.png"
+        ]
     );
     let size = |name: &str| {
         let i = names.iter().position(|n| n == name).unwrap();
@@ -278,8 +289,10 @@ fn part_id_names_the_files_and_a_rerun_overwrites() {
     let dir = Dir::new("part");
     run(featurize(&dir, &sample_dir(), &["--part-id", "42"]), 0);
     run(featurize(&dir, &sample_dir(), &["--part-id", "42"]), 0);
-    let mut files: Vec<String> =
-        std::fs::read_dir(dir.join("out")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     files.sort();
     assert_eq!(
         files,
@@ -307,7 +320,10 @@ fn fatal_errors_stop_with_one_clear_message() {
 
     // Missing weights file: named.
     let mut cmd = fruits();
-    cmd.args(["featurize", "--quiet", "--weights"]).arg(dir.join("missing.safetensors")).arg("--output").arg(dir.join("o"));
+    cmd.args(["featurize", "--quiet", "--weights"])
+        .arg(dir.join("missing.safetensors"))
+        .arg("--output")
+        .arg(dir.join("o"));
     let err = stderr(&run(&mut cmd, 1));
     assert!(err.contains("missing.safetensors"), "{err}");
 

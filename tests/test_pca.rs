@@ -87,10 +87,14 @@ fn variance_target_picks_the_smallest_k() {
     let ratio = floats(&json(&fixtures().join("synthetic.json"))["explained_variance_ratio"]);
     let reference_k = |v: f64| {
         let mut acc = 0.0;
-        ratio.iter().position(|r| {
-            acc += r;
-            acc >= v - 1e-12
-        }).unwrap() + 1
+        ratio
+            .iter()
+            .position(|r| {
+                acc += r;
+                acc >= v - 1e-12
+            })
+            .unwrap()
+            + 1
     };
     for v in ["0.5", "0.7", "0.9", "0.99", "0.999", "1"] {
         let k = reference_k(v.parse().unwrap());
@@ -211,7 +215,10 @@ fn bad_inputs_are_clear_errors() {
     std::fs::copy(fixtures().join("synthetic/part-00000.parquet"), mixed.join("part-00000.parquet")).unwrap();
     std::fs::copy(fixtures().join("sample-features/part-00000.parquet"), mixed.join("part-00001.parquet")).unwrap();
     let err = fail(&mixed, &["--k", "2"], 1);
-    assert!(err.contains("parts differ") && err.contains("part-00000.parquet") && err.contains("part-00001.parquet"), "{err}");
+    assert!(
+        err.contains("parts differ") && err.contains("part-00000.parquet") && err.contains("part-00001.parquet"),
+        "{err}"
+    );
 
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     let err = fail(&dir.join("empty"), &["--k", "2"], 1);
@@ -256,5 +263,7 @@ fn demo_runs_featurize_fit_and_transform() {
     }
     let summary = json(&dir.join("demo/pca/pca.json"));
     assert_eq!(summary["n_samples"], 19);
-    assert!(summary["cumulative_explained_variance_ratio"].as_array().unwrap().last().unwrap().as_f64().unwrap() >= 0.95);
+    assert!(
+        summary["cumulative_explained_variance_ratio"].as_array().unwrap().last().unwrap().as_f64().unwrap() >= 0.95
+    );
 }

@@ -51,7 +51,10 @@ fn readme_commands_featurize_and_pca_from_s3_to_s3() {
 
     let mut keys = s3.keys("fruits-results", "features/");
     keys.sort();
-    assert_eq!(keys, ["features/part-00000.errors.csv", "features/part-00000.parquet", "features/part-00000.stats.safetensors"]);
+    assert_eq!(
+        keys,
+        ["features/part-00000.errors.csv", "features/part-00000.parquet", "features/part-00000.stats.safetensors"]
+    );
 
     // The same rows and features as the same images featurised from disk.
     let pq = part(&s3, &dir, "features/part-00000.parquet");
@@ -74,7 +77,16 @@ fn readme_commands_featurize_and_pca_from_s3_to_s3() {
     assert!(err.contains("PCA of 14 rows from 1 parts (1 from statistics files)"), "{err}");
     // ... then k = 3, for the checks below.
     let mut fit = s3.fruits();
-    fit.args(["pca", "fit", "--features", "s3://fruits-results/features/", "--output", "s3://fruits-results/pca/", "--k", "3"]);
+    fit.args([
+        "pca",
+        "fit",
+        "--features",
+        "s3://fruits-results/features/",
+        "--output",
+        "s3://fruits-results/pca/",
+        "--k",
+        "3",
+    ]);
     run(fit, 0);
     let json_path = dir.join("pca.json");
     s3.get("fruits-results", "pca/pca.json", &json_path);
@@ -96,7 +108,10 @@ fn listing_follows_pagination_and_keeps_images_only() {
     let s3 = S3Server::start();
     s3.helper("bucket", &["big", "eu-west-1"]);
     s3.helper("many", &["big", "photos/Kiwi/", "1003"]);
-    s3.helper("upload", &[crate::util::repo().join("tests/data/LICENSE-opencv").to_str().unwrap(), "big", "photos/Kiwi/notes.txt"]);
+    s3.helper(
+        "upload",
+        &[crate::util::repo().join("tests/data/LICENSE-opencv").to_str().unwrap(), "big", "photos/Kiwi/notes.txt"],
+    );
     let mut cmd = s3.fruits();
     cmd.args(["list", "s3://big/photos"]);
     let out = run(cmd, 0);
@@ -113,7 +128,15 @@ fn regions_outside_europe_are_refused_before_any_data_request() {
     s3.helper("bucket", &["london", "eu-west-2"]);
 
     let mut cmd = s3.fruits();
-    cmd.args(["featurize", "--region", "us-east-1", "--weights", "random:0", "--input", "s3://fruits-photos/fruits-360/"]);
+    cmd.args([
+        "featurize",
+        "--region",
+        "us-east-1",
+        "--weights",
+        "random:0",
+        "--input",
+        "s3://fruits-photos/fruits-360/",
+    ]);
     cmd.args(["--output", "s3://fruits-results/features/"]);
     let err = stderr(&run(cmd, 1));
     assert!(err.contains("region us-east-1 is outside Europe"), "{err}");
@@ -186,7 +209,10 @@ fn a_retried_part_leaves_no_duplicate_and_skip_existing_resumes() {
     featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7"]);
     let mut keys = s3.keys("fruits-results", "features/");
     keys.sort();
-    assert_eq!(keys, ["features/part-00007.errors.csv", "features/part-00007.parquet", "features/part-00007.stats.safetensors"]);
+    assert_eq!(
+        keys,
+        ["features/part-00007.errors.csv", "features/part-00007.parquet", "features/part-00007.stats.safetensors"]
+    );
     assert_eq!(part(&s3, &dir, "features/part-00007.parquet")["rows"], 14);
     let err = stderr(&featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7", "--skip-existing"]));
     assert!(err.contains("is complete; skipping"), "{err}");

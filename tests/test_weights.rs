@@ -13,7 +13,9 @@ fn init_is_deterministic_and_seed_dependent() {
     let dir = Dir::new("init");
     let sha = |seed: &str, name: &str| {
         let out = run(
-            fruits().args(["weights", "init", "--model", "mobilenetv4-small", "--seed", seed, "--out"]).arg(dir.join(name)),
+            fruits()
+                .args(["weights", "init", "--model", "mobilenetv4-small", "--seed", seed, "--out"])
+                .arg(dir.join(name)),
             0,
         );
         String::from_utf8(out.stdout).unwrap().trim().to_string()

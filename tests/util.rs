@@ -21,9 +21,11 @@ pub struct Dir {
 impl Dir {
     pub fn new(name: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let path = repo()
-            .join("target/test-work")
-            .join(format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+        let path = repo().join("target/test-work").join(format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self { path }
@@ -83,11 +85,7 @@ pub fn python() -> PathBuf {
 
 /// Reads a Parquet file with pyarrow (and checks it with DuckDB); returns its JSON dump.
 pub fn read_parquet(path: &Path) -> serde_json::Value {
-    let out = Command::new(python())
-        .arg(repo().join("tests/read_parquet.py"))
-        .arg(path)
-        .output()
-        .expect("python runs");
+    let out = Command::new(python()).arg(repo().join("tests/read_parquet.py")).arg(path).output().expect("python runs");
     assert!(out.status.success(), "read_parquet.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("read_parquet.py prints JSON")
 }

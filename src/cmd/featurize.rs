@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use fruits::image::preprocessing_description;
 use fruits::input::{list_location, read_key_list};
-use fruits::output::part_stem;
-use fruits::pipeline::ImageSource;
-use fruits::storage::{Location, S3Options, Storage};
 use fruits::model::{self, DeviceChoice, Model, Which};
+use fruits::output::part_stem;
 use fruits::output::RunMeta;
+use fruits::pipeline::ImageSource;
 use fruits::pipeline::{self, Options};
+use fruits::storage::{Location, S3Options, Storage};
 use fruits::weights::{self, Source};
 
 use super::EXIT_TOO_MANY_REJECTED;
@@ -93,7 +93,9 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
 pub fn load_model(which: Which, source: Option<&Source>, device: &candle_core::Device) -> anyhow::Result<Model> {
     Ok(match source {
         Some(Source::Random(seed)) => {
-            eprintln!("fruits: warning: random weights (random:{seed}): features are for testing only and mean nothing");
+            eprintln!(
+                "fruits: warning: random weights (random:{seed}): features are for testing only and mean nothing"
+            );
             Model::random(which, *seed, device)?
         }
         Some(Source::File(path)) => Model::from_file(which, path, device)?,
@@ -101,8 +103,10 @@ pub fn load_model(which: Which, source: Option<&Source>, device: &candle_core::D
             let path = match weights::cached(which) {
                 Some(p) => p,
                 None => weights::fetch(which, None).with_context(|| {
-                    format!("no --weights given and the pinned {which} weights are not cached; \
-                             pass --weights PATH, or --weights random:SEED for a test run")
+                    format!(
+                        "no --weights given and the pinned {which} weights are not cached; \
+                             pass --weights PATH, or --weights random:SEED for a test run"
+                    )
                 })?,
             };
             weights::verify_pinned(&path, None, which)?;
@@ -168,7 +172,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         summary.images_per_sec()
     );
     if !summary.rejected.is_empty() {
-        let kinds: Vec<String> = summary.rejected_by_kind().iter().map(|(k, n)| format!("{n} {}", k.as_str())).collect();
+        let kinds: Vec<String> =
+            summary.rejected_by_kind().iter().map(|(k, n)| format!("{n} {}", k.as_str())).collect();
         eprintln!("fruits: rejected {} ({}):", summary.rejected.len(), kinds.join(", "));
         for (path, why) in summary.rejected.iter().take(10) {
             eprintln!("  {}: {why}", path.display());

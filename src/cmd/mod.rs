@@ -1,5 +1,5 @@
-pub mod demo;
 pub mod bench;
+pub mod demo;
 pub mod featurize;
 pub mod list;
 pub mod pca;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use arrow_schema::{DataType, Field, Schema};
-use fruits::output::{float_lists, id_columns, id_fields, meta, feature_item, ParquetFile};
+use fruits::output::{feature_item, float_lists, id_columns, id_fields, meta, ParquetFile};
 use fruits::parts::{self, PartInfo};
 use fruits::pca::{self, Keep, Moments};
 use fruits::pca_model::{self, Summary};
@@ -156,7 +156,13 @@ fn check_consistent(infos: &[PartInfo]) -> anyhow::Result<()> {
     for other in &infos[1..] {
         for key in [meta::FEATURE_DIM, meta::MODEL, meta::WEIGHTS] {
             if other.get(key) != first.get(key) {
-                bail!("parts differ in {key}: {} has {}, {} has {}", first.path, first.get(key), other.path, other.get(key));
+                bail!(
+                    "parts differ in {key}: {} has {}, {} has {}",
+                    first.path,
+                    first.get(key),
+                    other.path,
+                    other.get(key)
+                );
             }
         }
     }
@@ -166,11 +172,8 @@ fn check_consistent(infos: &[PartInfo]) -> anyhow::Result<()> {
 /// A part's statistics: from its stats file when that matches the part, else one streaming pass.
 fn part_moments(ctx: &Ctx, info: &PartInfo, dim: usize) -> anyhow::Result<(Moments, bool)> {
     let stats_loc = parts::stats_location(&info.path);
-    let stats = if ctx.storage.exists(&stats_loc)? {
-        Some(ctx.storage.localize(&stats_loc, ctx.scratch)?)
-    } else {
-        None
-    };
+    let stats =
+        if ctx.storage.exists(&stats_loc)? { Some(ctx.storage.localize(&stats_loc, ctx.scratch)?) } else { None };
     if let Some((m, md)) = match &stats {
         Some(p) => parts::read_stats(p)?,
         None => None,

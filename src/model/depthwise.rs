@@ -29,14 +29,15 @@ impl Depthwise {
     }
 }
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The f32 values of a contiguous CPU tensor, for the custom ops.
+pub(super) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("depthwise: {what} must be f32"),
+        _ => candle_core::bail!("{what} must be f32"),
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("depthwise: {what} must be contiguous"),
+        None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 
@@ -64,9 +65,9 @@ impl CustomOp3 for Depthwise {
                 self.kernel
             );
         }
-        let x = contiguous(s_x, l_x, "input")?;
-        let wt = contiguous(s_w, l_w, "weight")?;
-        let b = contiguous(s_b, l_b, "bias")?;
+        let x = contiguous(s_x, l_x, "depthwise input")?;
+        let wt = contiguous(s_w, l_w, "depthwise weight")?;
+        let b = contiguous(s_b, l_b, "depthwise bias")?;
         let (ho, wo) = (self.out_size(h), self.out_size(w));
         let mut out = vec![0f32; n * c * ho * wo];
         let k2 = self.kernel * self.kernel;

@@ -96,20 +96,13 @@ impl ConvBn {
         let var = bn.get(spec.cout, "running_var")?;
         // Fold in f64 so the fold itself adds no rounding error to speak of.
         let dt = w.dtype();
-        let scale = (gamma.to_dtype(candle_core::DType::F64)?
-            / (var.to_dtype(candle_core::DType::F64)? + BN_EPS)?.sqrt()?)?;
-        let weight = w
-            .to_dtype(candle_core::DType::F64)?
-            .broadcast_mul(&scale.reshape((spec.cout, 1, 1, 1))?)?
+        let scale =
+            (gamma.to_dtype(candle_core::DType::F64)? / (var.to_dtype(candle_core::DType::F64)? + BN_EPS)?.sqrt()?)?;
+        let weight =
+            w.to_dtype(candle_core::DType::F64)?.broadcast_mul(&scale.reshape((spec.cout, 1, 1, 1))?)?.to_dtype(dt)?;
+        let bias = (beta.to_dtype(candle_core::DType::F64)? - (mean.to_dtype(candle_core::DType::F64)? * &scale)?)?
             .to_dtype(dt)?;
-        let bias = (beta.to_dtype(candle_core::DType::F64)?
-            - (mean.to_dtype(candle_core::DType::F64)? * &scale)?)?
-            .to_dtype(dt)?;
-        let weight = if spec.kernel == 1 && !spec.depthwise {
-            weight.reshape((spec.cout, spec.cin))?
-        } else {
-            weight
-        };
+        let weight = if spec.kernel == 1 && !spec.depthwise { weight.reshape((spec.cout, spec.cin))? } else { weight };
         Ok(Self { spec, bn_name: bn.prefix(), weight, bias })
     }
 }

@@ -31,8 +31,16 @@ const STAGES: [(usize, usize, usize, usize); 6] = [
 
 enum Block {
     /// `ds` block: depthwise 3×3 then pointwise, no skip (32 → 16).
-    Separable { dw: ConvBn, pw: ConvBn },
-    Inverted { pw: ConvBn, dw: ConvBn, pwl: ConvBn, skip: bool },
+    Separable {
+        dw: ConvBn,
+        pw: ConvBn,
+    },
+    Inverted {
+        pw: ConvBn,
+        dw: ConvBn,
+        pwl: ConvBn,
+        skip: bool,
+    },
 }
 
 impl Module for Block {

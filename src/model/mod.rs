@@ -101,8 +101,8 @@ impl Model {
         let sha = crate::weights::sha256_file(path).map_err(|e| wrap(e.into()))?;
         // SAFETY: the file is opened read-only and not modified while mapped;
         // safetensors validates the header before any tensor is read.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-            .map_err(|e| wrap(e.into()))?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }.map_err(|e| wrap(e.into()))?;
         let net = which.build(vb).map_err(|e| wrap(e.into()))?;
         Ok(Self { which, device: device.clone(), weights_id: format!("sha256:{sha}"), net })
     }
@@ -140,8 +140,10 @@ pub fn device(choice: DeviceChoice) -> Result<Device> {
     let dev = match choice {
         DeviceChoice::Cpu => Device::Cpu,
         DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| {
-            Error::Usage(format!("--device cuda: no CUDA device usable ({e}); this binary was built {} the `cuda` feature",
-                if cfg!(feature = "cuda") { "with" } else { "without" }))
+            Error::Usage(format!(
+                "--device cuda: no CUDA device usable ({e}); this binary was built {} the `cuda` feature",
+                if cfg!(feature = "cuda") { "with" } else { "without" }
+            ))
         })?,
         DeviceChoice::Auto => {
             if candle_core::utils::cuda_is_available() {

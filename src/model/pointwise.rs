@@ -10,22 +10,12 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use super::depthwise::contiguous;
 use super::layers::Act;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Pointwise {
     pub act: Act,
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("pointwise: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("pointwise: {what} must be contiguous"),
-    }
 }
 
 impl CustomOp3 for Pointwise {
@@ -47,9 +37,9 @@ impl CustomOp3 for Pointwise {
         if wcin != cin {
             candle_core::bail!("pointwise: weight {:?} does not fit input {:?}", l_w.shape(), l_x.shape());
         }
-        let x = contiguous(s_x, l_x, "input")?;
-        let wt = contiguous(s_w, l_w, "weight")?;
-        let b = contiguous(s_b, l_b, "bias")?;
+        let x = contiguous(s_x, l_x, "pointwise input")?;
+        let wt = contiguous(s_w, l_w, "pointwise weight")?;
+        let b = contiguous(s_b, l_b, "pointwise bias")?;
         let hw = h * w;
         let mut out = vec![0f32; n * cout * hw];
         out.par_chunks_mut(cout * hw).enumerate().for_each(|(i, dst)| {

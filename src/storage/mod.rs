@@ -62,7 +62,8 @@ impl Location {
         match self {
             Location::Local(p) => Location::Local(p.join(name)),
             Location::S3 { bucket, key } => {
-                let key = if key.is_empty() || key.ends_with('/') { format!("{key}{name}") } else { format!("{key}/{name}") };
+                let key =
+                    if key.is_empty() || key.ends_with('/') { format!("{key}{name}") } else { format!("{key}/{name}") };
                 Location::S3 { bucket: bucket.clone(), key }
             }
         }
@@ -75,6 +76,22 @@ impl Location {
             Location::S3 { key, .. } => key.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string(),
         }
     }
+}
+
+/// Every file under `root` whose name passes `keep`, sorted by path.
+pub fn walk_files(root: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(true) {
+        let entry = entry.map_err(|e| Error::Input {
+            path: e.path().unwrap_or(root).to_path_buf(),
+            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+        })?;
+        if entry.file_type().is_file() && keep(&entry.file_name().to_string_lossy()) {
+            out.push(entry.into_path());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Reads and writes locations; S3 is set up on first use.
@@ -103,20 +120,7 @@ impl Storage {
     /// order, as location strings (`s3://bucket/key` or paths).
     pub fn list(&self, loc: &Location, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Location>> {
         match loc {
-            Location::Local(root) => {
-                let mut out = Vec::new();
-                for entry in walkdir::WalkDir::new(root).follow_links(true) {
-                    let entry = entry.map_err(|e| Error::Input {
-                        path: e.path().unwrap_or(root).to_path_buf(),
-                        source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
-                    })?;
-                    if entry.file_type().is_file() && keep(&entry.file_name().to_string_lossy()) {
-                        out.push(Location::Local(entry.into_path()));
-                    }
-                }
-                out.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
-                Ok(out)
-            }
+            Location::Local(root) => Ok(walk_files(root, keep)?.into_iter().map(Location::Local).collect()),
             Location::S3 { bucket, key } => {
                 let keys = self.s3(bucket)?.list(bucket, key)?;
                 Ok(keys
@@ -131,7 +135,9 @@ impl Storage {
     /// The whole object or file; a missing or forbidden one is a [`Rejection`].
     pub fn get(&self, loc: &Location) -> std::result::Result<Vec<u8>, Fetch> {
         match loc {
-            Location::Local(p) => std::fs::read(p).map_err(|e| Fetch::Rejected(Rejection::new(RejectKind::Unreadable, e.to_string()))),
+            Location::Local(p) => {
+                std::fs::read(p).map_err(|e| Fetch::Rejected(Rejection::new(RejectKind::Unreadable, e.to_string())))
+            }
             Location::S3 { bucket, key } => self.s3(bucket).map_err(Fetch::Fatal)?.get(bucket, key),
         }
     }
@@ -212,7 +218,8 @@ impl Storage {
             Location::S3 { .. } => {
                 let bytes = self.get(loc).map_err(|f| f.into_error(loc))?;
                 let path = scratch.join(loc.file_name());
-                std::fs::write(&path, bytes).map_err(|e| Error::Output { path: path.clone(), reason: e.to_string() })?;
+                std::fs::write(&path, bytes)
+                    .map_err(|e| Error::Output { path: path.clone(), reason: e.to_string() })?;
                 Ok(path)
             }
         }
@@ -230,7 +237,9 @@ pub enum Fetch {
 impl Fetch {
     pub fn into_error(self, loc: &Location) -> Error {
         match self {
-            Fetch::Rejected(r) => Error::Input { path: PathBuf::from(loc.to_string()), source: std::io::Error::other(r.to_string()) },
+            Fetch::Rejected(r) => {
+                Error::Input { path: PathBuf::from(loc.to_string()), source: std::io::Error::other(r.to_string()) }
+            }
             Fetch::Fatal(e) => e,
         }
     }

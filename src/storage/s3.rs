@@ -57,16 +57,15 @@ fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::De
             format!("{} ({})", err.code().unwrap_or("error"), err.message().unwrap_or("no message"))
         }
         SdkError::TimeoutError(_) => "timed out".into(),
-        SdkError::DispatchFailure(d) => format!("could not reach S3: {:?}", d.as_connector_error().map(|c| c.to_string())),
+        SdkError::DispatchFailure(d) => {
+            format!("could not reach S3: {:?}", d.as_connector_error().map(|c| c.to_string()))
+        }
         other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
     };
     Error::Storage(format!("{what}: {detail}"))
 }
 
-fn status<E, R: std::fmt::Debug>(e: &SdkError<E, R>) -> Option<u16>
-where
-    R: HasStatus,
-{
+fn status<E, R: std::fmt::Debug + HasStatus>(e: &SdkError<E, R>) -> Option<u16> {
     match e {
         SdkError::ServiceError(s) => Some(s.raw().status_code()),
         _ => None,
@@ -166,7 +165,9 @@ impl S3 {
                 let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("").to_string();
                 let st = status(&e);
                 return Err(match (code.as_str(), st) {
-                    ("NoSuchKey", _) | (_, Some(404)) => Fetch::Rejected(Rejection::new(RejectKind::Unreadable, "no such object")),
+                    ("NoSuchKey", _) | (_, Some(404)) => {
+                        Fetch::Rejected(Rejection::new(RejectKind::Unreadable, "no such object"))
+                    }
                     ("AccessDenied", _) | (_, Some(403)) => {
                         Fetch::Rejected(Rejection::new(RejectKind::Unreadable, "access denied to this object"))
                     }
@@ -190,7 +191,8 @@ impl S3 {
         self.rt.block_on(async {
             let r = self.client.get_object().bucket(bucket).key(key).range(format!("bytes=-{n}")).send().await;
             let r = r.map_err(|e| s3_err(format!("cannot read s3://{bucket}/{key}"), e))?;
-            let b = r.body.collect().await.map_err(|e| Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}")))?;
+            let b =
+                r.body.collect().await.map_err(|e| Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}")))?;
             Ok(b.into_bytes().to_vec())
         })
     }
@@ -259,7 +261,8 @@ impl S3 {
                         .send()
                         .await
                         .map_err(|e| s3_err(format!("cannot upload part {n} of {dest}"), e))?;
-                    parts.push(CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(str::to_string)).build());
+                    parts
+                        .push(CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(str::to_string)).build());
                 }
                 self.client
                     .complete_multipart_upload()
@@ -302,12 +305,13 @@ impl S3 {
             let handle = self.rt.spawn(async move {
                 match &loc {
                     Location::S3 { bucket, key } => Self::get_async(&client, bucket, key).await,
-                    Location::Local(p) => {
-                        std::fs::read(p).map_err(|e| Fetch::Rejected(Rejection::new(RejectKind::Unreadable, e.to_string())))
-                    }
+                    Location::Local(p) => std::fs::read(p)
+                        .map_err(|e| Fetch::Rejected(Rejection::new(RejectKind::Unreadable, e.to_string()))),
                 }
             });
-            async move { handle.await.unwrap_or_else(|e| Err(Fetch::Fatal(Error::Storage(format!("fetch task failed: {e}"))))) }
+            async move {
+                handle.await.unwrap_or_else(|e| Err(Fetch::Fatal(Error::Storage(format!("fetch task failed: {e}")))))
+            }
         });
         let mut stream = futures::stream::iter(tasks).buffered(concurrency.max(1));
         let mut i = 0;
