@@ -25,10 +25,6 @@ pub enum Error {
         source: Box<Error>,
     },
 
-    /// A tensor the model needs is missing or has the wrong shape.
-    #[error("tensor {name}: {reason}")]
-    Tensor { name: String, reason: String },
-
     /// The downloaded weights do not hash to the pinned value.
     #[error("sha256 mismatch for {path}: expected {expected}, got {actual}")]
     Checksum { path: PathBuf, expected: String, actual: String },

@@ -208,7 +208,7 @@ impl Storage {
             }
             return Ok(());
         };
-        self.s3(bucket)?.fetch_all(self, locs, concurrency, send)
+        self.s3(bucket)?.fetch_all(locs, concurrency, send)
     }
 
     /// A local copy of `loc` (the file itself when local), kept in `scratch`.

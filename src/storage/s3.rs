@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::StreamExt;
 
 use super::region::{self, is_european, region_of_location_constraint};
-use super::{Fetch, Location, Storage};
+use super::{Fetch, Location};
 use crate::error::{Error, Result};
 use crate::image::{RejectKind, Rejection};
 
@@ -284,16 +284,14 @@ impl S3 {
         })
     }
 
-    /// See [`Storage::fetch_all`]: every fetch is its own task, so up to
+    /// See [`super::Storage::fetch_all`]: every fetch is its own task, so up to
     /// `concurrency` requests stay in flight while the caller works.
     pub fn fetch_all(
         &self,
-        storage: &Storage,
         locs: &[Location],
         concurrency: usize,
         send: &mut dyn FnMut(usize, std::result::Result<Vec<u8>, Fetch>) -> bool,
     ) -> Result<()> {
-        let _ = storage;
         let client = self.client.clone();
         for loc in locs {
             if let Location::S3 { bucket, .. } = loc {
