@@ -5,6 +5,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::depthwise::Depthwise;
+use super::engine;
 use super::pointwise::Pointwise;
 
 /// timm's BatchNorm2d epsilon for every layer of both models.
@@ -27,6 +28,15 @@ impl Act {
             Act::None => Ok(x.clone()),
             Act::Relu => x.relu(),
             Act::Relu6 => x.clamp(0f32, 6f32),
+        }
+    }
+
+    #[inline(always)]
+    pub fn apply_one(self, x: f32) -> f32 {
+        match self {
+            Act::None => x,
+            Act::Relu => x.max(0.0),
+            Act::Relu6 => x.clamp(0.0, 6.0),
         }
     }
 
@@ -104,6 +114,59 @@ impl ConvBn {
             .to_dtype(dt)?;
         let weight = if spec.kernel == 1 && !spec.depthwise { weight.reshape((spec.cout, spec.cin))? } else { weight };
         Ok(Self { spec, bn_name: bn.prefix(), weight, bias })
+    }
+}
+
+impl ConvBn {
+    /// The same layer for the CPU engine: weights copied out, laid out for
+    /// NHWC (`[ky][kx][c]` depthwise, `[(ky, kx, ci)][cout]` packed dense).
+    pub fn lower(&self) -> Result<engine::Layer> {
+        let s = &self.spec;
+        let w: Vec<f32> = self.weight.flatten_all()?.to_vec1()?;
+        let bias: Vec<f32> = self.bias.to_vec1()?;
+        let k = s.kernel;
+        if s.depthwise {
+            // (c, 1, k, k) → [ky][kx][c]
+            let mut weight = vec![0f32; k * k * s.cout];
+            for c in 0..s.cout {
+                for t in 0..k * k {
+                    weight[t * s.cout + c] = w[c * k * k + t];
+                }
+            }
+            return Ok(engine::Layer::Depthwise(engine::depthwise::Depthwise {
+                channels: s.cout,
+                kernel: k,
+                stride: s.stride,
+                pad: s.pad(),
+                act: s.act,
+                weight,
+                bias,
+            }));
+        }
+        // (cout, cin, k, k) → [(ky, kx, ci)][cout]
+        let kdim = k * k * s.cin;
+        let mut wt = vec![0f32; kdim * s.cout];
+        for co in 0..s.cout {
+            for ci in 0..s.cin {
+                for t in 0..k * k {
+                    wt[(t * s.cin + ci) * s.cout + co] = w[(co * s.cin + ci) * k * k + t];
+                }
+            }
+        }
+        Ok(engine::Layer::Dense(self.lower_dense(engine::gemm::Packed::new(kdim, s.cout, &wt, &bias))))
+    }
+
+    fn lower_dense(&self, weight: engine::gemm::Packed) -> engine::Dense {
+        let s = &self.spec;
+        engine::Dense { cin: s.cin, kernel: s.kernel, stride: s.stride, pad: s.pad(), act: s.act, weight }
+    }
+
+    /// [`ConvBn::lower`] for a layer known to be dense (a head).
+    pub fn lower_dense_layer(&self) -> Result<engine::Dense> {
+        match self.lower()? {
+            engine::Layer::Dense(d) => Ok(d),
+            engine::Layer::Depthwise(_) => candle_core::bail!("{} is depthwise, not dense", self.bn_name),
+        }
     }
 }
 

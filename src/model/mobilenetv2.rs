@@ -11,6 +11,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::engine;
 use super::layers::{global_avg_pool, Act, ConvBn, ConvSpec};
 
 pub const FEATURES: usize = 1280;
@@ -91,6 +92,20 @@ impl MobileNetV2 {
         }
         let head = ConvBn::load(vb.pp("conv_head"), vb.pp("bn2"), ConvSpec::pointwise(cin, FEATURES, ACT))?;
         Ok(Self { stem, blocks, head })
+    }
+
+    /// The same network for the CPU engine.
+    pub fn plan(&self, resolution: usize) -> Result<engine::Plan> {
+        let mut blocks = vec![engine::Block { layers: vec![self.stem.lower()?], skip: false }];
+        for b in &self.blocks {
+            blocks.push(match b {
+                Block::Separable { dw, pw } => engine::Block { layers: vec![dw.lower()?, pw.lower()?], skip: false },
+                Block::Inverted { pw, dw, pwl, skip } => {
+                    engine::Block { layers: vec![pw.lower()?, dw.lower()?, pwl.lower()?], skip: *skip }
+                }
+            });
+        }
+        Ok(engine::Plan { resolution, blocks, head: self.head.lower_dense_layer()?, head_order: engine::Head::BeforePool })
     }
 }
 

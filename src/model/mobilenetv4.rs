@@ -14,6 +14,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::engine;
 use super::layers::{global_avg_pool, Act, ConvBn, ConvSpec};
 
 pub const FEATURES: usize = 1280;
@@ -135,6 +136,21 @@ impl MobileNetV4 {
         }
         let head = ConvBn::load(vb.pp("conv_head"), vb.pp("norm_head"), ConvSpec::pointwise(BODY_OUT, FEATURES, ACT))?;
         Ok(Self { stem, blocks, head })
+    }
+
+    /// The same network for the CPU engine.
+    pub fn plan(&self, resolution: usize) -> Result<engine::Plan> {
+        let mut blocks = vec![engine::Block { layers: vec![self.stem.lower()?], skip: false }];
+        for b in &self.blocks {
+            blocks.push(match b {
+                Block::Conv(c) => engine::Block { layers: vec![c.lower()?], skip: false },
+                Block::Uir { layers, skip } => engine::Block {
+                    layers: layers.iter().map(ConvBn::lower).collect::<Result<_>>()?,
+                    skip: *skip,
+                },
+            });
+        }
+        Ok(engine::Plan { resolution, blocks, head: self.head.lower_dense_layer()?, head_order: engine::Head::AfterPool })
     }
 }
 

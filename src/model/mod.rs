@@ -2,6 +2,7 @@
 //! and output are, and how to build one from weights on a device.
 
 pub mod depthwise;
+pub mod engine;
 pub mod init;
 pub mod layers;
 pub mod mobilenetv2;
@@ -76,6 +77,16 @@ pub enum Net {
     V4(mobilenetv4::MobileNetV4),
 }
 
+impl Net {
+    /// The network lowered for the CPU engine.
+    pub fn plan(&self, resolution: usize) -> candle_core::Result<engine::Plan> {
+        match self {
+            Net::V2(m) => m.plan(resolution),
+            Net::V4(m) => m.plan(resolution),
+        }
+    }
+}
+
 impl Module for Net {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
@@ -92,6 +103,18 @@ pub struct Model {
     /// `sha256:<hex>` of the weights file, or `random:<seed>`.
     pub weights_id: String,
     net: Net,
+    /// The CPU engine's copy of the network; `None` on other devices or
+    /// with [`Engine::Candle`].
+    plan: Option<engine::Plan>,
+}
+
+/// `--engine`: what runs the network on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// Fused NHWC kernels, one image per core (`model::engine`).
+    Native,
+    /// Candle's CPU backend (for comparison; the GPU always uses Candle).
+    Candle,
 }
 
 impl Model {
@@ -104,7 +127,7 @@ impl Model {
         let vb =
             unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }.map_err(|e| wrap(e.into()))?;
         let net = which.build(vb).map_err(|e| wrap(e.into()))?;
-        Ok(Self { which, device: device.clone(), weights_id: format!("sha256:{sha}"), net })
+        Self::new(which, device, format!("sha256:{sha}"), net)
     }
 
     /// Deterministic random-init weights (see [`init`]); for tests and
@@ -113,7 +136,21 @@ impl Model {
         let tensors = init::random_weights(which, seed)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let net = which.build(vb)?;
-        Ok(Self { which, device: device.clone(), weights_id: format!("random:{seed}"), net })
+        Self::new(which, device, format!("random:{seed}"), net)
+    }
+
+    fn new(which: Which, device: &Device, weights_id: String, net: Net) -> Result<Self> {
+        let plan = if device.is_cpu() { Some(net.plan(which.resolution())?) } else { None };
+        Ok(Self { which, device: device.clone(), weights_id, net, plan })
+    }
+
+    /// Picks the CPU engine (the native one by default); no effect on a GPU.
+    pub fn set_engine(&mut self, engine: Engine) -> Result<()> {
+        self.plan = match engine {
+            Engine::Native if self.device.is_cpu() => Some(self.net.plan(self.which.resolution())?),
+            _ => None,
+        };
+        Ok(())
     }
 
     pub fn is_random(&self) -> bool {
@@ -122,7 +159,14 @@ impl Model {
 
     /// (n, 3, r, r) normalised f32 images → (n, feature_dim) features.
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {
-        Ok(self.net.forward(images)?)
+        match &self.plan {
+            Some(plan) => {
+                let n = images.dim(0)?;
+                let x = images.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Tensor::from_vec(plan.run(&x), (n, plan.feature_dim()), &Device::Cpu)?)
+            }
+            None => Ok(self.net.forward(images)?),
+        }
     }
 }
 

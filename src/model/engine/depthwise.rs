@@ -1,0 +1,213 @@
+//! Depthwise k×k convolution on one NHWC image, BatchNorm folded into
+//! `weight`/`bias`, activation fused: vectorised across channels (contiguous
+//! in NHWC), padding handled by clipping the tap ranges, never by copying.
+
+use crate::model::layers::Act;
+
+#[derive(Debug, Clone)]
+pub struct Depthwise {
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub act: Act,
+    /// `[ky][kx][c]`.
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Spatial shape of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hw {
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Depthwise {
+    pub fn out_hw(&self, i: Hw) -> Hw {
+        let o = |x: usize| (x + 2 * self.pad - self.kernel) / self.stride + 1;
+        Hw { h: o(i.h), w: o(i.w) }
+    }
+
+    /// The taps of output coordinate `o` that land inside `0..len`.
+    fn taps(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = (o * self.stride) as isize - self.pad as isize;
+        let lo = (-start).max(0) as usize;
+        let hi = ((len as isize - start).min(self.kernel as isize)).max(0) as usize;
+        (lo, hi)
+    }
+
+    /// `input` is `[i.h][i.w][c]`, `out` is `[o.h][o.w][c]`.
+    pub fn run(&self, input: &[f32], i: Hw, out: &mut [f32]) {
+        let o = self.out_hw(i);
+        let c = self.channels;
+        assert!(input.len() >= i.h * i.w * c && out.len() >= o.h * o.w * c);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present; every index stays inside the
+            // shapes asserted above (tap ranges are clipped).
+            unsafe { self.run_avx512(input, i, o, out) };
+            return;
+        }
+        self.run_portable(input, i, o, out);
+    }
+
+    fn run_portable(&self, input: &[f32], i: Hw, o: Hw, out: &mut [f32]) {
+        let (c, k) = (self.channels, self.kernel);
+        for oy in 0..o.h {
+            let (ky0, ky1) = self.taps(oy, i.h);
+            let iy0 = oy * self.stride + ky0 - self.pad;
+            for ox in 0..o.w {
+                let (kx0, kx1) = self.taps(ox, i.w);
+                let ix0 = ox * self.stride + kx0 - self.pad;
+                let dst = &mut out[(oy * o.w + ox) * c..][..c];
+                dst.copy_from_slice(&self.bias);
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        let src = &input[((iy0 + ky - ky0) * i.w + ix0 + kx - kx0) * c..][..c];
+                        let wt = &self.weight[(ky * k + kx) * c..][..c];
+                        for ((d, s), w) in dst.iter_mut().zip(src).zip(wt) {
+                            *d += s * w;
+                        }
+                    }
+                }
+                self.act.apply_slice(dst);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(&self, input: &[f32], i: Hw, o: Hw, out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        const GROUP: usize = 4;
+        let (c, k, s) = (self.channels, self.kernel, self.stride);
+        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
+        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let zero = _mm512_setzero_ps();
+        let six = _mm512_set1_ps(6.0);
+        let act = |v: __m512| match self.act {
+            Act::None => v,
+            Act::Relu => _mm512_max_ps(v, zero),
+            Act::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
+        };
+        // Output columns whose taps all land inside the row: no clipping.
+        let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
+        let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
+        for oy in 0..o.h {
+            let (ky0, ky1) = self.taps(oy, i.h);
+            let row0 = (oy * s + ky0 - self.pad) as isize - ky0 as isize; // input row of tap ky = 0
+            // One pixel, clipped taps.
+            let single = |ox: usize| {
+                let (kx0, kx1) = self.taps(ox, i.w);
+                let col0 = (ox * s) as isize - self.pad as isize;
+                for c0 in (0..c).step_by(16) {
+                    let m: __mmask16 = if c - c0 >= 16 { 0xffff } else { ((1u32 << (c - c0)) - 1) as __mmask16 };
+                    let mut acc = _mm512_maskz_loadu_ps(m, bp.add(c0));
+                    for ky in ky0..ky1 {
+                        let iy = (row0 + ky as isize) as usize;
+                        for kx in kx0..kx1 {
+                            let ix = (col0 + kx as isize) as usize;
+                            let x = _mm512_maskz_loadu_ps(m, inp.add((iy * i.w + ix) * c + c0));
+                            let w = _mm512_maskz_loadu_ps(m, wp.add((ky * k + kx) * c + c0));
+                            acc = _mm512_fmadd_ps(x, w, acc);
+                        }
+                    }
+                    _mm512_mask_storeu_ps(outp.add((oy * o.w + ox) * c + c0), m, act(acc));
+                }
+            };
+            let mut ox = 0;
+            while ox < first_full.min(o.w) {
+                single(ox);
+                ox += 1;
+            }
+            // GROUP pixels at once share every weight load.
+            while ox + GROUP <= full_end {
+                let col0 = ox * s - self.pad;
+                for c0 in (0..c).step_by(16) {
+                    let m: __mmask16 = if c - c0 >= 16 { 0xffff } else { ((1u32 << (c - c0)) - 1) as __mmask16 };
+                    let b = _mm512_maskz_loadu_ps(m, bp.add(c0));
+                    let mut acc = [b; GROUP];
+                    for ky in ky0..ky1 {
+                        let iy = (row0 + ky as isize) as usize;
+                        let line = inp.add((iy * i.w + col0) * c + c0);
+                        for kx in 0..k {
+                            let w = _mm512_maskz_loadu_ps(m, wp.add((ky * k + kx) * c + c0));
+                            for (g, acc) in acc.iter_mut().enumerate() {
+                                let x = _mm512_maskz_loadu_ps(m, line.add((g * s + kx) * c));
+                                *acc = _mm512_fmadd_ps(x, w, *acc);
+                            }
+                        }
+                    }
+                    for (g, acc) in acc.iter().enumerate() {
+                        _mm512_mask_storeu_ps(outp.add((oy * o.w + ox + g) * c + c0), m, act(*acc));
+                    }
+                }
+                ox += GROUP;
+            }
+            while ox < o.w {
+                single(ox);
+                ox += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avx512_and_portable_agree_with_a_direct_sum() {
+        let mut seed = 7u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for &(h, w, c, k, s) in &[(7, 9, 20, 3, 1), (8, 8, 16, 3, 2), (11, 13, 48, 5, 1), (9, 10, 3, 5, 2), (1, 1, 16, 3, 1)] {
+            for act in [Act::None, Act::Relu6] {
+                let pad = ((s - 1) + (k - 1)) / 2;
+                let dw = Depthwise {
+                    channels: c,
+                    kernel: k,
+                    stride: s,
+                    pad,
+                    act,
+                    weight: (0..k * k * c).map(|_| rnd()).collect(),
+                    bias: (0..c).map(|_| rnd()).collect(),
+                };
+                let i = Hw { h, w };
+                let o = dw.out_hw(i);
+                let input: Vec<f32> = (0..h * w * c).map(|_| rnd() * 10.0).collect();
+                let mut want = vec![0f32; o.h * o.w * c];
+                for oy in 0..o.h {
+                    for ox in 0..o.w {
+                        for ch in 0..c {
+                            let mut acc = dw.bias[ch] as f64;
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        acc += input[((iy as usize * w) + ix as usize) * c + ch] as f64
+                                            * dw.weight[(ky * k + kx) * c + ch] as f64;
+                                    }
+                                }
+                            }
+                            want[(oy * o.w + ox) * c + ch] = act.apply_one(acc as f32);
+                        }
+                    }
+                }
+                let mut got = vec![f32::NAN; want.len() + 1];
+                dw.run(&input, i, &mut got);
+                let mut portable = vec![f32::NAN; want.len() + 1];
+                dw.run_portable(&input, i, o, &mut portable);
+                for out in [&got, &portable] {
+                    assert!(out[want.len()].is_nan(), "wrote past the end");
+                    for (x, y) in out.iter().zip(&want) {
+                        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{h}x{w}x{c} k{k} s{s}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The CPU engine: a MobileNet lowered to a flat list of fused layers that
+//! runs one image per thread on NHWC buffers reused from image to image.
+//!
+//! Why not Candle's CPU backend: it runs a batch layer by layer in NCHW,
+//! allocates (and the kernel zeroes) a fresh tensor per op, and applies bias,
+//! activation and the residual add as separate passes over memory. Here one
+//! image's activations (≤ 4.8 MB) stay in this core's share of the caches,
+//! every layer writes its output once with bias, activation and skip fused,
+//! and the two cores never wait on each other inside a batch. Candle still
+//! builds the network, folds BatchNorm and runs every other device; the
+//! parity tests run both against timm.
+
+pub mod depthwise;
+pub mod gemm;
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::model::layers::Act;
+use depthwise::{Depthwise, Hw};
+use gemm::Packed;
+
+/// A k×k convolution (k = 1 included) with BatchNorm folded in.
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub cin: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub act: Act,
+    /// Reduction order `(ky, kx, ci)`, matching [`im2col`].
+    pub weight: Packed,
+}
+
+impl Dense {
+    fn out_hw(&self, i: Hw) -> Hw {
+        let o = |x: usize| (x + 2 * self.pad - self.kernel) / self.stride + 1;
+        Hw { h: o(i.h), w: o(i.w) }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Layer {
+    Dense(Dense),
+    Depthwise(Depthwise),
+}
+
+impl Layer {
+    fn out_hw(&self, i: Hw) -> Hw {
+        match self {
+            Layer::Dense(d) => d.out_hw(i),
+            Layer::Depthwise(d) => d.out_hw(i),
+        }
+    }
+    fn cout(&self) -> usize {
+        match self {
+            Layer::Dense(d) => d.weight.n,
+            Layer::Depthwise(d) => d.channels,
+        }
+    }
+}
+
+/// Layers run in order; with `skip`, the block's input is added to the last
+/// layer's output (after its activation, as timm does).
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub layers: Vec<Layer>,
+    pub skip: bool,
+}
+
+/// Where the 1×1 head sits relative to global average pooling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// EfficientNet / MobileNetV2: conv_head on every pixel, then pool.
+    BeforePool,
+    /// MobileNetV3 / V4: pool, then conv_head on the pooled vector.
+    AfterPool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Input side in pixels (square), 3 channels.
+    pub resolution: usize,
+    pub blocks: Vec<Block>,
+    pub head: Dense,
+    pub head_order: Head,
+}
+
+/// Per-thread buffers, grown to the largest activation on the first image
+/// and reused after that.
+#[derive(Default)]
+struct Workspace {
+    bufs: [Vec<f32>; 3],
+    cols: Vec<f32>,
+    pooled: Vec<f32>,
+}
+
+thread_local! {
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+}
+
+/// Rows of im2col built (and multiplied) at a time: ≤ 120 × 288 f32 stays in L2.
+const COL_ROWS: usize = 120;
+
+impl Plan {
+    pub fn feature_dim(&self) -> usize {
+        self.head.weight.n
+    }
+
+    /// `images` is `n × [3][r][r]` (normalised, channel-major, as the
+    /// preprocessing makes it); returns `n × feature_dim`. Images are spread
+    /// over rayon's pool, one image per task.
+    pub fn run(&self, images: &[f32]) -> Vec<f32> {
+        let px = 3 * self.resolution * self.resolution;
+        assert_eq!(images.len() % px, 0, "input is not a whole number of {}² RGB images", self.resolution);
+        let fd = self.feature_dim();
+        let mut out = vec![0f32; images.len() / px * fd];
+        out.par_chunks_mut(fd).zip(images.par_chunks(px)).for_each(|(o, img)| {
+            WORKSPACE.with(|ws| self.run_image(img, &mut ws.borrow_mut(), o));
+        });
+        out
+    }
+
+    fn run_image(&self, chw: &[f32], ws: &mut Workspace, features: &mut [f32]) {
+        let r = self.resolution;
+        let mut hw = Hw { h: r, w: r };
+        // HWC copy of the input into buffer 0.
+        let need = |v: &mut Vec<f32>, n: usize| {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+        };
+        let Workspace { bufs, cols, pooled } = ws;
+        need(&mut bufs[0], r * r * 3);
+        for (p, px) in bufs[0].chunks_exact_mut(3).take(r * r).enumerate() {
+            for (ch, v) in px.iter_mut().enumerate() {
+                *v = chw[ch * r * r + p];
+            }
+        }
+        let mut cur = 0; // buffer holding the current activation
+        let mut ch = 3;
+        for block in &self.blocks {
+            let input = cur;
+            for (li, layer) in block.layers.iter().enumerate() {
+                let last = li + 1 == block.layers.len();
+                // Never overwrite the block input while the skip needs it.
+                let dst = (0..3).find(|&b| b != cur && b != input).unwrap();
+                let o = layer.out_hw(hw);
+                let n_out = o.h * o.w * layer.cout();
+                // Taken out for the layer so the others can be borrowed beside it.
+                let mut out = std::mem::take(&mut bufs[dst]);
+                need(&mut out, n_out);
+                let src = &bufs[cur][..hw.h * hw.w * ch];
+                let skip = (last && block.skip).then(|| &bufs[input][..n_out]);
+                match layer {
+                    Layer::Depthwise(d) => {
+                        d.run(src, hw, &mut out[..n_out]);
+                        if let Some(s) = skip {
+                            out[..n_out].iter_mut().zip(s).for_each(|(y, x)| *y += x);
+                        }
+                    }
+                    Layer::Dense(d) => dense(d, src, hw, ch, skip, &mut out[..n_out], cols),
+                }
+                bufs[dst] = out;
+                cur = dst;
+                hw = o;
+                ch = layer.cout();
+            }
+        }
+        let pixels = hw.h * hw.w;
+        match self.head_order {
+            Head::BeforePool => {
+                let n = self.head.weight.n;
+                let dst = (cur + 1) % 3;
+                let mut out = std::mem::take(&mut bufs[dst]);
+                need(&mut out, pixels * n);
+                dense(&self.head, &bufs[cur][..pixels * ch], hw, ch, None, &mut out[..pixels * n], cols);
+                mean_rows(&out[..pixels * n], n, features);
+                bufs[dst] = out;
+            }
+            Head::AfterPool => {
+                need(pooled, ch);
+                mean_rows(&bufs[cur][..pixels * ch], ch, &mut pooled[..ch]);
+                dense(&self.head, &pooled[..ch], Hw { h: 1, w: 1 }, ch, None, features, cols);
+            }
+        }
+    }
+}
+
+/// Mean over rows of `[rows][n]`.
+fn mean_rows(x: &[f32], n: usize, out: &mut [f32]) {
+    let rows = x.len() / n;
+    let mut acc = vec![0f64; n];
+    for row in x.chunks_exact(n) {
+        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+    }
+    out.iter_mut().zip(&acc).for_each(|(o, a)| *o = (*a / rows as f64) as f32);
+}
+
+/// A dense convolution of one `[hw][cin]` image into `out`.
+fn dense(d: &Dense, input: &[f32], i: Hw, cin: usize, skip: Option<&[f32]>, out: &mut [f32], cols: &mut Vec<f32>) {
+    let o = d.out_hw(i);
+    let n = d.weight.n;
+    if d.kernel == 1 && d.stride == 1 {
+        gemm::gemm(input, cin, o.h * o.w, &d.weight, d.act, skip, out);
+        return;
+    }
+    let kdim = d.weight.k;
+    if cols.len() < COL_ROWS * kdim {
+        cols.resize(COL_ROWS * kdim, 0.0);
+    }
+    let total = o.h * o.w;
+    for p0 in (0..total).step_by(COL_ROWS) {
+        let rows = (total - p0).min(COL_ROWS);
+        im2col(d, input, i, o, cin, p0, rows, &mut cols[..rows * kdim]);
+        let skip = skip.map(|s| &s[p0 * n..(p0 + rows) * n]);
+        gemm::gemm(&cols[..rows * kdim], kdim, rows, &d.weight, d.act, skip, &mut out[p0 * n..(p0 + rows) * n]);
+    }
+}
+
+/// Rows `p0..p0+rows` of the patch matrix: one row per output pixel, the
+/// k×k×cin window in `(ky, kx, ci)` order, zeros outside the image.
+#[allow(clippy::too_many_arguments)]
+fn im2col(d: &Dense, input: &[f32], i: Hw, o: Hw, cin: usize, p0: usize, rows: usize, cols: &mut [f32]) {
+    let k = d.kernel;
+    let kdim = k * k * cin;
+    for (r, row) in cols.chunks_exact_mut(kdim).take(rows).enumerate() {
+        let p = p0 + r;
+        let (oy, ox) = (p / o.w, p % o.w);
+        for ky in 0..k {
+            let iy = (oy * d.stride + ky) as isize - d.pad as isize;
+            for kx in 0..k {
+                let ix = (ox * d.stride + kx) as isize - d.pad as isize;
+                let dst = &mut row[(ky * k + kx) * cin..][..cin];
+                if iy < 0 || ix < 0 || iy as usize >= i.h || ix as usize >= i.w {
+                    dst.fill(0.0);
+                } else {
+                    dst.copy_from_slice(&input[(iy as usize * i.w + ix as usize) * cin..][..cin]);
+                }
+            }
+        }
+    }
+}
