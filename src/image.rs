@@ -14,7 +14,6 @@
 
 use std::io::Cursor;
 
-use image::imageops::FilterType;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 
 /// Largest side accepted, in pixels: 4× a 48 MP phone photo's long side.
@@ -84,8 +83,9 @@ impl std::fmt::Display for Rejection {
 /// One image ready for the network.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    /// 3 × res × res, channel-major, normalised.
-    pub pixels: Vec<f32>,
+    /// res × res × 3 RGB8, row-major (a quarter of the f32 size; the model
+    /// normalises as it reads, see [`normaliser`]).
+    pub rgb: Vec<u8>,
     /// Size after EXIF orientation, before resizing.
     pub width: u32,
     pub height: u32,
@@ -135,12 +135,29 @@ fn jpeg_complete(bytes: &[u8]) -> bool {
 pub fn prepare(bytes: &[u8], res: u32) -> Result<Prepared, Rejection> {
     let rgb = decode_rgb8(bytes)?;
     let (width, height) = rgb.dimensions();
-    let rgb = if (width, height) == (res, res) {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, res, res, FilterType::CatmullRom)
+    let rgb = if (width, height) == (res, res) { rgb.into_raw() } else { resize(&rgb, res)? };
+    Ok(Prepared { rgb, width, height })
+}
+
+/// Catmull-Rom resize of the whole image to `res`×`res` with
+/// `fast_image_resize` (SIMD, fixed-point like Pillow's BICUBIC): a quarter
+/// of the time `image::imageops::resize` takes for the same filter.
+fn resize(rgb: &RgbImage, res: u32) -> Result<Vec<u8>, Rejection> {
+    use fast_image_resize::{
+        images::{Image, ImageRef},
+        FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
     };
-    Ok(Prepared { pixels: normalise(&rgb), width, height })
+    thread_local! {
+        // The resizer keeps its scratch buffers between images.
+        static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+    }
+    let (w, h) = rgb.dimensions();
+    let fail = |e: &dyn std::fmt::Display| Rejection::new(RejectKind::Corrupt, format!("resize {w}x{h}: {e}"));
+    let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| fail(&e))?;
+    let mut dst = Image::new(res, res, PixelType::U8x3);
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::CatmullRom));
+    RESIZER.with(|r| r.borrow_mut().resize(&src, &mut dst, &opts)).map_err(|e| fail(&e))?;
+    Ok(dst.into_vec())
 }
 
 /// Decodes to upright RGB8 (orientation applied, alpha over white).
@@ -181,16 +198,27 @@ fn to_rgb8_on_white(img: DynamicImage) -> RgbImage {
     out
 }
 
-/// RGB8 → CHW f32, `(x/255 - mean) / std`.
-pub fn normalise(rgb: &RgbImage) -> Vec<f32> {
-    let (w, h) = rgb.dimensions();
-    let plane = (w * h) as usize;
-    let mut out = vec![0f32; 3 * plane];
+/// `(x/255 - mean) / std` as one multiply-add per channel: `x * scale - shift`.
+pub fn normaliser() -> ([f32; 3], [f32; 3]) {
     let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * IMAGENET_STD[c]));
     let shift: [f32; 3] = std::array::from_fn(|c| IMAGENET_MEAN[c] / IMAGENET_STD[c]);
-    for (i, p) in rgb.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = p[c] as f32 * scale[c] - shift[c];
+    (scale, shift)
+}
+
+/// RGB8 pixels (row-major, 3 bytes each) → CHW f32, normalised.
+pub fn normalise(rgb: &[u8]) -> Vec<f32> {
+    normalise_batch(rgb, rgb.len() / 3)
+}
+
+/// Images of `plane` RGB8 pixels each, back to back → NCHW f32, normalised.
+pub fn normalise_batch(rgb: &[u8], plane: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rgb.len()];
+    let (scale, shift) = normaliser();
+    for (img, dst) in rgb.chunks_exact(3 * plane).zip(out.chunks_exact_mut(3 * plane)) {
+        for (i, p) in img.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                dst[c * plane + i] = p[c] as f32 * scale[c] - shift[c];
+            }
         }
     }
     out
@@ -222,7 +250,7 @@ mod tests {
     fn normalise_is_channel_major() {
         let mut img = RgbImage::new(2, 1);
         img.put_pixel(1, 0, image::Rgb([255, 0, 0]));
-        let v = normalise(&img);
+        let v = normalise(img.as_raw());
         assert_eq!(v.len(), 6);
         assert!((v[1] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
         assert!((v[3] - (-0.456 / 0.224)).abs() < 1e-5);

@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::Tensor;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -181,11 +180,11 @@ pub fn featurize(
         let (mut done, mut bad) = (0, 0);
         for decoded in rx {
             let mut rows = Vec::with_capacity(decoded.len());
-            let mut pixels = Vec::with_capacity(decoded.len() * 3 * (res * res) as usize);
+            let mut rgb = Vec::with_capacity(decoded.len() * 3 * (res * res) as usize);
             for (item, r) in &decoded {
                 match r {
                     Ok(p) => {
-                        pixels.extend_from_slice(&p.pixels);
+                        rgb.extend_from_slice(&p.rgb);
                         rows.push(RowInfo { item, width: p.width, height: p.height });
                     }
                     Err(why) => {
@@ -197,9 +196,7 @@ pub fn featurize(
             bad += decoded.len() - rows.len();
             if !rows.is_empty() {
                 let n = rows.len();
-                let x = Tensor::from_vec(pixels, (n, 3, res as usize, res as usize), &model.device)?;
-                let f = model.features(&x)?.to_device(&candle_core::Device::Cpu)?;
-                let f: Vec<f32> = f.flatten_all()?.to_vec1()?;
+                let f = model.features(&rgb)?;
                 features.write(&rows, &f)?;
                 moments.add_rows(&f);
                 done += n;

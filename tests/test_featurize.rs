@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use fruits::model::{Model, Which};
 
 use crate::util::{fruits, read_parquet, run, sample_dir, stderr, Dir};
@@ -21,12 +21,11 @@ fn featurize(dir: &Dir, input: &Path, extra: &[&str]) -> std::process::Command {
 fn expected_features(which: Which, paths: &[String]) -> Vec<Vec<f32>> {
     let model = Model::random(which, 3, &Device::Cpu).unwrap();
     let res = which.resolution();
-    let mut pixels = Vec::new();
+    let mut rgb = Vec::new();
     for p in paths {
-        pixels.extend(fruits::image::prepare(&std::fs::read(p).unwrap(), res as u32).unwrap().pixels);
+        rgb.extend(fruits::image::prepare(&std::fs::read(p).unwrap(), res as u32).unwrap().rgb);
     }
-    let x = Tensor::from_vec(pixels, (paths.len(), 3, res, res), &Device::Cpu).unwrap();
-    model.features(&x).unwrap().to_vec2().unwrap()
+    model.features(&rgb).unwrap().chunks(which.feature_dim()).map(<[f32]>::to_vec).collect()
 }
 
 fn strings(v: &serde_json::Value) -> Vec<Option<String>> {

@@ -1,9 +1,10 @@
-//! The Candle forward pass equals timm's, for both models, on real images,
-//! with the same (random-init, non-trivial BatchNorm) weights.
+//! Both CPU engines (the native one and Candle's, which the GPU runs) equal
+//! timm's forward pass, for both models, on real images, with the same
+//! (random-init, non-trivial BatchNorm) weights.
 //! Expected features: tests/fixtures/make_parity.py (needs timm; CI does not).
 
-use candle_core::{Device, Tensor};
-use fruits::model::{init, Model, Which};
+use candle_core::Device;
+use fruits::model::{init, Engine, Model, Which};
 
 use crate::util::{repo, Dir};
 
@@ -24,32 +25,34 @@ fn check(which: Which) {
         "random init for {which} changed since the fixture was made: rerun tests/fixtures/make_parity.py"
     );
 
-    let model = Model::from_file(which, &wpath, &Device::Cpu).unwrap();
+    let mut model = Model::from_file(which, &wpath, &Device::Cpu).unwrap();
     let res = which.resolution() as u32;
-    let mut pixels = Vec::new();
+    let mut rgb = Vec::new();
     let images = info["images"].as_array().unwrap();
     for name in images {
         let bytes = std::fs::read(repo().join("tests/data/parity").join(name.as_str().unwrap())).unwrap();
         let p = fruits::image::prepare(&bytes, res).unwrap();
         assert_eq!((p.width, p.height), (res, res), "parity images are already at model size");
-        pixels.extend(p.pixels);
+        rgb.extend(p.rgb);
     }
-    let x = Tensor::from_vec(pixels, (images.len(), 3, res as usize, res as usize), &Device::Cpu).unwrap();
-    let got: Vec<Vec<f32>> = model.features(&x).unwrap().to_vec2().unwrap();
-
     let expected = candle_core::safetensors::load(fixtures.join(format!("{which}.safetensors")), &Device::Cpu).unwrap();
     let want: Vec<Vec<f32>> = expected["features"].to_vec2().unwrap();
-    assert_eq!(got.len(), want.len());
     let max_abs = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-    let max_diff = got.iter().flatten().zip(want.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(max_abs > 0.1, "reference features are degenerate (max |f| = {max_abs})");
-    assert!(
-        max_diff <= 1e-4 * max_abs,
-        "{which}: max |candle - timm| = {max_diff:e}, allowed {:e} (1e-4 × max |f| = {max_abs})",
-        1e-4 * max_abs
-    );
-    // Every row differs from the others: the images really went through.
-    assert!(got[0].iter().zip(&got[1]).any(|(a, b)| (a - b).abs() > 1e-3));
+    for engine in [Engine::Native, Engine::Candle] {
+        model.set_engine(engine).unwrap();
+        let got: Vec<Vec<f32>> =
+            model.features(&rgb).unwrap().chunks(which.feature_dim()).map(<[f32]>::to_vec).collect();
+        assert_eq!(got.len(), want.len());
+        let max_diff = got.iter().flatten().zip(want.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            max_diff <= 1e-4 * max_abs,
+            "{which}, {engine:?} engine: max |fruits - timm| = {max_diff:e}, allowed {:e} (1e-4 × max |f| = {max_abs})",
+            1e-4 * max_abs
+        );
+        // Every row differs from the others: the images really went through.
+        assert!(got[0].iter().zip(&got[1]).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
 }
 
 #[test]

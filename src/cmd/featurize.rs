@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use fruits::image::preprocessing_description;
 use fruits::input::{list_location, read_key_list};
-use fruits::model::{self, DeviceChoice, Model, Which};
+use fruits::model::{self, DeviceChoice, Engine, Model, Which};
 use fruits::output::part_stem;
 use fruits::output::RunMeta;
 use fruits::pipeline::ImageSource;
@@ -77,6 +77,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
 
+    /// What runs the network on the CPU: native (fused NHWC kernels, one image per core)
+    /// or candle (Candle's CPU backend, for comparison). The GPU always runs Candle.
+    #[arg(long, value_enum, default_value_t = Engine::Native)]
+    engine: Engine,
+
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -128,7 +133,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     };
     let device = model::device(args.device)?;
     eprintln!("fruits: {} images, model {}, device {}", items.len(), args.model, describe(&device));
-    let model = load_model(args.model, args.weights.as_ref(), &device)?;
+    let mut model = load_model(args.model, args.weights.as_ref(), &device)?;
+    model.set_engine(args.engine)?;
     let run = RunMeta {
         model: args.model.name().to_string(),
         weights: model.weights_id.clone(),

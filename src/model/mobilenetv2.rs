@@ -105,7 +105,12 @@ impl MobileNetV2 {
                 }
             });
         }
-        Ok(engine::Plan { resolution, blocks, head: self.head.lower_dense_layer()?, head_order: engine::Head::BeforePool })
+        Ok(engine::Plan {
+            resolution,
+            blocks,
+            head: self.head.lower_dense_layer()?,
+            head_order: engine::Head::BeforePool,
+        })
     }
 }
 

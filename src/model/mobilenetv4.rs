@@ -144,13 +144,17 @@ impl MobileNetV4 {
         for b in &self.blocks {
             blocks.push(match b {
                 Block::Conv(c) => engine::Block { layers: vec![c.lower()?], skip: false },
-                Block::Uir { layers, skip } => engine::Block {
-                    layers: layers.iter().map(ConvBn::lower).collect::<Result<_>>()?,
-                    skip: *skip,
-                },
+                Block::Uir { layers, skip } => {
+                    engine::Block { layers: layers.iter().map(ConvBn::lower).collect::<Result<_>>()?, skip: *skip }
+                }
             });
         }
-        Ok(engine::Plan { resolution, blocks, head: self.head.lower_dense_layer()?, head_order: engine::Head::AfterPool })
+        Ok(engine::Plan {
+            resolution,
+            blocks,
+            head: self.head.lower_dense_layer()?,
+            head_order: engine::Head::AfterPool,
+        })
     }
 }
 

@@ -157,15 +157,20 @@ impl Model {
         self.weights_id.starts_with("random:")
     }
 
-    /// (n, 3, r, r) normalised f32 images → (n, feature_dim) features.
-    pub fn features(&self, images: &Tensor) -> Result<Tensor> {
+    /// n RGB8 images of r × r × 3 bytes ([`crate::image::Prepared::rgb`])
+    /// → n × feature_dim features, row by row.
+    pub fn features(&self, rgb: &[u8]) -> Result<Vec<f32>> {
+        let r = self.which.resolution();
+        if rgb.len() % (r * r * 3) != 0 {
+            return Err(Error::Usage(format!("model input is not a whole number of {r}x{r} RGB images")));
+        }
         match &self.plan {
-            Some(plan) => {
-                let n = images.dim(0)?;
-                let x = images.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Tensor::from_vec(plan.run(&x), (n, plan.feature_dim()), &Device::Cpu)?)
+            Some(plan) => Ok(plan.run(rgb)),
+            None => {
+                let n = rgb.len() / (r * r * 3);
+                let x = Tensor::from_vec(crate::image::normalise_batch(rgb, r * r), (n, 3, r, r), &self.device)?;
+                Ok(self.net.forward(&x)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?)
             }
-            None => Ok(self.net.forward(images)?),
         }
     }
 }

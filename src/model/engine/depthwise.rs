@@ -97,7 +97,7 @@ impl Depthwise {
         for oy in 0..o.h {
             let (ky0, ky1) = self.taps(oy, i.h);
             let row0 = (oy * s + ky0 - self.pad) as isize - ky0 as isize; // input row of tap ky = 0
-            // One pixel, clipped taps.
+                                                                          // One pixel, clipped taps.
             let single = |ox: usize| {
                 let (kx0, kx1) = self.taps(ox, i.w);
                 let col0 = (ox * s) as isize - self.pad as isize;
@@ -164,7 +164,9 @@ mod tests {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
-        for &(h, w, c, k, s) in &[(7, 9, 20, 3, 1), (8, 8, 16, 3, 2), (11, 13, 48, 5, 1), (9, 10, 3, 5, 2), (1, 1, 16, 3, 1)] {
+        for &(h, w, c, k, s) in
+            &[(7, 9, 20, 3, 1), (8, 8, 16, 3, 2), (11, 13, 48, 5, 1), (9, 10, 3, 5, 2), (1, 1, 16, 3, 1)]
+        {
             for act in [Act::None, Act::Relu6] {
                 let pad = ((s - 1) + (k - 1)) / 2;
                 let dw = Depthwise {
@@ -186,7 +188,8 @@ mod tests {
                             let mut acc = dw.bias[ch] as f64;
                             for ky in 0..k {
                                 for kx in 0..k {
-                                    let (iy, ix) = ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
+                                    let (iy, ix) =
+                                        ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
                                         acc += input[((iy as usize * w) + ix as usize) * c + ch] as f64
                                             * dw.weight[(ky * k + kx) * c + ch] as f64;

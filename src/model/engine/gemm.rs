@@ -78,8 +78,7 @@ pub fn gemm(a: &[f32], lda: usize, rows: usize, w: &Packed, act: Act, skip: Opti
 }
 
 /// One micro-kernel call: `rows ≤ MR` rows × one panel, `cols ≤ NR` of it valid.
-type Kernel =
-    unsafe fn(rows: usize, k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, tile: Tile);
+type Kernel = unsafe fn(rows: usize, k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, tile: Tile);
 
 /// Where a tile's results go, and what happens to them on the way.
 #[derive(Clone, Copy)]
@@ -229,7 +228,16 @@ mod tests {
     use super::*;
 
     /// Plain triple loop, in f64.
-    fn reference(a: &[f32], rows: usize, k: usize, n: usize, w: &[f32], bias: &[f32], act: Act, skip: &[f32]) -> Vec<f32> {
+    fn reference(
+        a: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+        w: &[f32],
+        bias: &[f32],
+        act: Act,
+        skip: &[f32],
+    ) -> Vec<f32> {
         let mut out = vec![0f32; rows * n];
         for p in 0..rows {
             for j in 0..n {

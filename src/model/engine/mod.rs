@@ -108,10 +108,10 @@ impl Plan {
         self.head.weight.n
     }
 
-    /// `images` is `n × [3][r][r]` (normalised, channel-major, as the
-    /// preprocessing makes it); returns `n × feature_dim`. Images are spread
-    /// over rayon's pool, one image per task.
-    pub fn run(&self, images: &[f32]) -> Vec<f32> {
+    /// `images` is `n × [r][r][3]` RGB8 (as the preprocessing makes it);
+    /// returns `n × feature_dim`. Images are spread over rayon's pool, one
+    /// image per task.
+    pub fn run(&self, images: &[u8]) -> Vec<f32> {
         let px = 3 * self.resolution * self.resolution;
         assert_eq!(images.len() % px, 0, "input is not a whole number of {}² RGB images", self.resolution);
         let fd = self.feature_dim();
@@ -122,10 +122,10 @@ impl Plan {
         out
     }
 
-    fn run_image(&self, chw: &[f32], ws: &mut Workspace, features: &mut [f32]) {
+    fn run_image(&self, rgb: &[u8], ws: &mut Workspace, features: &mut [f32]) {
         let r = self.resolution;
         let mut hw = Hw { h: r, w: r };
-        // HWC copy of the input into buffer 0.
+        // The input, normalised, into buffer 0 (already HWC).
         let need = |v: &mut Vec<f32>, n: usize| {
             if v.len() < n {
                 v.resize(n, 0.0);
@@ -133,9 +133,10 @@ impl Plan {
         };
         let Workspace { bufs, cols, pooled } = ws;
         need(&mut bufs[0], r * r * 3);
-        for (p, px) in bufs[0].chunks_exact_mut(3).take(r * r).enumerate() {
-            for (ch, v) in px.iter_mut().enumerate() {
-                *v = chw[ch * r * r + p];
+        let (scale, shift) = crate::image::normaliser();
+        for (dst, src) in bufs[0].chunks_exact_mut(3).zip(rgb.chunks_exact(3)) {
+            for c in 0..3 {
+                dst[c] = src[c] as f32 * scale[c] - shift[c];
             }
         }
         let mut cur = 0; // buffer holding the current activation
