@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::Device;
 use fruits::model::{Model, Which};
 
-use crate::util::{fruits, read_parquet, run, sample_dir, stderr, Dir};
+use crate::util::{fruits, read_parquet, repo, run, sample_dir, stderr, Dir};
 
 const SEED: &str = "random:3";
 
@@ -346,4 +346,29 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         let err = stderr(&run(&mut featurize(&dir, &sample_dir(), &args), 2));
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// The resize is Pillow's BICUBIC, which the timm/PyTorch world (and the
+/// ONNX Runtime comparison in benches/compare) feeds its models: the same
+/// pixels up to rounding. Fixtures: tests/fixtures/make_resize.py.
+#[test]
+fn resize_matches_pillow_bicubic() {
+    let dir = repo().join("tests/fixtures/resize");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let small = entry.unwrap().path();
+        let Some(name) = small.file_name().unwrap().to_str().unwrap().strip_suffix("_100.png") else { continue };
+        let got = fruits::image::prepare(&std::fs::read(&small).unwrap(), 224).unwrap();
+        assert_eq!((got.width, got.height), (100, 100));
+        let want = image::open(dir.join(format!("{name}_224.png"))).unwrap().into_rgb8().into_raw();
+        assert_eq!(got.rgb.len(), want.len());
+        let diffs: Vec<u32> = got.rgb.iter().zip(&want).map(|(&a, &b)| a.abs_diff(b) as u32).collect();
+        let max = *diffs.iter().max().unwrap();
+        let mean = diffs.iter().sum::<u32>() as f64 / diffs.len() as f64;
+        // Both round in fixed point, in a different order: a few levels at
+        // most on a hard edge, a small fraction of a level on average.
+        assert!(max <= 3 && mean <= 0.2, "{name}: |fruits - Pillow| max {max}, mean {mean:.3} (allowed 3, 0.2)");
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
 }

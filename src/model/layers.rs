@@ -4,9 +4,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::depthwise::Depthwise;
 use super::engine;
-use super::pointwise::Pointwise;
 
 /// timm's BatchNorm2d epsilon for every layer of both models.
 pub const BN_EPS: f64 = 1e-5;
@@ -201,16 +199,6 @@ fn calibrating() -> bool {
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = &self.spec;
-        let calibrating = calibrating();
-        if x.device().is_cpu() && !calibrating {
-            if s.depthwise {
-                let op = Depthwise { kernel: s.kernel, stride: s.stride, pad: s.pad(), act: s.act };
-                return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &op);
-            }
-            if s.kernel == 1 && s.stride == 1 {
-                return x.contiguous()?.apply_op3_no_bwd(&self.weight, &self.bias, &Pointwise { act: s.act });
-            }
-        }
         let y = if s.kernel == 1 && s.stride == 1 && !s.depthwise {
             // A 1×1 convolution is one GEMM per image: (cout, cin) × (cin, h·w).
             let (n, c, h, w) = x.dims4()?;
@@ -221,7 +209,7 @@ impl Module for ConvBn {
             let y = x.conv2d(&self.weight, s.pad(), s.stride, 1, groups)?;
             y.broadcast_add(&self.bias.reshape((s.cout, 1, 1))?)?
         };
-        let y = if calibrating {
+        let y = if calibrating() {
             CALIBRATOR.with(|c| c.borrow_mut().as_mut().map_or(Ok(y.clone()), |f| f(&self.bn_name, &y)))?
         } else {
             y

@@ -1,13 +1,11 @@
 //! The model registry: which networks `fruits` knows, how big their input
 //! and output are, and how to build one from weights on a device.
 
-pub mod depthwise;
 pub mod engine;
 pub mod init;
 pub mod layers;
 pub mod mobilenetv2;
 pub mod mobilenetv4;
-pub mod pointwise;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
