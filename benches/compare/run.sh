@@ -6,12 +6,18 @@
 #
 # Installs its own virtualenv (target/compare-venv: onnxruntime, timm, torch,
 # pillow), exports the timm model to ONNX from the weights `fruits weights init`
-# writes, and prints end-to-end images/s for both and their ratio.
+# writes, and prints end-to-end images/s for both and their ratio, and the
+# inference-only images/s of both (`fruits bench infer`: the model alone on
+# in-memory images; ORT: the time inside session.run).
+#
+# Extra arguments go to `fruits featurize` and `fruits bench infer` (e.g. a
+# different engine or dtype).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL=${1:-mobilenetv2}
 RUNS=${2:-3}
 BATCH=${3:-32}
+shift $(( $# > 3 ? 3 : $# ))
 THREADS=$(nproc)
 venv=target/compare-venv
 if [ ! -x $venv/bin/python ] || ! $venv/bin/python -c 'import onnxruntime, timm, torch, PIL' 2>/dev/null; then
@@ -24,15 +30,20 @@ mkdir -p target/compare
 w=target/compare/$MODEL.safetensors
 target/release/fruits weights init --model "$MODEL" --seed 0 --out "$w" > /dev/null 2>&1
 [ -f target/compare/$MODEL.onnx ] || $venv/bin/python benches/compare/ort_pipeline.py export "$MODEL" "$w" target/compare/$MODEL.onnx
-fr=(); ox=(); oi=()
+fr=(); fn=(); ox=(); oi=()
+json() { $venv/bin/python -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 1))"; }
 for ((r = 0; r < RUNS; r++)); do
   f=$(target/release/fruits featurize --input target/bench/jpegs-2000 --output target/compare/out --model "$MODEL" \
-        --weights "$w" --batch "$BATCH" --quiet 2>&1 | sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p')
+        --weights "$w" --batch "$BATCH" --quiet "$@" 2>&1 | sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p')
+  i=$(target/release/fruits bench infer --model "$MODEL" --weights "$w" --batch "$BATCH" --images 2000 "$@" 2>/dev/null \
+        | sed -n 's/.*: \([0-9.]*\) images\/s.*/\1/p')
   o=$($venv/bin/python benches/compare/ort_pipeline.py run target/compare/$MODEL.onnx target/bench/jpegs-2000 "$BATCH" "$THREADS")
-  fr+=("$f"); ox+=("$(echo "$o" | $venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["e2e_images_per_s"])')")
-  oi+=("$(echo "$o" | $venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["inference_images_per_s"])')")
-  echo "run $r: fruits ${fr[-1]} images/s, onnxruntime ${ox[-1]} images/s end to end (${oi[-1]} inference only)"
+  fr+=("$f"); fn+=("$i"); ox+=("$(echo "$o" | json e2e_images_per_s)"); oi+=("$(echo "$o" | json inference_images_per_s)")
+  echo "run $r: end to end fruits ${fr[-1]}, onnxruntime ${ox[-1]} images/s; inference only fruits ${fn[-1]}, onnxruntime ${oi[-1]}"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-F=$(median "${fr[@]}"); O=$(median "${ox[@]}"); I=$(median "${oi[@]}")
-echo "$MODEL batch $BATCH, $THREADS threads, median of $RUNS: fruits $F images/s, onnxruntime $O images/s end to end ($I inference only); ratio $(echo "$F / $O" | bc -l | cut -c1-5)"
+F=$(median "${fr[@]}"); FI=$(median "${fn[@]}"); O=$(median "${ox[@]}"); I=$(median "${oi[@]}")
+ratio() { echo "$1 / $2" | bc -l | cut -c1-4; }
+echo "$MODEL batch $BATCH, $THREADS threads, median of $RUNS${*:+ ($*)}:"
+echo "  end to end:     fruits $F images/s, onnxruntime $O images/s, ratio $(ratio "$F" "$O")"
+echo "  inference only: fruits $FI images/s, onnxruntime $I images/s, ratio $(ratio "$FI" "$I")"
