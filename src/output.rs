@@ -31,6 +31,8 @@ pub mod meta {
     pub const PREPROCESSING: &str = "fruits.preprocessing";
     pub const VERSION: &str = "fruits.version";
     pub const FEATURE_DIM: &str = "fruits.feature_dim";
+    /// What the network's activations were stored as: f32 or bf16.
+    pub const DTYPE: &str = "fruits.dtype";
 }
 
 /// Columns: `path`, `label`, `split`, `features` (list<float32>), `width`, `height`.
@@ -64,6 +66,7 @@ pub struct RunMeta {
     pub weights: String,
     pub preprocessing: String,
     pub feature_dim: usize,
+    pub dtype: String,
 }
 
 impl RunMeta {
@@ -74,6 +77,7 @@ impl RunMeta {
             (meta::WEIGHTS.into(), self.weights.clone()),
             (meta::PREPROCESSING.into(), self.preprocessing.clone()),
             (meta::FEATURE_DIM.into(), self.feature_dim.to_string()),
+            (meta::DTYPE.into(), self.dtype.clone()),
         ]
     }
 }

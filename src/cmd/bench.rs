@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use fruits::input::list_location;
+use fruits::model::engine::Dtype;
 use fruits::model::{self, DeviceChoice, Engine, Which};
 use fruits::pipeline::location_of;
 use fruits::storage::{Location, S3Options, Storage};
@@ -41,6 +42,8 @@ struct InferArgs {
     images: usize,
     #[arg(long, value_enum, default_value_t = Engine::Native)]
     engine: Engine,
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
 }
@@ -79,7 +82,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
     let device = model::device(a.device)?;
     let mut m = super::featurize::load_model(a.model, Some(&a.weights), &device)?;
-    m.set_engine(a.engine)?;
+    m.set_engine(a.engine, a.dtype)?;
     let (b, r) = (a.batch as usize, a.model.resolution());
     // Fixed pseudo-random pixels: the kernels' cost does not depend on what
     // the image shows.
@@ -101,10 +104,11 @@ fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{} images, {} batches of {b}, {}: {:.1} images/s inference only",
+        "{} images, {} batches of {b}, {} {}: {:.1} images/s inference only",
         batches * b,
         batches,
         a.model,
+        a.dtype,
         (batches * b) as f64 / secs
     );
     Ok(ExitCode::SUCCESS)

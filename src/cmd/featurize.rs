@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use fruits::image::preprocessing_description;
 use fruits::input::{list_location, read_key_list};
+use fruits::model::engine::Dtype;
 use fruits::model::{self, DeviceChoice, Engine, Model, Which};
 use fruits::output::part_stem;
 use fruits::output::RunMeta;
@@ -82,6 +83,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Engine::Native)]
     engine: Engine,
 
+    /// Activations between layers: f32, or bf16 (native engine; twice the multiply-adds per
+    /// instruction on CPUs with AVX512-BF16, features within cosine 0.999 of f32).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
+
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -134,12 +140,13 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let device = model::device(args.device)?;
     eprintln!("fruits: {} images, model {}, device {}", items.len(), args.model, describe(&device));
     let mut model = load_model(args.model, args.weights.as_ref(), &device)?;
-    model.set_engine(args.engine)?;
+    model.set_engine(args.engine, args.dtype)?;
     let run = RunMeta {
         model: args.model.name().to_string(),
         weights: model.weights_id.clone(),
         preprocessing: preprocessing_description(args.model.resolution()),
         feature_dim: args.model.feature_dim(),
+        dtype: args.dtype.name().to_string(),
     };
     let opts = Options {
         batch: args.batch as usize,

@@ -118,7 +118,7 @@ impl ConvBn {
 impl ConvBn {
     /// The same layer for the CPU engine: weights copied out, laid out for
     /// NHWC (`[ky][kx][c]` depthwise, `[(ky, kx, ci)][cout]` packed dense).
-    pub fn lower(&self) -> Result<engine::Layer> {
+    pub fn lower<T: engine::Elem>(&self) -> Result<engine::Layer<T>> {
         let s = &self.spec;
         let w: Vec<f32> = self.weight.flatten_all()?.to_vec1()?;
         let bias: Vec<f32> = self.bias.to_vec1()?;
@@ -154,13 +154,13 @@ impl ConvBn {
         Ok(engine::Layer::Dense(self.lower_dense(engine::gemm::Packed::new(kdim, s.cout, &wt, &bias))))
     }
 
-    fn lower_dense(&self, weight: engine::gemm::Packed) -> engine::Dense {
+    fn lower_dense<T: engine::Elem>(&self, weight: engine::gemm::Packed<T>) -> engine::Dense<T> {
         let s = &self.spec;
         engine::Dense { cin: s.cin, kernel: s.kernel, stride: s.stride, pad: s.pad(), act: s.act, weight }
     }
 
     /// [`ConvBn::lower`] for a layer known to be dense (a head).
-    pub fn lower_dense_layer(&self) -> Result<engine::Dense> {
+    pub fn lower_dense_layer<T: engine::Elem>(&self) -> Result<engine::Dense<T>> {
         match self.lower()? {
             engine::Layer::Dense(d) => Ok(d),
             engine::Layer::Depthwise(_) => candle_core::bail!("{} is depthwise, not dense", self.bn_name),

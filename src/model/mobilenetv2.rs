@@ -95,7 +95,7 @@ impl MobileNetV2 {
     }
 
     /// The same network for the CPU engine.
-    pub fn plan(&self, resolution: usize) -> Result<engine::Plan> {
+    pub fn plan<T: engine::Elem>(&self, resolution: usize) -> Result<engine::Plan<T>> {
         let mut blocks = vec![engine::Block { layers: vec![self.stem.lower()?], skip: false }];
         for b in &self.blocks {
             blocks.push(match b {
@@ -105,12 +105,7 @@ impl MobileNetV2 {
                 }
             });
         }
-        Ok(engine::Plan {
-            resolution,
-            blocks,
-            head: self.head.lower_dense_layer()?,
-            head_order: engine::Head::BeforePool,
-        })
+        Ok(engine::Plan::new(resolution, blocks, self.head.lower_dense_layer()?, engine::Head::BeforePool))
     }
 }
 

@@ -139,7 +139,7 @@ impl MobileNetV4 {
     }
 
     /// The same network for the CPU engine.
-    pub fn plan(&self, resolution: usize) -> Result<engine::Plan> {
+    pub fn plan<T: engine::Elem>(&self, resolution: usize) -> Result<engine::Plan<T>> {
         let mut blocks = vec![engine::Block { layers: vec![self.stem.lower()?], skip: false }];
         for b in &self.blocks {
             blocks.push(match b {
@@ -149,12 +149,7 @@ impl MobileNetV4 {
                 }
             });
         }
-        Ok(engine::Plan {
-            resolution,
-            blocks,
-            head: self.head.lower_dense_layer()?,
-            head_order: engine::Head::AfterPool,
-        })
+        Ok(engine::Plan::new(resolution, blocks, self.head.lower_dense_layer()?, engine::Head::AfterPool))
     }
 }
 

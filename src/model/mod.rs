@@ -77,7 +77,7 @@ pub enum Net {
 
 impl Net {
     /// The network lowered for the CPU engine.
-    pub fn plan(&self, resolution: usize) -> candle_core::Result<engine::Plan> {
+    pub fn plan<T: engine::Elem>(&self, resolution: usize) -> candle_core::Result<engine::Plan<T>> {
         match self {
             Net::V2(m) => m.plan(resolution),
             Net::V4(m) => m.plan(resolution),
@@ -103,7 +103,14 @@ pub struct Model {
     net: Net,
     /// The CPU engine's copy of the network; `None` on other devices or
     /// with [`Engine::Candle`].
-    plan: Option<engine::Plan>,
+    plan: Option<CpuPlan>,
+    dtype: engine::Dtype,
+}
+
+/// The native engine's network, in the activation type `--dtype` picked.
+enum CpuPlan {
+    F32(engine::Plan<f32>),
+    Bf16(engine::Plan<engine::bf16>),
 }
 
 /// `--engine`: what runs the network on the CPU.
@@ -138,17 +145,32 @@ impl Model {
     }
 
     fn new(which: Which, device: &Device, weights_id: String, net: Net) -> Result<Self> {
-        let plan = if device.is_cpu() { Some(net.plan(which.resolution())?) } else { None };
-        Ok(Self { which, device: device.clone(), weights_id, net, plan })
+        let plan = if device.is_cpu() { Some(CpuPlan::F32(net.plan(which.resolution())?)) } else { None };
+        Ok(Self { which, device: device.clone(), weights_id, net, plan, dtype: engine::Dtype::F32 })
     }
 
-    /// Picks the CPU engine (the native one by default); no effect on a GPU.
-    pub fn set_engine(&mut self, engine: Engine) -> Result<()> {
-        self.plan = match engine {
-            Engine::Native if self.device.is_cpu() => Some(self.net.plan(self.which.resolution())?),
+    /// Picks what runs the network on the CPU (default: native, f32); a GPU
+    /// always runs Candle in f32. bf16 is the native engine's alone.
+    pub fn set_engine(&mut self, engine: Engine, dtype: engine::Dtype) -> Result<()> {
+        let res = self.which.resolution();
+        self.plan = match (engine, dtype) {
+            (_, engine::Dtype::Bf16) if !self.device.is_cpu() => {
+                return Err(Error::Usage("--dtype bf16 runs on the CPU only (--device cpu)".into()))
+            }
+            (Engine::Candle, engine::Dtype::Bf16) => {
+                return Err(Error::Usage("--dtype bf16 needs --engine native".into()))
+            }
+            (Engine::Native, engine::Dtype::F32) if self.device.is_cpu() => Some(CpuPlan::F32(self.net.plan(res)?)),
+            (Engine::Native, engine::Dtype::Bf16) => Some(CpuPlan::Bf16(self.net.plan(res)?)),
             _ => None,
         };
+        self.dtype = dtype;
         Ok(())
+    }
+
+    /// What activations are stored as (`f32` unless `--dtype bf16`).
+    pub fn dtype(&self) -> engine::Dtype {
+        self.dtype
     }
 
     pub fn is_random(&self) -> bool {
@@ -163,7 +185,8 @@ impl Model {
             return Err(Error::Usage(format!("model input is not a whole number of {r}x{r} RGB images")));
         }
         match &self.plan {
-            Some(plan) => Ok(plan.run(rgb)),
+            Some(CpuPlan::F32(plan)) => Ok(plan.run(rgb)),
+            Some(CpuPlan::Bf16(plan)) => Ok(plan.run(rgb)),
             None => {
                 let n = rgb.len() / (r * r * 3);
                 let x = Tensor::from_vec(crate::image::normalise_batch(rgb, r * r), (n, 3, r, r), &self.device)?;

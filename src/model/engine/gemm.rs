@@ -9,9 +9,10 @@
 //! is still in registers, so an activation is written once and never re-read
 //! by a separate pass.
 
+use super::elem::Elem;
 use crate::model::layers::Act;
 
-/// Panel width: two AVX-512 vectors of f32.
+/// Panel width: two AVX-512 vectors of f32 accumulators.
 pub const NR: usize = 32;
 /// Rows (pixels) per micro-kernel call: 12 × 2 accumulators + 2 weight
 /// vectors + 1 broadcast fit the 32 vector registers.
@@ -22,42 +23,46 @@ const ROW_BLOCK: usize = 10 * MR;
 
 /// Weights of one dense convolution, BatchNorm folded, packed for [`gemm`].
 #[derive(Debug, Clone)]
-pub struct Packed {
-    /// Reduction length: cin · k · k.
+pub struct Packed<T> {
+    /// Reduction length (cin · k · k), rounded up to `T::K_STEP`; rows of
+    /// `a` must be at least this long (zero-padded).
     pub k: usize,
     /// Output channels.
     pub n: usize,
-    /// `ceil(n / NR)` panels, each `[k][NR]`, zero beyond `n`.
-    panels: Vec<f32>,
+    /// `ceil(n / NR)` panels, each `[k / S][NR][S]` with `S = T::K_STEP`
+    /// (a bf16 vector holds 16 columns × 2 consecutive k), zero-padded.
+    panels: Vec<T>,
     /// `ceil(n / NR) · NR`, zero beyond `n`.
     bias: Vec<f32>,
 }
 
-impl Packed {
+impl<T: Elem> Packed<T> {
     /// `w` is row-major `[k][n]`.
     pub fn new(k: usize, n: usize, w: &[f32], bias: &[f32]) -> Self {
         assert_eq!(w.len(), k * n);
         assert_eq!(bias.len(), n);
+        let s = T::K_STEP;
+        let kp = k.div_ceil(s) * s;
         let np = n.div_ceil(NR);
-        let mut panels = vec![0f32; np * k * NR];
+        let mut panels = vec![T::default(); np * kp * NR];
         for (kk, row) in w.chunks_exact(n).enumerate() {
             for (j, &v) in row.iter().enumerate() {
-                panels[(j / NR) * k * NR + kk * NR + j % NR] = v;
+                panels[(j / NR) * kp * NR + (kk / s) * NR * s + (j % NR) * s + kk % s] = T::from_f32(v);
             }
         }
         let mut b = vec![0f32; np * NR];
         b[..n].copy_from_slice(bias);
-        Self { k, n, panels, bias: b }
+        Self { k: kp, n, panels, bias: b }
     }
 
-    fn panel(&self, j: usize) -> &[f32] {
+    fn panel(&self, j: usize) -> &[T] {
         &self.panels[j * self.k * NR..(j + 1) * self.k * NR]
     }
 }
 
 /// `rows` pixels: `a` is `[rows][lda]` (first `w.k` used), `out` and `skip`
 /// are `[rows][w.n]`.
-pub fn gemm(a: &[f32], lda: usize, rows: usize, w: &Packed, act: Act, skip: Option<&[f32]>, out: &mut [f32]) {
+pub fn gemm<T: Elem>(a: &[T], lda: usize, rows: usize, w: &Packed<T>, act: Act, skip: Option<&[T]>, out: &mut [T]) {
     if rows == 0 {
         return;
     }
@@ -66,40 +71,53 @@ pub fn gemm(a: &[f32], lda: usize, rows: usize, w: &Packed, act: Act, skip: Opti
     if let Some(s) = skip {
         assert!(s.len() >= rows * w.n);
     }
+    // SAFETY: bounds asserted above and kept by `drive`; the kernel picked
+    // runs on this CPU (`kernel_for`).
+    unsafe { drive(a, lda, rows, w, act, skip, out, kernel_for::<T>()) };
+}
+
+/// The fastest kernel this CPU runs for `T`.
+fn kernel_for<T: Elem>() -> Kernel<T> {
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
-        // SAFETY: the CPU has AVX-512F (checked above); bounds asserted above
-        // and kept by `drive`.
-        unsafe { drive(a, lda, rows, w, act, skip, out, avx512::kernel) };
-        return;
+    if T::avx512() {
+        use std::any::TypeId;
+        // Monomorphised away: exactly one branch survives per `T`.
+        if TypeId::of::<T>() == TypeId::of::<f32>() {
+            // SAFETY: same signature with `T` = f32.
+            return unsafe { std::mem::transmute::<Kernel<f32>, Kernel<T>>(avx512::kernel_f32) };
+        }
+        if TypeId::of::<T>() == TypeId::of::<super::elem::bf16>() {
+            // SAFETY: same signature with `T` = bf16.
+            return unsafe { std::mem::transmute::<Kernel<super::elem::bf16>, Kernel<T>>(avx512::kernel_bf16) };
+        }
     }
-    // SAFETY: as above; the portable kernel needs no CPU feature.
-    unsafe { drive(a, lda, rows, w, act, skip, out, portable::kernel) };
+    portable::kernel::<T>
 }
 
 /// One micro-kernel call: `rows ≤ MR` rows × one panel, `cols ≤ NR` of it valid.
-type Kernel = unsafe fn(rows: usize, k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, tile: Tile);
+type Kernel<T> =
+    unsafe fn(rows: usize, k: usize, a: *const T, lda: usize, w: *const T, bias: *const f32, tile: Tile<T>);
 
 /// Where a tile's results go, and what happens to them on the way.
 #[derive(Clone, Copy)]
-pub struct Tile {
-    out: *mut f32,
-    skip: *const f32,
+pub struct Tile<T> {
+    out: *mut T,
+    skip: *const T,
     ld: usize,
     cols: usize,
     act: Act,
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn drive(
-    a: &[f32],
+unsafe fn drive<T: Elem>(
+    a: &[T],
     lda: usize,
     rows: usize,
-    w: &Packed,
+    w: &Packed<T>,
     act: Act,
-    skip: Option<&[f32]>,
-    out: &mut [f32],
-    kernel: Kernel,
+    skip: Option<&[T]>,
+    out: &mut [T],
+    kernel: Kernel<T>,
 ) {
     let np = w.n.div_ceil(NR);
     let skip_ptr = skip.map_or(std::ptr::null(), |s| s.as_ptr());
@@ -127,30 +145,38 @@ unsafe fn drive(
 }
 
 /// The same arithmetic with plain loops: every CPU without AVX-512, and the
-/// reference the AVX-512 kernel is tested against.
+/// reference the AVX-512 kernels are tested against.
 mod portable {
     use super::*;
 
-    pub unsafe fn kernel(rows: usize, k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, t: Tile) {
+    pub unsafe fn kernel<T: Elem>(
+        rows: usize,
+        k: usize,
+        a: *const T,
+        lda: usize,
+        w: *const T,
+        bias: *const f32,
+        t: Tile<T>,
+    ) {
+        let s = T::K_STEP;
         let mut acc = [[0f32; NR]; MR];
         for kk in 0..k {
-            let wrow = std::slice::from_raw_parts(w.add(kk * NR), NR);
+            let base = w.add((kk / s) * NR * s + kk % s);
             for (i, acc) in acc.iter_mut().enumerate().take(rows) {
-                let av = *a.add(i * lda + kk);
-                for (x, &wv) in acc.iter_mut().zip(wrow) {
-                    *x += av * wv;
+                let av = (*a.add(i * lda + kk)).to_f32();
+                for (j, x) in acc.iter_mut().enumerate() {
+                    *x += av * (*base.add(j * s)).to_f32();
                 }
             }
         }
         let bias = std::slice::from_raw_parts(bias, NR);
         for (i, acc) in acc.iter().enumerate().take(rows) {
-            let out = std::slice::from_raw_parts_mut(t.out.add(i * t.ld), t.cols);
-            for (j, o) in out.iter_mut().enumerate() {
+            for j in 0..t.cols {
                 let mut v = t.act.apply_one(acc[j] + bias[j]);
                 if !t.skip.is_null() {
-                    v += *t.skip.add(i * t.ld + j);
+                    v += (*t.skip.add(i * t.ld + j)).to_f32();
                 }
-                *o = v;
+                *t.out.add(i * t.ld + j) = T::from_f32(v);
             }
         }
     }
@@ -158,29 +184,58 @@ mod portable {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::super::elem::bf16;
+    use super::super::elem::simd::{act, mask, Lanes};
     use super::*;
     use std::arch::x86_64::*;
 
-    pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-
     /// Dispatches on the row count so every loop below has a constant trip
     /// count and the accumulators live in registers.
-    pub unsafe fn kernel(rows: usize, k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, t: Tile) {
-        macro_rules! rows {
-            ($($m:literal)*) => {
-                match rows {
-                    $($m => tile::<$m>(k, a, lda, w, bias, t),)*
-                    _ => unreachable!("at most MR rows"),
-                }
-            };
-        }
-        rows!(1 2 3 4 5 6 7 8 9 10 11 12)
+    macro_rules! by_rows {
+        ($rows:expr, $f:ident, $($arg:expr),*) => {
+            match $rows {
+                1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
+                10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), 12 => $f::<12>($($arg),*),
+                _ => unreachable!("at most MR rows"),
+            }
+        };
+    }
+
+    pub unsafe fn kernel_f32(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        by_rows!(rows, tile_f32, k, a, lda, w, bias, t)
+    }
+
+    pub unsafe fn kernel_bf16(
+        rows: usize,
+        k: usize,
+        a: *const bf16,
+        lda: usize,
+        w: *const bf16,
+        bias: *const f32,
+        t: Tile<bf16>,
+    ) {
+        by_rows!(rows, tile_bf16, k, a, lda, w, bias, t)
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const M: usize>(k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, t: Tile) {
+    unsafe fn tile_f32<const M: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; M];
         for kk in 0..k {
             let w0 = _mm512_loadu_ps(w.add(kk * NR));
@@ -191,33 +246,51 @@ mod avx512 {
                 acc[1] = _mm512_fmadd_ps(av, w1, acc[1]);
             }
         }
-        let b = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
-        let full = |c: usize| -> __mmask16 {
-            if c >= 16 {
-                0xffff
-            } else {
-                ((1u32 << c) - 1) as __mmask16
+        epilogue(&acc, bias, t);
+    }
+
+    /// `vdpbf16ps`: each f32 lane adds the products of one pair of
+    /// consecutive k, so a step covers two k for 16 columns. The pair of `a`
+    /// is adjacent in memory (NHWC rows), read as one 32-bit broadcast.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn tile_bf16<const M: usize>(
+        k: usize,
+        a: *const bf16,
+        lda: usize,
+        w: *const bf16,
+        bias: *const f32,
+        t: Tile<bf16>,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        for kp in 0..k / 2 {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(kp * NR * 2) as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(kp * NR * 2 + 32) as *const _));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let pair = (a.add(i * lda + 2 * kp) as *const i32).read_unaligned();
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                acc[0] = _mm512_dpbf16_ps(acc[0], av, w0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], av, w1);
             }
-        };
-        let masks = [full(t.cols), full(t.cols.saturating_sub(16))];
-        let zero = _mm512_setzero_ps();
-        let six = _mm512_set1_ps(6.0);
+        }
+        epilogue(&acc, bias, t);
+    }
+
+    /// Bias, activation, skip, store: on registers, once per output.
+    #[inline(always)]
+    unsafe fn epilogue<T: Lanes, const M: usize>(acc: &[[__m512; 2]; M], bias: *const f32, t: Tile<T>) {
+        let b = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
+        let masks = [mask(t.cols), mask(t.cols.saturating_sub(16))];
         for (i, acc) in acc.iter().enumerate() {
             for h in 0..2 {
                 if masks[h] == 0 {
                     continue;
                 }
-                let mut v = _mm512_add_ps(acc[h], b[h]);
-                v = match t.act {
-                    Act::None => v,
-                    Act::Relu => _mm512_max_ps(v, zero),
-                    Act::Relu6 => _mm512_min_ps(_mm512_max_ps(v, zero), six),
-                };
+                let mut v = act(_mm512_add_ps(acc[h], b[h]), t.act);
                 let at = i * t.ld + h * 16;
                 if !t.skip.is_null() {
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[h], t.skip.add(at)));
+                    v = _mm512_add_ps(v, T::load16(t.skip.add(at), masks[h]));
                 }
-                _mm512_mask_storeu_ps(t.out.add(at), masks[h], v);
+                T::store16(t.out.add(at), masks[h], v);
             }
         }
     }
@@ -248,33 +321,97 @@ mod tests {
         out
     }
 
-    #[test]
-    fn every_kernel_matches_the_triple_loop_on_ragged_shapes() {
-        let mut seed = 1u32;
-        let mut rnd = move || {
+    fn rnd_source(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
-        };
-        for &(rows, k, n) in &[(1, 1, 1), (13, 27, 24), (25, 96, 16), (121, 33, 70), (7, 960, 160)] {
+        }
+    }
+
+    const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (13, 27, 24), (25, 96, 16), (121, 33, 70), (7, 960, 160)];
+
+    /// Runs `kernel` on bf16/f32 copies of the operands (`a` rows padded to
+    /// the packed k with zeros) and returns f32 results.
+    #[allow(clippy::too_many_arguments)]
+    fn run<T: Elem>(
+        kernel: Kernel<T>,
+        a: &[f32],
+        rows: usize,
+        k: usize,
+        n: usize,
+        w: &[f32],
+        bias: &[f32],
+        act: Act,
+        skip: &[f32],
+    ) -> Vec<f32> {
+        let packed = Packed::<T>::new(k, n, w, bias);
+        let lda = packed.k;
+        let mut at = vec![T::default(); rows * lda];
+        for p in 0..rows {
+            for kk in 0..k {
+                at[p * lda + kk] = T::from_f32(a[p * k + kk]);
+            }
+        }
+        let skip: Vec<T> = skip.iter().map(|&x| T::from_f32(x)).collect();
+        // A sentinel after the output shows nothing is written past it.
+        let sentinel = T::from_f32(12345.0);
+        let mut out = vec![sentinel; rows * n + 1];
+        unsafe { drive(&at, lda, rows, &packed, act, Some(&skip), &mut out, kernel) };
+        assert_eq!(out[rows * n].to_f32(), sentinel.to_f32(), "wrote past the end");
+        out[..rows * n].iter().map(|x| x.to_f32()).collect()
+    }
+
+    #[test]
+    fn f32_kernels_match_the_triple_loop_on_ragged_shapes() {
+        let mut rnd = rnd_source(1);
+        for &(rows, k, n) in &SHAPES {
             for act in [Act::None, Act::Relu, Act::Relu6] {
                 let a: Vec<f32> = (0..rows * k).map(|_| rnd() * 8.0).collect();
                 let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
                 let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
                 let skip: Vec<f32> = (0..rows * n).map(|_| rnd()).collect();
                 let want = reference(&a, rows, k, n, &w, &bias, act, &skip);
-                let packed = Packed::new(k, n, &w, &bias);
-                let mut kernels: Vec<Kernel> = vec![portable::kernel];
+                let mut kernels: Vec<Kernel<f32>> = vec![portable::kernel::<f32>];
                 #[cfg(target_arch = "x86_64")]
-                if avx512::available() {
-                    kernels.push(avx512::kernel);
+                if f32::avx512() {
+                    kernels.push(avx512::kernel_f32);
                 }
                 for kernel in kernels {
-                    // A sentinel after the output shows nothing is written past it.
-                    let mut out = vec![f32::NAN; rows * n + 1];
-                    unsafe { drive(&a, k, rows, &packed, act, Some(&skip), &mut out, kernel) };
-                    assert!(out[rows * n].is_nan(), "wrote past the end");
-                    for (x, y) in out.iter().zip(&want) {
+                    let got = run(kernel, &a, rows, k, n, &w, &bias, act, &skip);
+                    for (x, y) in got.iter().zip(&want) {
                         assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{rows}x{k}x{n} {act:?}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// bf16 operands, f32 accumulation, bf16 result: the triple loop on the
+    /// same (rounded) operands, within the output's rounding (2⁻⁸ relative).
+    #[test]
+    fn bf16_kernels_match_the_triple_loop_within_bf16_rounding() {
+        use super::super::elem::bf16;
+        let q = |x: f32| bf16::from_f32(x).to_f32();
+        let mut rnd = rnd_source(2);
+        for &(rows, k, n) in &SHAPES {
+            for act in [Act::None, Act::Relu6] {
+                let a: Vec<f32> = (0..rows * k).map(|_| q(rnd() * 8.0)).collect();
+                let w: Vec<f32> = (0..k * n).map(|_| q(rnd())).collect();
+                let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
+                let skip: Vec<f32> = (0..rows * n).map(|_| q(rnd())).collect();
+                let want = reference(&a, rows, k, n, &w, &bias, act, &skip);
+                let mut kernels: Vec<Kernel<bf16>> = vec![portable::kernel::<bf16>];
+                #[cfg(target_arch = "x86_64")]
+                if bf16::avx512() {
+                    kernels.push(avx512::kernel_bf16);
+                }
+                for kernel in kernels {
+                    let got = run(kernel, &a, rows, k, n, &w, &bias, act, &skip);
+                    for (x, y) in got.iter().zip(&want) {
+                        assert!(
+                            (x - y).abs() <= 4e-3 * y.abs() + 1e-5 * (k as f32),
+                            "{rows}x{k}x{n} {act:?}: {x} vs {y}"
+                        );
                     }
                 }
             }

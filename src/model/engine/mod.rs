@@ -9,44 +9,53 @@
 //! and the two cores never wait on each other inside a batch. Candle still
 //! builds the network, folds BatchNorm and runs every other device; the
 //! parity tests run both against timm.
+//!
+//! Activations are f32 or, with `--dtype bf16`, bfloat16 ([`elem`]).
 
 pub mod depthwise;
+pub mod elem;
 pub mod gemm;
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use crate::model::layers::Act;
 use depthwise::{Depthwise, Hw};
+pub use elem::{bf16, Dtype, Elem};
 use gemm::Packed;
 
 /// A k×k convolution (k = 1 included) with BatchNorm folded in.
 #[derive(Debug, Clone)]
-pub struct Dense {
+pub struct Dense<T> {
     pub cin: usize,
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
     pub act: Act,
     /// Reduction order `(ky, kx, ci)`, matching [`im2col`].
-    pub weight: Packed,
+    pub weight: Packed<T>,
 }
 
-impl Dense {
+impl<T: Elem> Dense<T> {
     fn out_hw(&self, i: Hw) -> Hw {
         let o = |x: usize| (x + 2 * self.pad - self.kernel) / self.stride + 1;
         Hw { h: o(i.h), w: o(i.w) }
     }
+
+    /// A 1×1 convolution whose input rows are already the GEMM's rows.
+    fn is_plain_gemm(&self) -> bool {
+        self.kernel == 1 && self.stride == 1 && self.weight.k == self.cin
+    }
 }
 
 #[derive(Debug, Clone)]
-pub enum Layer {
-    Dense(Dense),
+pub enum Layer<T> {
+    Dense(Dense<T>),
     Depthwise(Depthwise),
 }
 
-impl Layer {
+impl<T: Elem> Layer<T> {
     fn out_hw(&self, i: Hw) -> Hw {
         match self {
             Layer::Dense(d) => d.out_hw(i),
@@ -64,8 +73,8 @@ impl Layer {
 /// Layers run in order; with `skip`, the block's input is added to the last
 /// layer's output (after its activation, as timm does).
 #[derive(Debug, Clone)]
-pub struct Block {
-    pub layers: Vec<Layer>,
+pub struct Block<T> {
+    pub layers: Vec<Layer<T>>,
     pub skip: bool,
 }
 
@@ -78,32 +87,41 @@ pub enum Head {
     AfterPool,
 }
 
-#[derive(Debug, Clone)]
-pub struct Plan {
+/// A network ready for the engine, activations stored as `T`.
+#[derive(Debug)]
+pub struct Plan<T> {
     /// Input side in pixels (square), 3 channels.
     pub resolution: usize,
-    pub blocks: Vec<Block>,
-    pub head: Dense,
+    pub blocks: Vec<Block<T>>,
+    pub head: Dense<T>,
     pub head_order: Head,
+    /// Buffers of finished tasks, handed to the next ones: grown to the
+    /// largest activation on the first images, then reused.
+    spare: Mutex<Vec<Workspace<T>>>,
 }
 
-/// Per-thread buffers, grown to the largest activation on the first image
-/// and reused after that.
-#[derive(Default)]
-struct Workspace {
-    bufs: [Vec<f32>; 3],
-    cols: Vec<f32>,
-    pooled: Vec<f32>,
-}
-
-thread_local! {
-    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::default());
+/// One task's buffers.
+#[derive(Default, Debug)]
+struct Workspace<T> {
+    bufs: [Vec<T>; 3],
+    cols: Vec<T>,
+    small: Vec<T>,
 }
 
 /// Rows of im2col built (and multiplied) at a time: ≤ 120 × 288 f32 stays in L2.
 const COL_ROWS: usize = 120;
 
-impl Plan {
+fn need<T: Elem>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}
+
+impl<T: Elem> Plan<T> {
+    pub fn new(resolution: usize, blocks: Vec<Block<T>>, head: Dense<T>, head_order: Head) -> Self {
+        Self { resolution, blocks, head, head_order, spare: Mutex::new(Vec::new()) }
+    }
+
     pub fn feature_dim(&self) -> usize {
         self.head.weight.n
     }
@@ -117,26 +135,23 @@ impl Plan {
         let fd = self.feature_dim();
         let mut out = vec![0f32; images.len() / px * fd];
         out.par_chunks_mut(fd).zip(images.par_chunks(px)).for_each(|(o, img)| {
-            WORKSPACE.with(|ws| self.run_image(img, &mut ws.borrow_mut(), o));
+            let mut ws = self.spare.lock().unwrap().pop().unwrap_or_default();
+            self.run_image(img, &mut ws, o);
+            self.spare.lock().unwrap().push(ws);
         });
         out
     }
 
-    fn run_image(&self, rgb: &[u8], ws: &mut Workspace, features: &mut [f32]) {
+    fn run_image(&self, rgb: &[u8], ws: &mut Workspace<T>, features: &mut [f32]) {
         let r = self.resolution;
         let mut hw = Hw { h: r, w: r };
+        let Workspace { bufs, cols, small } = ws;
         // The input, normalised, into buffer 0 (already HWC).
-        let need = |v: &mut Vec<f32>, n: usize| {
-            if v.len() < n {
-                v.resize(n, 0.0);
-            }
-        };
-        let Workspace { bufs, cols, pooled } = ws;
         need(&mut bufs[0], r * r * 3);
         let (scale, shift) = crate::image::normaliser();
         for (dst, src) in bufs[0].chunks_exact_mut(3).zip(rgb.chunks_exact(3)) {
             for c in 0..3 {
-                dst[c] = src[c] as f32 * scale[c] - shift[c];
+                dst[c] = T::from_f32(src[c] as f32 * scale[c] - shift[c]);
             }
         }
         let mut cur = 0; // buffer holding the current activation
@@ -158,7 +173,7 @@ impl Plan {
                     Layer::Depthwise(d) => {
                         d.run(src, hw, &mut out[..n_out]);
                         if let Some(s) = skip {
-                            out[..n_out].iter_mut().zip(s).for_each(|(y, x)| *y += x);
+                            out[..n_out].iter_mut().zip(s).for_each(|(y, x)| *y = T::from_f32(y.to_f32() + x.to_f32()));
                         }
                     }
                     Layer::Dense(d) => dense(d, src, hw, ch, skip, &mut out[..n_out], cols),
@@ -170,9 +185,9 @@ impl Plan {
             }
         }
         let pixels = hw.h * hw.w;
+        let n = self.head.weight.n;
         match self.head_order {
             Head::BeforePool => {
-                let n = self.head.weight.n;
                 let dst = (cur + 1) % 3;
                 let mut out = std::mem::take(&mut bufs[dst]);
                 need(&mut out, pixels * n);
@@ -181,36 +196,38 @@ impl Plan {
                 bufs[dst] = out;
             }
             Head::AfterPool => {
-                need(pooled, ch);
-                mean_rows(&bufs[cur][..pixels * ch], ch, &mut pooled[..ch]);
-                dense(&self.head, &pooled[..ch], Hw { h: 1, w: 1 }, ch, None, features, cols);
+                let mut pooled = vec![0f32; ch];
+                mean_rows(&bufs[cur][..pixels * ch], ch, &mut pooled);
+                need(small, ch + n);
+                let (x, y) = small.split_at_mut(ch);
+                x.iter_mut().zip(&pooled).for_each(|(x, &p)| *x = T::from_f32(p));
+                dense(&self.head, x, Hw { h: 1, w: 1 }, ch, None, &mut y[..n], cols);
+                features.iter_mut().zip(&y[..n]).for_each(|(f, v)| *f = v.to_f32());
             }
         }
     }
 }
 
-/// Mean over rows of `[rows][n]`.
-fn mean_rows(x: &[f32], n: usize, out: &mut [f32]) {
+/// Mean over rows of `[rows][n]`, in f64.
+fn mean_rows<T: Elem>(x: &[T], n: usize, out: &mut [f32]) {
     let rows = x.len() / n;
     let mut acc = vec![0f64; n];
     for row in x.chunks_exact(n) {
-        acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v as f64);
+        acc.iter_mut().zip(row).for_each(|(a, v)| *a += v.to_f32() as f64);
     }
     out.iter_mut().zip(&acc).for_each(|(o, a)| *o = (*a / rows as f64) as f32);
 }
 
 /// A dense convolution of one `[hw][cin]` image into `out`.
-fn dense(d: &Dense, input: &[f32], i: Hw, cin: usize, skip: Option<&[f32]>, out: &mut [f32], cols: &mut Vec<f32>) {
+fn dense<T: Elem>(d: &Dense<T>, input: &[T], i: Hw, cin: usize, skip: Option<&[T]>, out: &mut [T], cols: &mut Vec<T>) {
     let o = d.out_hw(i);
     let n = d.weight.n;
-    if d.kernel == 1 && d.stride == 1 {
+    if d.is_plain_gemm() {
         gemm::gemm(input, cin, o.h * o.w, &d.weight, d.act, skip, out);
         return;
     }
     let kdim = d.weight.k;
-    if cols.len() < COL_ROWS * kdim {
-        cols.resize(COL_ROWS * kdim, 0.0);
-    }
+    need(cols, COL_ROWS * kdim);
     let total = o.h * o.w;
     for p0 in (0..total).step_by(COL_ROWS) {
         let rows = (total - p0).min(COL_ROWS);
@@ -221,11 +238,12 @@ fn dense(d: &Dense, input: &[f32], i: Hw, cin: usize, skip: Option<&[f32]>, out:
 }
 
 /// Rows `p0..p0+rows` of the patch matrix: one row per output pixel, the
-/// k×k×cin window in `(ky, kx, ci)` order, zeros outside the image.
+/// k×k×cin window in `(ky, kx, ci)` order, zeros outside the image and in
+/// the row's padding up to the packed k.
 #[allow(clippy::too_many_arguments)]
-fn im2col(d: &Dense, input: &[f32], i: Hw, o: Hw, cin: usize, p0: usize, rows: usize, cols: &mut [f32]) {
+fn im2col<T: Elem>(d: &Dense<T>, input: &[T], i: Hw, o: Hw, cin: usize, p0: usize, rows: usize, cols: &mut [T]) {
     let k = d.kernel;
-    let kdim = k * k * cin;
+    let kdim = d.weight.k;
     for (r, row) in cols.chunks_exact_mut(kdim).take(rows).enumerate() {
         let p = p0 + r;
         let (oy, ox) = (p / o.w, p % o.w);
@@ -235,11 +253,12 @@ fn im2col(d: &Dense, input: &[f32], i: Hw, o: Hw, cin: usize, p0: usize, rows: u
                 let ix = (ox * d.stride + kx) as isize - d.pad as isize;
                 let dst = &mut row[(ky * k + kx) * cin..][..cin];
                 if iy < 0 || ix < 0 || iy as usize >= i.h || ix as usize >= i.w {
-                    dst.fill(0.0);
+                    dst.fill(T::default());
                 } else {
                     dst.copy_from_slice(&input[(iy as usize * i.w + ix as usize) * cin..][..cin]);
                 }
             }
         }
+        row[k * k * cin..].fill(T::default());
     }
 }
