@@ -65,6 +65,7 @@ fn sample_to_parquet_read_by_pyarrow_and_duckdb() {
         assert_eq!(meta["fruits.model"], which.name());
         assert_eq!(meta["fruits.weights"], SEED);
         assert_eq!(meta["fruits.feature_dim"], "1280");
+        assert_eq!(meta["fruits.dtype"], "f32");
         assert!(meta["fruits.preprocessing"].as_str().unwrap().contains("catmull-rom"));
         assert_eq!(meta["fruits.version"], env!("CARGO_PKG_VERSION"));
 
@@ -91,6 +92,29 @@ fn sample_to_parquet_read_by_pyarrow_and_duckdb() {
 
         let errors = std::fs::read_to_string(dir.join("out/part-00000.errors.csv")).unwrap();
         assert_eq!(errors.trim(), "path,kind,reason");
+    }
+}
+
+/// The kernels for CPUs without AVX-512 (AVX2 laptops, and the portable
+/// loops for everything else), forced here with FRUITS_SIMD, compute the
+/// features the AVX-512 kernels do, up to summation order.
+#[test]
+fn every_simd_level_gives_the_same_features() {
+    for which in Which::ALL {
+        for level in ["avx2", "portable"] {
+            let dir = Dir::new(&format!("simd-{level}-{which}"));
+            let mut cmd = featurize(&dir, &sample_dir(), &["--model", which.name()]);
+            run(cmd.env("FRUITS_SIMD", level), 0);
+            let pq = read_parquet(&dir.join("out/part-00000.parquet"));
+            let cols = &pq["columns"];
+            let paths: Vec<String> = strings(&cols["path"]).into_iter().map(Option::unwrap).collect();
+            let got = features_of(&cols["features"]);
+            let want = expected_features(which, &paths);
+            let max_abs = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = got.iter().flatten().zip(want.iter().flatten()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert_eq!(got.len(), 19);
+            assert!(diff <= 1e-4 * max_abs, "{which} {level}: max diff {diff:e} (max |f| {max_abs})");
+        }
     }
 }
 

@@ -61,9 +61,22 @@ impl Depthwise {
                 }
             }
         }
+        #[cfg(target_arch = "x86_64")]
+        if super::elem::simd() >= super::elem::Simd::Avx2 {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.portable_avx2(input, i, o, out) };
+        }
         self.run_portable(input, i, o, out);
     }
 
+    /// The portable loops compiled for AVX2 (the channel loop vectorises).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn portable_avx2<T: Elem>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
+        self.run_portable(input, i, o, out)
+    }
+
+    #[inline(always)]
     fn run_portable<T: Elem>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
         let (c, k) = (self.channels, self.kernel);
         let mut acc = vec![0f32; c];

@@ -27,6 +27,49 @@ impl std::fmt::Display for Dtype {
     }
 }
 
+/// The vector instructions the kernels may use, best last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Simd {
+    Portable,
+    /// AVX2 + FMA: most x86 laptops.
+    Avx2,
+    Avx512,
+    /// AVX-512 with BF16 (Zen 4+, Sapphire Rapids+).
+    Avx512Bf16,
+}
+
+/// What this CPU offers, capped by `FRUITS_SIMD=portable|avx2|avx512` so the
+/// fallbacks can be measured on a machine that has more (`fruits bench infer`).
+pub fn simd() -> Simd {
+    static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let cap = match std::env::var("FRUITS_SIMD").as_deref() {
+            Ok("portable") => Simd::Portable,
+            Ok("avx2") => Simd::Avx2,
+            Ok("avx512") => Simd::Avx512,
+            _ => Simd::Avx512Bf16,
+        };
+        detected().min(cap)
+    })
+}
+
+fn detected() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512bf16") {
+            return Simd::Avx512Bf16;
+        }
+        if has!("avx512f") {
+            return Simd::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Portable
+}
+
 pub trait Elem: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
     /// Reduction steps one instruction takes (bf16 multiplies pairs), so
     /// GEMM rows are padded to a multiple of it.
@@ -48,10 +91,7 @@ impl Elem for f32 {
         self
     }
     fn avx512() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        simd() >= Simd::Avx512
     }
 }
 
@@ -66,13 +106,7 @@ impl Elem for bf16 {
         bf16::to_f32(self)
     }
     fn avx512() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512bf16");
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        simd() >= Simd::Avx512Bf16
     }
 }
 

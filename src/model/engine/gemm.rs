@@ -91,6 +91,12 @@ fn kernel_for<T: Elem>() -> Kernel<T> {
             return unsafe { std::mem::transmute::<Kernel<super::elem::bf16>, Kernel<T>>(avx512::kernel_bf16) };
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::elem::simd() >= super::elem::Simd::Avx2 {
+        if let Some(k) = avx2::kernel::<T>() {
+            return k;
+        }
+    }
     portable::kernel::<T>
 }
 
@@ -177,6 +183,89 @@ mod portable {
                     v += (*t.skip.add(i * t.ld + j)).to_f32();
                 }
                 *t.out.add(i * t.ld + j) = T::from_f32(v);
+            }
+        }
+    }
+}
+
+/// AVX2 + FMA (16 vector registers): a 12 × 32 tile as four 6 × 16
+/// sub-tiles, each 12 accumulators + 2 weight vectors + 1 broadcast. f32
+/// only; bf16 storage on such CPUs takes the portable kernel.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    pub fn kernel<T: Elem>() -> Option<Kernel<T>> {
+        // SAFETY: same signature with `T` = f32.
+        (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+            .then(|| unsafe { std::mem::transmute::<Kernel<f32>, Kernel<T>>(kernel_f32) })
+    }
+
+    pub unsafe fn kernel_f32(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        for r0 in (0..rows).step_by(6) {
+            let m = (rows - r0).min(6);
+            for h in 0..2 {
+                let cols = t.cols.saturating_sub(h * 16).min(16);
+                if cols == 0 {
+                    break;
+                }
+                let sub = Tile {
+                    out: t.out.add(r0 * t.ld + h * 16),
+                    skip: if t.skip.is_null() { t.skip } else { t.skip.add(r0 * t.ld + h * 16) },
+                    cols,
+                    ..t
+                };
+                let (a, w, bias) = (a.add(r0 * lda), w.add(h * 16), bias.add(h * 16));
+                match m {
+                    1 => half::<1>(k, a, lda, w, bias, sub),
+                    2 => half::<2>(k, a, lda, w, bias, sub),
+                    3 => half::<3>(k, a, lda, w, bias, sub),
+                    4 => half::<4>(k, a, lda, w, bias, sub),
+                    5 => half::<5>(k, a, lda, w, bias, sub),
+                    _ => half::<6>(k, a, lda, w, bias, sub),
+                }
+            }
+        }
+    }
+
+    /// `M` rows × 16 columns of a panel (row stride `NR`).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn half<const M: usize>(k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, t: Tile<f32>) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        for kk in 0..k {
+            let w0 = _mm256_loadu_ps(w.add(kk * NR));
+            let w1 = _mm256_loadu_ps(w.add(kk * NR + 8));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*a.add(i * lda + kk));
+                acc[0] = _mm256_fmadd_ps(av, w0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, w1, acc[1]);
+            }
+        }
+        let b = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))];
+        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+        for (i, acc) in acc.iter().enumerate() {
+            let mut v = [0f32; 16];
+            for h in 0..2 {
+                let mut x = _mm256_add_ps(acc[h], b[h]);
+                x = match t.act {
+                    Act::None => x,
+                    Act::Relu => _mm256_max_ps(x, zero),
+                    Act::Relu6 => _mm256_min_ps(_mm256_max_ps(x, zero), six),
+                };
+                _mm256_storeu_ps(v.as_mut_ptr().add(h * 8), x);
+            }
+            let out = std::slice::from_raw_parts_mut(t.out.add(i * t.ld), t.cols);
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = if t.skip.is_null() { v[j] } else { v[j] + *t.skip.add(i * t.ld + j) };
             }
         }
     }
@@ -375,6 +464,10 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 if f32::avx512() {
                     kernels.push(avx512::kernel_f32);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if super::super::elem::simd() >= super::super::elem::Simd::Avx2 {
+                    kernels.push(avx2::kernel_f32);
                 }
                 for kernel in kernels {
                     let got = run(kernel, &a, rows, k, n, &w, &bias, act, &skip);
