@@ -138,9 +138,12 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         None => list_location(&storage, &args.input)?,
     };
     let device = model::device(args.device)?;
-    eprintln!("fruits: {} images, model {}, device {}", items.len(), args.model, describe(&device));
     let mut model = load_model(args.model, args.weights.as_ref(), &device)?;
     model.set_engine(args.engine, args.dtype)?;
+    eprintln!("fruits: {} images, model {}, {}", items.len(), args.model, model.describe());
+    if args.dtype == Dtype::Bf16 && model::engine::elem::simd() < model::engine::elem::Simd::Avx512Bf16 {
+        eprintln!("fruits: warning: this CPU has no AVX512-BF16: bf16 runs portable loops, slower than --dtype f32");
+    }
     let run = RunMeta {
         model: args.model.name().to_string(),
         weights: model.weights_id.clone(),
@@ -223,14 +226,6 @@ fn publish(storage: &Storage, mut summary: pipeline::Summary, out: &Location) ->
     summary.features_path = PathBuf::from(dest(&summary.features_path).to_string());
     summary.errors_path = PathBuf::from(dest(&summary.errors_path).to_string());
     Ok(summary)
-}
-
-fn describe(device: &candle_core::Device) -> &'static str {
-    if device.is_cuda() {
-        "cuda:0"
-    } else {
-        "cpu"
-    }
 }
 
 fn progress_bar(len: u64, quiet: bool) -> indicatif::ProgressBar {

@@ -37,14 +37,6 @@ impl Act {
             Act::Relu6 => x.clamp(0.0, 6.0),
         }
     }
-
-    pub fn apply_slice(self, xs: &mut [f32]) {
-        match self {
-            Act::None => {}
-            Act::Relu => xs.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Act::Relu6 => xs.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        }
-    }
 }
 
 /// What a convolution is, as the checkpoint describes it.

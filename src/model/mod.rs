@@ -168,6 +168,15 @@ impl Model {
         Ok(())
     }
 
+    /// What runs the network, for the log: `cpu (native engine, f32, avx512)`.
+    pub fn describe(&self) -> String {
+        match &self.plan {
+            _ if self.device.is_cuda() => "cuda:0 (candle, f32)".to_string(),
+            Some(_) => format!("cpu (native engine, {}, {})", self.dtype, engine::elem::simd().name()),
+            None => "cpu (candle, f32)".to_string(),
+        }
+    }
+
     /// What activations are stored as (`f32` unless `--dtype bf16`).
     pub fn dtype(&self) -> engine::Dtype {
         self.dtype

@@ -38,6 +38,17 @@ pub enum Simd {
     Avx512Bf16,
 }
 
+impl Simd {
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Portable => "portable",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+            Simd::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+}
+
 /// What this CPU offers, capped by `FRUITS_SIMD=portable|avx2|avx512` so the
 /// fallbacks can be measured on a machine that has more (`fruits bench infer`).
 pub fn simd() -> Simd {
