@@ -366,6 +366,9 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         (vec!["--model", "resnet"], "--model"),
         (vec!["--weights", "random:abc"], "--weights"),
         (vec!["--bogus"], "--bogus"),
+        (vec!["--dtype", "f16"], "--dtype"),
+        (vec!["--engine", "onnx"], "--engine"),
+        (vec!["--dtype", "bf16", "--engine", "candle"], "--engine native"),
     ] {
         let err = stderr(&run(&mut featurize(&dir, &sample_dir(), &args), 2));
         assert!(err.contains(needle), "{args:?}: {err}");

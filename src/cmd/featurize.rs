@@ -127,6 +127,11 @@ pub fn load_model(which: Which, source: Option<&Source>, device: &candle_core::D
 }
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    if args.dtype == Dtype::Bf16 && args.engine == Engine::Candle {
+        use clap::CommandFactory;
+        let msg = "--dtype bf16 needs --engine native (Candle runs f32 only)";
+        crate::cli::Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg).exit();
+    }
     let storage = Storage::new(s3.clone());
     let part = args.output.join(&format!("{}.parquet", part_stem(args.part_id)));
     if args.skip_existing && storage.exists(&part)? {

@@ -247,15 +247,25 @@ fn im2col<T: Elem>(d: &Dense<T>, input: &[T], i: Hw, o: Hw, cin: usize, p0: usiz
     for (r, row) in cols.chunks_exact_mut(kdim).take(rows).enumerate() {
         let p = p0 + r;
         let (oy, ox) = (p / o.w, p % o.w);
+        let x0 = (ox * d.stride) as isize - d.pad as isize;
+        let inside_x = x0 >= 0 && x0 as usize + k <= i.w;
         for ky in 0..k {
             let iy = (oy * d.stride + ky) as isize - d.pad as isize;
-            for kx in 0..k {
-                let ix = (ox * d.stride + kx) as isize - d.pad as isize;
-                let dst = &mut row[(ky * k + kx) * cin..][..cin];
-                if iy < 0 || ix < 0 || iy as usize >= i.h || ix as usize >= i.w {
-                    dst.fill(T::default());
-                } else {
-                    dst.copy_from_slice(&input[(iy as usize * i.w + ix as usize) * cin..][..cin]);
+            let dst = &mut row[ky * k * cin..(ky + 1) * k * cin];
+            if iy < 0 || iy as usize >= i.h {
+                dst.fill(T::default());
+            } else if inside_x {
+                // The k pixels of this window row are adjacent in NHWC: one copy.
+                let at = (iy as usize * i.w + x0 as usize) * cin;
+                dst.copy_from_slice(&input[at..at + k * cin]);
+            } else {
+                for (kx, dst) in dst.chunks_exact_mut(cin).enumerate() {
+                    let ix = x0 + kx as isize;
+                    if ix < 0 || ix as usize >= i.w {
+                        dst.fill(T::default());
+                    } else {
+                        dst.copy_from_slice(&input[(iy as usize * i.w + ix as usize) * cin..][..cin]);
+                    }
                 }
             }
         }
