@@ -190,7 +190,7 @@ impl Model {
     /// → n × feature_dim features, row by row.
     pub fn features(&self, rgb: &[u8]) -> Result<Vec<f32>> {
         let r = self.which.resolution();
-        if rgb.len() % (r * r * 3) != 0 {
+        if !rgb.len().is_multiple_of(r * r * 3) {
             return Err(Error::Usage(format!("model input is not a whole number of {r}x{r} RGB images")));
         }
         match &self.plan {

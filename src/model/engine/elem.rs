@@ -144,7 +144,16 @@ pub mod simd {
     use std::arch::x86_64::*;
 
     pub trait Lanes: Elem {
+        /// The lanes of `m` from `p`, widened to f32 (others zero).
+        ///
+        /// # Safety
+        /// The CPU has the features [`Elem::avx512`] checks for `Self`, and
+        /// the lanes of `m` at `p` are readable.
         unsafe fn load16(p: *const Self, m: __mmask16) -> __m512;
+        /// The lanes of `m` of `v`, rounded to `Self`, to `p`.
+        ///
+        /// # Safety
+        /// As [`Lanes::load16`], with the lanes writable.
         unsafe fn store16(p: *mut Self, m: __mmask16, v: __m512);
     }
 
@@ -172,6 +181,10 @@ pub mod simd {
         }
     }
 
+    /// ReLU / ReLU6 / nothing on 16 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
     #[inline(always)]
     pub unsafe fn act(v: __m512, a: crate::model::layers::Act) -> __m512 {
         use crate::model::layers::Act;

@@ -390,6 +390,7 @@ mod tests {
     use super::*;
 
     /// Plain triple loop, in f64.
+    #[allow(clippy::too_many_arguments)]
     fn reference(
         a: &[f32],
         rows: usize,
