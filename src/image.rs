@@ -205,11 +205,6 @@ pub fn normaliser() -> ([f32; 3], [f32; 3]) {
     (scale, shift)
 }
 
-/// RGB8 pixels (row-major, 3 bytes each) → CHW f32, normalised.
-pub fn normalise(rgb: &[u8]) -> Vec<f32> {
-    normalise_batch(rgb, rgb.len() / 3)
-}
-
 /// Images of `plane` RGB8 pixels each, back to back → NCHW f32, normalised.
 pub fn normalise_batch(rgb: &[u8], plane: usize) -> Vec<f32> {
     let mut out = vec![0f32; rgb.len()];
@@ -250,7 +245,7 @@ mod tests {
     fn normalise_is_channel_major() {
         let mut img = RgbImage::new(2, 1);
         img.put_pixel(1, 0, image::Rgb([255, 0, 0]));
-        let v = normalise(img.as_raw());
+        let v = normalise_batch(img.as_raw(), 2);
         assert_eq!(v.len(), 6);
         assert!((v[1] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
         assert!((v[3] - (-0.456 / 0.224)).abs() < 1e-5);

@@ -104,7 +104,6 @@ pub struct Model {
     /// The CPU engine's copy of the network; `None` on other devices or
     /// with [`Engine::Candle`].
     plan: Option<CpuPlan>,
-    dtype: engine::Dtype,
 }
 
 /// The native engine's network, in the activation type `--dtype` picked.
@@ -146,13 +145,22 @@ impl Model {
 
     fn new(which: Which, device: &Device, weights_id: String, net: Net) -> Result<Self> {
         let plan = if device.is_cpu() { Some(CpuPlan::F32(net.plan(which.resolution())?)) } else { None };
-        Ok(Self { which, device: device.clone(), weights_id, net, plan, dtype: engine::Dtype::F32 })
+        Ok(Self { which, device: device.clone(), weights_id, net, plan })
     }
 
     /// Picks what runs the network on the CPU (default: native, f32); a GPU
     /// always runs Candle in f32. bf16 is the native engine's alone.
     pub fn set_engine(&mut self, engine: Engine, dtype: engine::Dtype) -> Result<()> {
         let res = self.which.resolution();
+        let unchanged = match &self.plan {
+            Some(CpuPlan::F32(_)) => (engine, dtype) == (Engine::Native, engine::Dtype::F32),
+            Some(CpuPlan::Bf16(_)) => (engine, dtype) == (Engine::Native, engine::Dtype::Bf16),
+            None => false,
+        };
+        if unchanged {
+            // Lowering copies and packs every weight: not twice at start-up.
+            return Ok(());
+        }
         self.plan = match (engine, dtype) {
             (_, engine::Dtype::Bf16) if !self.device.is_cpu() => {
                 return Err(Error::Usage("--dtype bf16 runs on the CPU only (--device cpu)".into()))
@@ -164,7 +172,6 @@ impl Model {
             (Engine::Native, engine::Dtype::Bf16) => Some(CpuPlan::Bf16(self.net.plan(res)?)),
             _ => None,
         };
-        self.dtype = dtype;
         Ok(())
     }
 
@@ -172,14 +179,10 @@ impl Model {
     pub fn describe(&self) -> String {
         match &self.plan {
             _ if self.device.is_cuda() => "cuda:0 (candle, f32)".to_string(),
-            Some(_) => format!("cpu (native engine, {}, {})", self.dtype, engine::elem::simd().name()),
+            Some(CpuPlan::F32(_)) => format!("cpu (native engine, f32, {})", engine::elem::simd().name()),
+            Some(CpuPlan::Bf16(_)) => format!("cpu (native engine, bf16, {})", engine::elem::simd().name()),
             None => "cpu (candle, f32)".to_string(),
         }
-    }
-
-    /// What activations are stored as (`f32` unless `--dtype bf16`).
-    pub fn dtype(&self) -> engine::Dtype {
-        self.dtype
     }
 
     pub fn is_random(&self) -> bool {

@@ -26,10 +26,17 @@ pub struct Hw {
     pub w: usize,
 }
 
+impl Hw {
+    /// The output shape of a k×k convolution with this stride and padding.
+    pub fn conv(self, kernel: usize, stride: usize, pad: usize) -> Hw {
+        let o = |x: usize| (x + 2 * pad - kernel) / stride + 1;
+        Hw { h: o(self.h), w: o(self.w) }
+    }
+}
+
 impl Depthwise {
     pub fn out_hw(&self, i: Hw) -> Hw {
-        let o = |x: usize| (x + 2 * self.pad - self.kernel) / self.stride + 1;
-        Hw { h: o(i.h), w: o(i.w) }
+        i.conv(self.kernel, self.stride, self.pad)
     }
 
     /// The taps of output coordinate `o` that land inside `0..len`.

@@ -389,28 +389,6 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    /// Plain triple loop, in f64.
-    #[allow(clippy::too_many_arguments)]
-    fn reference(
-        a: &[f32],
-        rows: usize,
-        k: usize,
-        n: usize,
-        w: &[f32],
-        bias: &[f32],
-        act: Act,
-        skip: &[f32],
-    ) -> Vec<f32> {
-        let mut out = vec![0f32; rows * n];
-        for p in 0..rows {
-            for j in 0..n {
-                let s: f64 = (0..k).map(|kk| a[p * k + kk] as f64 * w[kk * n + j] as f64).sum::<f64>() + bias[j] as f64;
-                out[p * n + j] = act.apply_one(s as f32) + skip[p * n + j];
-            }
-        }
-        out
-    }
-
     fn rnd_source(mut seed: u32) -> impl FnMut() -> f32 {
         move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
@@ -420,35 +398,62 @@ mod tests {
 
     const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (13, 27, 24), (25, 96, 16), (121, 33, 70), (7, 960, 160)];
 
-    /// Runs `kernel` on bf16/f32 copies of the operands (`a` rows padded to
-    /// the packed k with zeros) and returns f32 results.
-    #[allow(clippy::too_many_arguments)]
-    fn run<T: Elem>(
-        kernel: Kernel<T>,
-        a: &[f32],
+    /// One problem: `a` (rows × k) times `w` (k × n), plus bias and skip.
+    struct Case {
         rows: usize,
         k: usize,
         n: usize,
-        w: &[f32],
-        bias: &[f32],
-        act: Act,
-        skip: &[f32],
-    ) -> Vec<f32> {
-        let packed = Packed::<T>::new(k, n, w, bias);
-        let lda = packed.k;
-        let mut at = vec![T::default(); rows * lda];
-        for p in 0..rows {
-            for kk in 0..k {
-                at[p * lda + kk] = T::from_f32(a[p * k + kk]);
-            }
+        a: Vec<f32>,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        skip: Vec<f32>,
+    }
+
+    impl Case {
+        /// Random operands; `q` rounds the ones a kernel stores in its own
+        /// type (bias is always f32).
+        fn random(rnd: &mut impl FnMut() -> f32, (rows, k, n): (usize, usize, usize), q: fn(f32) -> f32) -> Self {
+            let a = (0..rows * k).map(|_| q(rnd() * 8.0)).collect();
+            let w = (0..k * n).map(|_| q(rnd())).collect();
+            let bias = (0..n).map(|_| rnd()).collect();
+            let skip = (0..rows * n).map(|_| q(rnd())).collect();
+            Self { rows, k, n, a, w, bias, skip }
         }
-        let skip: Vec<T> = skip.iter().map(|&x| T::from_f32(x)).collect();
-        // A sentinel after the output shows nothing is written past it.
-        let sentinel = T::from_f32(12345.0);
-        let mut out = vec![sentinel; rows * n + 1];
-        unsafe { drive(&at, lda, rows, &packed, act, Some(&skip), &mut out, kernel) };
-        assert_eq!(out[rows * n].to_f32(), sentinel.to_f32(), "wrote past the end");
-        out[..rows * n].iter().map(|x| x.to_f32()).collect()
+
+        /// Plain triple loop, in f64.
+        fn reference(&self, act: Act) -> Vec<f32> {
+            let Case { rows, k, n, .. } = *self;
+            let mut out = vec![0f32; rows * n];
+            for p in 0..rows {
+                for j in 0..n {
+                    let s: f64 = (0..k).map(|kk| self.a[p * k + kk] as f64 * self.w[kk * n + j] as f64).sum::<f64>()
+                        + self.bias[j] as f64;
+                    out[p * n + j] = act.apply_one(s as f32) + self.skip[p * n + j];
+                }
+            }
+            out
+        }
+
+        /// `kernel` on `T` copies of the operands (`a` rows padded to the
+        /// packed k with zeros), results back in f32.
+        fn run<T: Elem>(&self, kernel: Kernel<T>, act: Act) -> Vec<f32> {
+            let Case { rows, k, n, .. } = *self;
+            let packed = Packed::<T>::new(k, n, &self.w, &self.bias);
+            let lda = packed.k;
+            let mut at = vec![T::default(); rows * lda];
+            for p in 0..rows {
+                for kk in 0..k {
+                    at[p * lda + kk] = T::from_f32(self.a[p * k + kk]);
+                }
+            }
+            let skip: Vec<T> = self.skip.iter().map(|&x| T::from_f32(x)).collect();
+            // A sentinel after the output shows nothing is written past it.
+            let sentinel = T::from_f32(12345.0);
+            let mut out = vec![sentinel; rows * n + 1];
+            unsafe { drive(&at, lda, rows, &packed, act, Some(&skip), &mut out, kernel) };
+            assert_eq!(out[rows * n].to_f32(), sentinel.to_f32(), "wrote past the end");
+            out[..rows * n].iter().map(|x| x.to_f32()).collect()
+        }
     }
 
     #[test]
@@ -456,11 +461,8 @@ mod tests {
         let mut rnd = rnd_source(1);
         for &(rows, k, n) in &SHAPES {
             for act in [Act::None, Act::Relu, Act::Relu6] {
-                let a: Vec<f32> = (0..rows * k).map(|_| rnd() * 8.0).collect();
-                let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
-                let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
-                let skip: Vec<f32> = (0..rows * n).map(|_| rnd()).collect();
-                let want = reference(&a, rows, k, n, &w, &bias, act, &skip);
+                let case = Case::random(&mut rnd, (rows, k, n), |x| x);
+                let want = case.reference(act);
                 let mut kernels: Vec<Kernel<f32>> = vec![portable::kernel::<f32>];
                 #[cfg(target_arch = "x86_64")]
                 if f32::avx512() {
@@ -471,7 +473,7 @@ mod tests {
                     kernels.push(avx2::kernel_f32);
                 }
                 for kernel in kernels {
-                    let got = run(kernel, &a, rows, k, n, &w, &bias, act, &skip);
+                    let got = case.run(kernel, act);
                     for (x, y) in got.iter().zip(&want) {
                         assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{rows}x{k}x{n} {act:?}: {x} vs {y}");
                     }
@@ -485,22 +487,18 @@ mod tests {
     #[test]
     fn bf16_kernels_match_the_triple_loop_within_bf16_rounding() {
         use super::super::elem::bf16;
-        let q = |x: f32| bf16::from_f32(x).to_f32();
         let mut rnd = rnd_source(2);
         for &(rows, k, n) in &SHAPES {
             for act in [Act::None, Act::Relu6] {
-                let a: Vec<f32> = (0..rows * k).map(|_| q(rnd() * 8.0)).collect();
-                let w: Vec<f32> = (0..k * n).map(|_| q(rnd())).collect();
-                let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
-                let skip: Vec<f32> = (0..rows * n).map(|_| q(rnd())).collect();
-                let want = reference(&a, rows, k, n, &w, &bias, act, &skip);
+                let case = Case::random(&mut rnd, (rows, k, n), |x| bf16::from_f32(x).to_f32());
+                let want = case.reference(act);
                 let mut kernels: Vec<Kernel<bf16>> = vec![portable::kernel::<bf16>];
                 #[cfg(target_arch = "x86_64")]
                 if bf16::avx512() {
                     kernels.push(avx512::kernel_bf16);
                 }
                 for kernel in kernels {
-                    let got = run(kernel, &a, rows, k, n, &w, &bias, act, &skip);
+                    let got = case.run(kernel, act);
                     for (x, y) in got.iter().zip(&want) {
                         assert!(
                             (x - y).abs() <= 4e-3 * y.abs() + 1e-5 * (k as f32),

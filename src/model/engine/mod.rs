@@ -39,8 +39,7 @@ pub struct Dense<T> {
 
 impl<T: Elem> Dense<T> {
     fn out_hw(&self, i: Hw) -> Hw {
-        let o = |x: usize| (x + 2 * self.pad - self.kernel) / self.stride + 1;
-        Hw { h: o(i.h), w: o(i.w) }
+        i.conv(self.kernel, self.stride, self.pad)
     }
 
     /// A 1×1 convolution whose input rows are already the GEMM's rows.
@@ -106,6 +105,7 @@ struct Workspace<T> {
     bufs: [Vec<T>; 3],
     cols: Vec<T>,
     small: Vec<T>,
+    pooled: Vec<f32>,
 }
 
 /// Rows of im2col built (and multiplied) at a time: ≤ 120 × 288 f32 stays in L2.
@@ -145,7 +145,7 @@ impl<T: Elem> Plan<T> {
     fn run_image(&self, rgb: &[u8], ws: &mut Workspace<T>, features: &mut [f32]) {
         let r = self.resolution;
         let mut hw = Hw { h: r, w: r };
-        let Workspace { bufs, cols, small } = ws;
+        let Workspace { bufs, cols, small, pooled } = ws;
         // The input, normalised, into buffer 0 (already HWC).
         need(&mut bufs[0], r * r * 3);
         let (scale, shift) = crate::image::normaliser();
@@ -196,11 +196,11 @@ impl<T: Elem> Plan<T> {
                 bufs[dst] = out;
             }
             Head::AfterPool => {
-                let mut pooled = vec![0f32; ch];
-                mean_rows(&bufs[cur][..pixels * ch], ch, &mut pooled);
+                pooled.resize(ch, 0.0);
+                mean_rows(&bufs[cur][..pixels * ch], ch, pooled);
                 need(small, ch + n);
                 let (x, y) = small.split_at_mut(ch);
-                x.iter_mut().zip(&pooled).for_each(|(x, &p)| *x = T::from_f32(p));
+                x.iter_mut().zip(pooled.iter()).for_each(|(x, &p)| *x = T::from_f32(p));
                 dense(&self.head, x, Hw { h: 1, w: 1 }, ch, None, &mut y[..n], cols);
                 features.iter_mut().zip(&y[..n]).for_each(|(f, v)| *f = v.to_f32());
             }
