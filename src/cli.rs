@@ -25,5 +25,6 @@ pub enum Command {
     Weights(cmd::weights::Args),
     Demo(cmd::demo::Args),
     List(cmd::list::Args),
+    Parts(cmd::parts::Args),
     Bench(cmd::bench::Args),
 }

@@ -14,8 +14,12 @@ pub enum Error {
     Input { path: PathBuf, source: std::io::Error },
 
     /// The input holds no image at all.
-    #[error("no images found under {0} (looked for {exts})", exts = crate::input::IMAGE_EXTENSIONS.join(", "))]
-    NoImages(PathBuf),
+    #[error("no images in {input}: {detail}")]
+    NoImages { input: String, detail: String },
+
+    /// A line of a `--keys` list is not the location of one file.
+    #[error("{path}, line {line}: {reason}")]
+    KeyList { path: PathBuf, line: usize, reason: String },
 
     /// A weights file is missing, unreadable or not what the model needs.
     #[error("weights {path}")]
@@ -24,6 +28,13 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+
+    /// No `--weights`, and the pinned file is neither cached nor downloadable.
+    #[error(
+        "no --weights given and the pinned {model} weights are not cached ({reason}); \
+         pass --weights PATH, or --weights random:SEED for a test run"
+    )]
+    NoWeights { model: String, reason: String },
 
     /// The downloaded weights do not hash to the pinned value.
     #[error("sha256 mismatch for {path}: expected {expected}, got {actual}")]
@@ -45,9 +56,24 @@ pub enum Error {
     #[error("{0}")]
     Region(String),
 
-    /// A value given by the user is out of range.
+    /// A value on the command line is out of range or conflicts with
+    /// another (exit 2, like the parser's own errors).
     #[error("{0}")]
     Usage(String),
+
+    /// Refused, to keep data safe: writing would mix or replace parts the
+    /// user did not ask to replace.
+    #[error("{0}")]
+    Refused(String),
+
+    /// The data cannot give what was asked (too few rows, parts that
+    /// disagree, a file that does not hold what it should).
+    #[error("{0}")]
+    Data(String),
+
+    /// The requested device cannot be used.
+    #[error("{0}")]
+    Device(String),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

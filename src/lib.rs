@@ -1,24 +1,33 @@
 //! `fruits`: fruit photos → MobileNet features → PCA.
 //!
-//! The flow of `fruits featurize`: [`input`] lists the images, [`image`]
-//! decodes and normalises each, [`model`] turns batches into feature vectors
-//! (Candle, CPU or CUDA), [`output`] writes them to Parquet; [`pipeline`]
-//! ties these together with bounded memory. [`weights`] says where the model
+//! The flow of `fruits featurize` ([`featurize`], one job = one part):
+//! [`input`] lists the images and accounts for every file, [`storage`]
+//! reads their bytes (local or S3, memory bounded), [`image`] decodes and
+//! resizes each, [`model`] turns batches into feature vectors (CPU engine
+//! or Candle/CUDA), [`output`] writes Parquet, errors and statistics;
+//! [`pipeline`] streams these together, and [`part`] commits the files as
+//! one atomic part behind a manifest. [`weights`] says where the model
 //! weights come from.
 //!
-//! `fruits pca`: [`parts`] reads the features parts and the statistics beside
-//! them, [`pca`] merges statistics and fits, [`pca_model`] persists the model
-//! and draws its pictures.
+//! `fruits pca` ([`pca_job`]): [`part`] reads the committed parts and their
+//! statistics, [`pca`] merges statistics and fits, [`pca_model`] persists
+//! the model and draws its pictures.
 
+pub mod budget;
+pub mod digest;
 pub mod error;
+pub mod featurize;
+pub mod guard;
 pub mod image;
 pub mod input;
 pub mod model;
 pub mod output;
-pub mod parts;
+pub mod part;
 pub mod pca;
+pub mod pca_job;
 pub mod pca_model;
 pub mod pipeline;
+pub mod sample;
 pub mod storage;
 pub mod weights;
 

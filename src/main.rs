@@ -21,6 +21,7 @@ fn dispatch(command: cli::Command, s3: &fruits::storage::S3Options) -> anyhow::R
         cli::Command::Weights(args) => cmd::weights::run(args),
         cli::Command::Demo(args) => cmd::demo::run(args, s3),
         cli::Command::List(args) => cmd::list::run(args, s3),
+        cli::Command::Parts(args) => cmd::parts::run(args, s3),
         cli::Command::Bench(args) => cmd::bench::run(args, s3),
     }
 }
@@ -40,7 +41,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("fruits: error: {e:#}");
-            ExitCode::from(cmd::EXIT_ERROR)
+            let code = cmd::exit_code(&e);
+            if code == cmd::EXIT_USAGE {
+                eprintln!("\nFor more information, try '--help'.");
+            }
+            ExitCode::from(code)
         }
     }
 }

@@ -1,9 +1,7 @@
-//! The features Parquet schema, in one place, and the writers of a part:
-//! `part-NNNNN.parquet` (features) and `part-NNNNN.errors.csv` (rejections).
-//!
-//! Both are written to a hidden temporary name and renamed when complete,
-//! so a reader never sees half a part, and a retried part overwrites its
-//! own file instead of adding rows.
+//! The features Parquet schema, in one place, and the writers of a part's
+//! files: features (Parquet), rejections (CSV). Each writer writes one path
+//! and, on `finish`, flushes and fsyncs it; where the file goes and when it
+//! becomes visible is [`crate::part`]'s business.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,7 +17,6 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 use crate::image::Rejection;
-use crate::input::Item;
 
 /// Rows per Parquet row group: ~20 MB of features buffered at most.
 pub const ROW_GROUP_ROWS: usize = 4096;
@@ -33,6 +30,10 @@ pub mod meta {
     pub const FEATURE_DIM: &str = "fruits.feature_dim";
     /// What the network's activations were stored as: f32 or bf16.
     pub const DTYPE: &str = "fruits.dtype";
+    /// The job the part belongs to (`featurize --run-id`).
+    pub const RUN_ID: &str = "fruits.run_id";
+    /// The keys that must agree across the parts of one folder.
+    pub const RUN: [&str; 6] = [MODEL, WEIGHTS, PREPROCESSING, FEATURE_DIM, DTYPE, RUN_ID];
 }
 
 /// Columns: `path`, `label`, `split`, `features` (list<float32>), `width`, `height`.
@@ -55,10 +56,6 @@ pub fn feature_item() -> Arc<Field> {
     Arc::new(Field::new("element", DataType::Float32, false))
 }
 
-pub fn part_stem(part_id: u32) -> String {
-    format!("part-{part_id:05}")
-}
-
 /// What a features part says about how it was made.
 #[derive(Debug, Clone)]
 pub struct RunMeta {
@@ -67,6 +64,7 @@ pub struct RunMeta {
     pub preprocessing: String,
     pub feature_dim: usize,
     pub dtype: String,
+    pub run_id: String,
 }
 
 impl RunMeta {
@@ -78,6 +76,7 @@ impl RunMeta {
             (meta::PREPROCESSING.into(), self.preprocessing.clone()),
             (meta::FEATURE_DIM.into(), self.feature_dim.to_string()),
             (meta::DTYPE.into(), self.dtype.clone()),
+            (meta::RUN_ID.into(), self.run_id.clone()),
         ]
     }
 }
@@ -86,43 +85,66 @@ pub(crate) fn output_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Output { path: path.to_path_buf(), reason: e.to_string() }
 }
 
-/// A file written under a temporary name and renamed into place by `commit`.
-pub(crate) struct Staged {
-    pub(crate) tmp: PathBuf,
+/// Creates `path` (and its folder) for writing, with the ordinary
+/// permissions the user's umask gives new files.
+pub(crate) fn create_file(path: &Path) -> Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| output_err(dir, e))?;
+    }
+    File::create(path).map_err(|e| output_err(path, e))
+}
+
+/// Writes `bytes` to `path` and fsyncs it.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = create_file(path)?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| output_err(path, e))
+}
+
+/// A file written under a hidden temporary name beside its destination and
+/// renamed into place by `commit`, for files that stand alone (a PCA
+/// model's tables); a part's files go through [`crate::part`] instead.
+pub struct Staged {
+    pub tmp: PathBuf,
     dest: PathBuf,
 }
 
 impl Staged {
-    pub(crate) fn new(dir: &Path, name: &str) -> Self {
+    pub fn new(dir: &Path, name: &str) -> Self {
         Self { tmp: dir.join(format!(".{name}.tmp")), dest: dir.join(name) }
     }
-    pub(crate) fn commit(self) -> Result<PathBuf> {
+    pub fn commit(self) -> Result<PathBuf> {
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| output_err(&self.dest, e))?;
         Ok(self.dest)
     }
 }
 
+/// The columns that name a row: `path`, `label`, `split`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowId {
+    pub path: String,
+    pub label: Option<String>,
+    pub split: Option<String>,
+}
+
 /// One image's row, without its features.
-pub struct RowInfo<'a> {
-    pub item: &'a Item,
+pub struct RowInfo {
+    pub id: RowId,
     pub width: u32,
     pub height: u32,
 }
 
-/// A Parquet file (zstd, row groups of [`ROW_GROUP_ROWS`]) written under a
-/// temporary name and renamed into place by [`ParquetFile::finish`].
+/// A Parquet file (zstd, row groups of [`ROW_GROUP_ROWS`]) at one path.
 pub struct ParquetFile {
     writer: ArrowWriter<File>,
-    staged: Staged,
+    path: PathBuf,
     schema: SchemaRef,
     rows: usize,
 }
 
 impl ParquetFile {
-    pub fn create(dir: &Path, name: &str, schema: SchemaRef, kv: Vec<(String, String)>) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| output_err(dir, e))?;
-        let staged = Staged::new(dir, name);
-        let file = File::create(&staged.tmp).map_err(|e| output_err(&staged.tmp, e))?;
+    pub fn create(path: &Path, schema: SchemaRef, kv: Vec<(String, String)>) -> Result<Self> {
+        let file = create_file(path)?;
         let mut kv: Vec<KeyValue> = kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect();
         kv.push(KeyValue::new(meta::VERSION.into(), env!("CARGO_PKG_VERSION").to_string()));
         let props = WriterProperties::builder()
@@ -130,13 +152,13 @@ impl ParquetFile {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_key_value_metadata(Some(kv))
             .build();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| output_err(&staged.tmp, e))?;
-        Ok(Self { writer, staged, schema, rows: 0 })
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| output_err(path, e))?;
+        Ok(Self { writer, path: path.to_path_buf(), schema, rows: 0 })
     }
 
     pub fn write(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| output_err(&self.staged.tmp, e))?;
-        self.writer.write(&batch).map_err(|e| output_err(&self.staged.tmp, e))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| output_err(&self.path, e))?;
+        self.writer.write(&batch).map_err(|e| output_err(&self.path, e))?;
         self.rows += batch.num_rows();
         Ok(())
     }
@@ -145,10 +167,11 @@ impl ParquetFile {
         self.rows
     }
 
-    /// Closes the file and makes it visible under its final name.
-    pub fn finish(self) -> Result<PathBuf> {
-        self.writer.close().map_err(|e| output_err(&self.staged.tmp, e))?;
-        self.staged.commit()
+    /// Writes the footer and fsyncs the file; returns its path and rows.
+    pub fn finish(mut self) -> Result<(PathBuf, usize)> {
+        self.writer.finish().map_err(|e| output_err(&self.path, e))?;
+        self.writer.inner().sync_all().map_err(|e| output_err(&self.path, e))?;
+        Ok((self.path, self.rows))
     }
 }
 
@@ -165,8 +188,8 @@ pub fn float_lists(values: &[f32], dim: usize) -> ArrayRef {
 }
 
 /// The `path`, `label`, `split` columns every part starts with.
-pub fn id_columns<'a>(rows: impl Iterator<Item = &'a Item> + Clone) -> [ArrayRef; 3] {
-    let path: StringArray = rows.clone().map(|i| Some(i.path.to_string_lossy())).collect();
+pub fn id_columns<'a>(rows: impl Iterator<Item = &'a RowId> + Clone) -> [ArrayRef; 3] {
+    let path: StringArray = rows.clone().map(|i| Some(i.path.as_str())).collect();
     let label: StringArray = rows.clone().map(|i| i.label.as_deref()).collect();
     let split: StringArray = rows.map(|i| i.split.as_deref()).collect();
     [Arc::new(path), Arc::new(label), Arc::new(split)]
@@ -180,15 +203,15 @@ pub fn id_fields() -> [Field; 3] {
     ]
 }
 
+/// A features part's Parquet file.
 pub struct FeatureWriter {
     file: ParquetFile,
     dim: usize,
 }
 
 impl FeatureWriter {
-    pub fn create(dir: &Path, part_id: u32, run: &RunMeta) -> Result<Self> {
-        let file = ParquetFile::create(dir, &format!("{}.parquet", part_stem(part_id)), schema(), run.key_values())?;
-        Ok(Self { file, dim: run.feature_dim })
+    pub fn create(path: &Path, run: &RunMeta) -> Result<Self> {
+        Ok(Self { file: ParquetFile::create(path, schema(), run.key_values())?, dim: run.feature_dim })
     }
 
     /// Appends rows; `features` holds `rows.len() × dim` values, row-major.
@@ -197,7 +220,7 @@ impl FeatureWriter {
         if rows.is_empty() {
             return Ok(());
         }
-        let [path, label, split] = id_columns(rows.iter().map(|r| r.item));
+        let [path, label, split] = id_columns(rows.iter().map(|r| &r.id));
         let width: Int32Array = rows.iter().map(|r| Some(r.width as i32)).collect();
         let height: Int32Array = rows.iter().map(|r| Some(r.height as i32)).collect();
         self.file.write(vec![path, label, split, float_lists(features, self.dim), Arc::new(width), Arc::new(height)])
@@ -207,39 +230,37 @@ impl FeatureWriter {
         self.file.rows()
     }
 
-    pub fn finish(self) -> Result<PathBuf> {
+    pub fn finish(self) -> Result<(PathBuf, usize)> {
         self.file.finish()
     }
 }
 
-/// `part-NNNNN.errors.csv`: `path,kind,reason`, one row per rejected image.
+/// A part's rejections: CSV `path,kind,reason`, one row per rejected image.
 pub struct ErrorWriter {
     writer: csv::Writer<File>,
-    staged: Staged,
+    path: PathBuf,
     rows: usize,
 }
 
 impl ErrorWriter {
-    pub fn create(dir: &Path, part_id: u32) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| output_err(dir, e))?;
-        let staged = Staged::new(dir, &format!("{}.errors.csv", part_stem(part_id)));
-        let mut writer = csv::Writer::from_path(&staged.tmp).map_err(|e| output_err(&staged.tmp, e))?;
-        writer.write_record(["path", "kind", "reason"]).map_err(|e| output_err(&staged.tmp, e))?;
-        Ok(Self { writer, staged, rows: 0 })
+    pub fn create(path: &Path) -> Result<Self> {
+        let mut writer = csv::Writer::from_writer(create_file(path)?);
+        writer.write_record(["path", "kind", "reason"]).map_err(|e| output_err(path, e))?;
+        Ok(Self { writer, path: path.to_path_buf(), rows: 0 })
     }
 
-    pub fn write(&mut self, item: &Item, why: &Rejection) -> Result<()> {
-        let path = item.path.to_string_lossy();
+    pub fn write(&mut self, path: &str, why: &Rejection) -> Result<()> {
         self.writer
-            .write_record([path.as_ref(), why.kind.as_str(), why.detail.as_str()])
-            .map_err(|e| output_err(&self.staged.tmp, e))?;
+            .write_record([path, why.kind.as_str(), why.detail.as_str()])
+            .map_err(|e| output_err(&self.path, e))?;
         self.rows += 1;
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<PathBuf> {
-        self.writer.flush().map_err(|e| output_err(&self.staged.tmp, e))?;
-        drop(self.writer);
-        self.staged.commit()
+    /// Flushes and fsyncs the file; returns its path and rows.
+    pub fn finish(self) -> Result<(PathBuf, usize)> {
+        let file = self.writer.into_inner().map_err(|e| output_err(&self.path, e.error()))?;
+        file.sync_all().map_err(|e| output_err(&self.path, e))?;
+        Ok((self.path, self.rows))
     }
 }

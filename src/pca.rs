@@ -73,7 +73,7 @@ impl Moments {
     /// Folds `other` in; the result is about the merged mean.
     pub fn merge(&mut self, other: &Moments) -> Result<()> {
         if other.dim() != self.dim() {
-            return Err(Error::Usage(format!("cannot merge statistics of width {} and {}", self.dim(), other.dim())));
+            return Err(Error::Data(format!("cannot merge statistics of width {} and {}", self.dim(), other.dim())));
         }
         if other.n == 0 {
             return Ok(());
@@ -111,7 +111,7 @@ impl Moments {
     pub fn from_parts(n: u64, shift: Vec<f64>, sum: Vec<f64>, gram_upper: &[f64]) -> Result<Self> {
         let d = shift.len();
         if sum.len() != d || gram_upper.len() != d * (d + 1) / 2 {
-            return Err(Error::Usage(format!(
+            return Err(Error::Data(format!(
                 "statistics of width {d} need {d} sums and {} Gram values, got {} and {}",
                 d * (d + 1) / 2,
                 sum.len(),
@@ -213,7 +213,7 @@ impl Pca {
 pub fn fit(m: &Moments, keep: Keep, standardize: bool) -> Result<Pca> {
     let d = m.dim();
     if m.n < 2 {
-        return Err(Error::Usage(format!("PCA needs at least 2 rows, got {}", m.n)));
+        return Err(Error::Data(format!("PCA needs at least 2 rows, got {}", m.n)));
     }
     match keep {
         Keep::K(k) if k == 0 || k > d => {
@@ -224,56 +224,24 @@ pub fn fit(m: &Moments, keep: Keep, standardize: bool) -> Result<Pca> {
         }
         _ => {}
     }
-    let denom = (m.n - 1) as f64;
     let mut cov = m.scatter();
+    let denom = (m.n - 1) as f64;
     for i in 0..d {
         for j in 0..d {
             cov[(i, j)] /= denom;
         }
     }
-    let scale = standardize.then(|| {
-        (0..d)
-            .map(|i| {
-                let s = cov[(i, i)].max(0.0).sqrt();
-                if s > 0.0 {
-                    s
-                } else {
-                    1.0
-                }
-            })
-            .collect::<Vec<f64>>()
-    });
-    if let Some(s) = &scale {
-        for i in 0..d {
-            for j in 0..d {
-                cov[(i, j)] /= s[i] * s[j];
-            }
-        }
-    }
+    let scale = standardize.then(|| standardise(&mut cov));
     let evd = cov
         .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| Error::Usage(format!("eigen-decomposition did not converge: {e:?}")))?;
+        .map_err(|e| Error::Data(format!("eigen-decomposition did not converge: {e:?}")))?;
     let (vals, vecs) = (evd.S(), evd.U());
     // faer sorts ascending; we want largest first. Tiny negative eigenvalues
     // are rounding of a singular covariance: clamp them to zero.
     let eigenvalues: Vec<f64> = (0..d).rev().map(|i| vals[i].max(0.0)).collect();
-    let total: f64 = eigenvalues.iter().sum();
     let k = match keep {
         Keep::K(k) => k,
-        Keep::Variance(v) => {
-            let mut acc = 0.0;
-            let mut k = d;
-            for (i, e) in eigenvalues.iter().enumerate() {
-                acc += e / total;
-                // A hair of tolerance so 0.95 is reached by a cumulative sum
-                // that rounds to 0.9499999999999999.
-                if acc >= v - 1e-12 {
-                    k = i + 1;
-                    break;
-                }
-            }
-            k
-        }
+        Keep::Variance(v) => components_for(&eigenvalues, v),
     };
     let components = (0..k)
         .map(|c| {
@@ -288,6 +256,43 @@ pub fn fit(m: &Moments, keep: Keep, standardize: bool) -> Result<Pca> {
         })
         .collect();
     Ok(Pca { n_samples: m.n, mean: m.mean(), scale, components, eigenvalues })
+}
+
+/// Turns a covariance into a correlation matrix in place; returns each
+/// feature's standard deviation (1 for a constant feature).
+fn standardise(cov: &mut Mat<f64>) -> Vec<f64> {
+    let d = cov.nrows();
+    let s: Vec<f64> = (0..d)
+        .map(|i| {
+            let s = cov[(i, i)].max(0.0).sqrt();
+            if s > 0.0 {
+                s
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    for i in 0..d {
+        for j in 0..d {
+            cov[(i, j)] /= s[i] * s[j];
+        }
+    }
+    s
+}
+
+/// The fewest components (largest first) whose share of the total reaches `v`.
+fn components_for(eigenvalues: &[f64], v: f64) -> usize {
+    let total: f64 = eigenvalues.iter().sum();
+    let mut acc = 0.0;
+    for (i, e) in eigenvalues.iter().enumerate() {
+        acc += e / total;
+        // A hair of tolerance so 0.95 is reached by a cumulative sum
+        // that rounds to 0.9499999999999999.
+        if acc >= v - 1e-12 {
+            return i + 1;
+        }
+    }
+    eigenvalues.len()
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::output::{output_err, ParquetFile};
+use crate::output::{output_err, write_file, ParquetFile, Staged};
 use crate::pca::Pca;
 
 /// The files a model folder holds (all that `load` reads, and the picture).
@@ -103,27 +103,24 @@ pub fn save(pca: &Pca, summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
         Field::new("explained_variance_ratio", DataType::Float64, false),
         Field::new("vector", list, false),
     ]));
-    let mut f = ParquetFile::create(dir, "components.parquet", schema, vec![])?;
-    f.write(vec![
+    let columns = vec![
         index(pca.n_components()),
         f64_col(pca.explained_variance()),
         f64_col(&pca.explained_variance_ratio()),
         f64_lists(&pca.components),
-    ])?;
-    written.push(f.finish()?);
+    ];
+    written.push(write_table(dir, "components.parquet", schema, columns)?);
 
     let schema = Arc::new(Schema::new(vec![
         Field::new("feature", DataType::Int32, false),
         Field::new("mean", DataType::Float64, false),
         Field::new("scale", DataType::Float64, true),
     ]));
-    let mut f = ParquetFile::create(dir, "center.parquet", schema, vec![])?;
     let scale: ArrayRef = match &pca.scale {
         Some(s) => f64_col(s),
         None => Arc::new(Float64Array::new_null(pca.n_features())),
     };
-    f.write(vec![index(pca.n_features()), f64_col(&pca.mean), scale])?;
-    written.push(f.finish()?);
+    written.push(write_table(dir, "center.parquet", schema, vec![index(pca.n_features()), f64_col(&pca.mean), scale])?);
 
     let schema = Arc::new(Schema::new(vec![
         Field::new("component", DataType::Int32, false),
@@ -131,24 +128,31 @@ pub fn save(pca: &Pca, summary: &Summary, dir: &Path) -> Result<Vec<PathBuf>> {
         Field::new("ratio", DataType::Float64, false),
         Field::new("cumulative_ratio", DataType::Float64, false),
     ]));
-    let mut f = ParquetFile::create(dir, "spectrum.parquet", schema, vec![])?;
-    f.write(vec![
+    let columns = vec![
         index(pca.eigenvalues.len()),
         f64_col(&pca.eigenvalues),
         f64_col(&pca.ratio_all()),
         f64_col(&pca.cumulative_ratio_all()),
-    ])?;
-    written.push(f.finish()?);
+    ];
+    written.push(write_table(dir, "spectrum.parquet", schema, columns)?);
 
-    let json = dir.join("pca.json");
-    let text = serde_json::to_string_pretty(summary).expect("serialisable") + "\n";
-    std::fs::write(&json, text).map_err(|e| output_err(&json, e))?;
-    written.push(json);
-
-    let svg = dir.join("explained_variance.svg");
-    plot_explained_variance(pca, &svg).map_err(|e| output_err(&svg, e))?;
-    written.push(svg);
+    // pca.json last: `load` starts from it, so a model folder is whole once it is there.
+    let svg = Staged::new(dir, "explained_variance.svg");
+    plot_explained_variance(pca, &svg.tmp).map_err(|e| output_err(&svg.tmp, e))?;
+    let json = Staged::new(dir, "pca.json");
+    write_file(&json.tmp, (serde_json::to_string_pretty(summary).expect("serialisable") + "\n").as_bytes())?;
+    written.push(svg.commit()?);
+    written.push(json.commit()?);
     Ok(written)
+}
+
+/// One table of the model, written under a temporary name and renamed.
+fn write_table(dir: &Path, name: &str, schema: Arc<Schema>, columns: Vec<ArrayRef>) -> Result<PathBuf> {
+    let staged = Staged::new(dir, name);
+    let mut f = ParquetFile::create(&staged.tmp, schema, vec![])?;
+    f.write(columns)?;
+    f.finish()?;
+    staged.commit()
 }
 
 fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
@@ -205,7 +209,7 @@ pub fn load(dir: &Path) -> Result<(Pca, Summary)> {
         column_f64(&read_table(&path)?, "eigenvalue", &path)?.into_iter().map(|v| v.unwrap_or(0.0)).collect();
     let pca = Pca { n_samples: summary.n_samples, mean, scale, components, eigenvalues };
     if pca.n_components() != summary.n_components || pca.n_features() != summary.n_features {
-        return Err(Error::Usage(format!("{}: tables and pca.json disagree on the model's size", dir.display())));
+        return Err(Error::Data(format!("{}: tables and pca.json disagree on the model's size", dir.display())));
     }
     Ok((pca, summary))
 }

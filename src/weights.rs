@@ -1,14 +1,14 @@
 //! Where model weights come from: a file the user names, the pinned file on
-//! the model hub (checked against `weights/manifest.json`), or random init.
+//! the model hub (checked against `weights/manifest.json`), or random init;
+//! and [`load`], which turns a `--weights` choice into a [`Model`].
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
+use crate::digest::sha256_file;
 use crate::error::{Error, Result};
-use crate::model::Which;
+use crate::model::{Model, Which};
 
 /// The pinned hub files, compiled in so the binary needs no checkout.
 const MANIFEST: &str = include_str!("../weights/manifest.json");
@@ -48,24 +48,6 @@ impl std::str::FromStr for Source {
             None => Ok(Source::File(PathBuf::from(s))),
         }
     }
-}
-
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn hub_repo(pin: &Pin) -> hf_hub::Repo {
@@ -124,5 +106,24 @@ pub fn verify(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
              compare it with the hub's Git LFS pointer and pass --sha256 {actual} (or pin it in the manifest)",
             path.display()
         ))),
+    }
+}
+
+/// The model `--weights` names: random weights (their features mean
+/// nothing: callers say so, see [`Model::is_random`]), a file, or the pinned hub file, from the local
+/// cache or downloaded once and checked.
+pub fn load(which: Which, source: Option<&Source>, device: &candle_core::Device) -> Result<Model> {
+    match source {
+        Some(Source::Random(seed)) => Model::random(which, *seed, device),
+        Some(Source::File(path)) => Model::from_file(which, path, device),
+        None => {
+            let path = match cached(which) {
+                Some(p) => p,
+                None => fetch(which, None)
+                    .map_err(|e| Error::NoWeights { model: which.to_string(), reason: e.to_string() })?,
+            };
+            verify_pinned(&path, None, which)?;
+            Model::from_file(which, &path, device)
+        }
     }
 }

@@ -10,6 +10,7 @@ buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
     s3_helper.py many ENDPOINT BUCKET PREFIX COUNT [FILE]  COUNT .jpg objects (FILE's bytes, or 1 byte)
     s3_helper.py get ENDPOINT BUCKET KEY FILE
     s3_helper.py keys ENDPOINT BUCKET PREFIX         print the keys, one per line
+    s3_helper.py cat ENDPOINT BUCKET KEY             print an object
 """
 import http.client
 import http.server
@@ -121,6 +122,9 @@ def main():
     elif cmd == "get":
         endpoint, bucket, key, path = args
         client(endpoint).download_file(bucket, key, path)
+    elif cmd == "cat":
+        endpoint, bucket, key = args
+        sys.stdout.buffer.write(client(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read())
     elif cmd == "keys":
         endpoint, bucket, prefix = args
         pages = client(endpoint).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::Device;
 use fruits::model::{Model, Which};
 
-use crate::util::{fruits, read_parquet, repo, run, sample_dir, stderr, Dir};
+use crate::util::{files_under, fruits, manifest, part_file, read_parquet, repo, run, sample_dir, stderr, Dir};
 
 const SEED: &str = "random:3";
 
@@ -49,7 +49,7 @@ fn sample_to_parquet_read_by_pyarrow_and_duckdb() {
         assert!(err.contains("featurised 19 of 19 images"), "{err}");
         assert!(err.contains("random weights"), "random weights must be announced: {err}");
 
-        let pq = read_parquet(&dir.join("out/part-00000.parquet"));
+        let pq = read_parquet(&part_file(&dir.join("out"), 0, "rows"));
         assert_eq!(pq["rows"], 19);
         assert_eq!(pq["duckdb"]["rows"], 19);
         assert_eq!(pq["duckdb"]["min_len"], 1280);
@@ -66,6 +66,7 @@ fn sample_to_parquet_read_by_pyarrow_and_duckdb() {
         assert_eq!(meta["fruits.weights"], SEED);
         assert_eq!(meta["fruits.feature_dim"], "1280");
         assert_eq!(meta["fruits.dtype"], "f32");
+        assert_eq!(meta["fruits.run_id"], "default");
         assert!(meta["fruits.preprocessing"].as_str().unwrap().contains("catmull-rom"));
         assert_eq!(meta["fruits.version"], env!("CARGO_PKG_VERSION"));
 
@@ -90,7 +91,7 @@ fn sample_to_parquet_read_by_pyarrow_and_duckdb() {
             assert!(diff < 1e-5, "{which} row {i} ({}): max diff {diff}", paths[i]);
         }
 
-        let errors = std::fs::read_to_string(dir.join("out/part-00000.errors.csv")).unwrap();
+        let errors = std::fs::read_to_string(part_file(&dir.join("out"), 0, "errors")).unwrap();
         assert_eq!(errors.trim(), "path,kind,reason");
     }
 }
@@ -105,7 +106,7 @@ fn every_simd_level_gives_the_same_features() {
             let dir = Dir::new(&format!("simd-{level}-{which}"));
             let mut cmd = featurize(&dir, &sample_dir(), &["--model", which.name()]);
             run(cmd.env("FRUITS_SIMD", level), 0);
-            let pq = read_parquet(&dir.join("out/part-00000.parquet"));
+            let pq = read_parquet(&part_file(&dir.join("out"), 0, "rows"));
             let cols = &pq["columns"];
             let paths: Vec<String> = strings(&cols["path"]).into_iter().map(Option::unwrap).collect();
             let got = features_of(&cols["features"]);
@@ -124,8 +125,8 @@ fn batch_size_and_threads_do_not_change_results() {
     let b = Dir::new("batch-b");
     run(featurize(&a, &sample_dir(), &["--batch", "1", "--threads", "1"]), 0);
     run(featurize(&b, &sample_dir(), &["--batch", "64", "--threads", "2"]), 0);
-    let fa = read_parquet(&a.join("out/part-00000.parquet"));
-    let fb = read_parquet(&b.join("out/part-00000.parquet"));
+    let fa = read_parquet(&part_file(&a.join("out"), 0, "rows"));
+    let fb = read_parquet(&part_file(&b.join("out"), 0, "rows"));
     assert_eq!(fa["columns"]["path"], fb["columns"]["path"]);
     let (ga, gb) = (features_of(&fa["columns"]["features"]), features_of(&fb["columns"]["features"]));
     for (x, y) in ga.iter().flatten().zip(gb.iter().flatten()) {
@@ -147,7 +148,10 @@ fn corpus(dir: &Dir) -> std::path::PathBuf {
     dir.write("in/corrupt.jpg", &corrupt);
     dir.write("in/text.jpg", b"this is a shopping list, not a photo\n");
     dir.write("in/huge.png", &huge_png(100_000, 100_000));
-    dir.write("in/notes.txt", b"not an image name: skipped, not rejected");
+    dir.write("in/notes.txt", b"not an image name: counted, not read");
+    // Phones write AVIF and HEIC: recognised by content, rejected naming the format.
+    dir.write("in/phone.avif", &iso_bmff(b"avif", &[b"mif1", b"miaf"]));
+    dir.write("in/IMG_0001.HEIC", &iso_bmff(b"heic", &[b"mif1", b"heic"]));
     for f in ["cmyk.jpg", "grey16.png", "alpha.png", "grey.jpg", "palette.png", "exif_rotate90.jpg"] {
         dir.write(&format!("in/{f}"), &std::fs::read(odd.join(f)).unwrap());
     }
@@ -159,6 +163,23 @@ fn corpus(dir: &Dir) -> std::path::PathBuf {
     let png = std::fs::read(odd.join("alpha.png")).unwrap();
     dir.write("in/truncated.png", &png[..png.len() / 2]);
     root
+}
+
+/// The start of an ISO base media file (AVIF, HEIF): an `ftyp` box with
+/// its major and compatible brands, then an empty `meta` box.
+fn iso_bmff(major: &[u8; 4], compatible: &[&[u8; 4]]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend(((16 + 4 * compatible.len()) as u32).to_be_bytes());
+    b.extend(b"ftyp");
+    b.extend(major);
+    b.extend([0, 0, 0, 0]);
+    for c in compatible {
+        b.extend(*c);
+    }
+    b.extend(12u32.to_be_bytes());
+    b.extend(b"meta");
+    b.extend([0, 0, 0, 0]);
+    b
 }
 
 /// A valid PNG header declaring `w`×`h` pixels, with a tiny IDAT: a
@@ -200,7 +221,7 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     let out = run(featurize(&dir, &input, &["--max-rejected", "0.5"]), 0);
     let err = stderr(&out);
 
-    let csv = std::fs::read_to_string(dir.join("out/part-00000.errors.csv")).unwrap();
+    let csv = std::fs::read_to_string(part_file(&dir.join("out"), 0, "errors")).unwrap();
     let mut rejected: Vec<(String, String)> = csv
         .lines()
         .skip(1)
@@ -213,9 +234,11 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
         .collect();
     rejected.sort();
     let want: Vec<(String, String)> = [
+        ("IMG_0001.HEIC", "unsupported"),
         ("corrupt.jpg", "corrupt"),
         ("empty.jpg", "empty"),
         ("huge.png", "too-large"),
+        ("phone.avif", "unsupported"),
         ("text.jpg", "unsupported"),
         ("truncated.jpg", "truncated"),
         ("truncated.png", "truncated"),
@@ -224,9 +247,18 @@ fn bad_inputs_are_recorded_and_the_run_goes_on() {
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
     assert_eq!(rejected, want, "errors file:\n{csv}\nstderr:\n{err}");
-    assert!(err.contains("featurised 8 of 14 images"), "{err}");
+    assert!(csv.contains("phone.avif,unsupported,\"AVIF image: fruits decodes JPEG, PNG"), "{csv}");
+    assert!(csv.contains("IMG_0001.HEIC,unsupported,\"HEIF/HEIC image"), "{csv}");
+    assert!(err.contains("featurised 8 of 16 images"), "{err}");
+    // The one file that is no image by name is counted, not lost.
+    assert!(err.contains("1 files are not images, not read:") && err.contains("notes.txt"), "{err}");
+    let m = manifest(&dir.join("out"), 0);
+    assert_eq!(m["counts"]["inputs"], 16);
+    assert_eq!(m["counts"]["featurised"], 8);
+    assert_eq!(m["counts"]["rejected"], 8);
+    assert_eq!(m["counts"]["not_images"], 1);
 
-    let pq = read_parquet(&dir.join("out/part-00000.parquet"));
+    let pq = read_parquet(&part_file(&dir.join("out"), 0, "rows"));
     let names: Vec<String> = strings(&pq["columns"]["path"])
         .into_iter()
         .map(|p| Path::new(&p.unwrap()).file_name().unwrap().to_string_lossy().into_owned())
@@ -265,8 +297,8 @@ fn too_many_rejections_exit_3_but_keep_outputs() {
     let input = corpus(&dir);
     let out = run(&mut featurize(&dir, &input, &[]), 3);
     assert!(stderr(&out).contains("more than --max-rejected 0.01"), "{}", stderr(&out));
-    assert!(dir.join("out/part-00000.parquet").exists());
-    assert!(dir.join("out/part-00000.errors.csv").exists());
+    assert!(part_file(&dir.join("out"), 0, "rows").exists(), "the part is committed all the same");
+    assert!(part_file(&dir.join("out"), 0, "errors").exists());
 }
 
 #[test]
@@ -297,10 +329,14 @@ fn key_list_from_stdin_keeps_its_order() {
     cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     use std::io::Write;
-    writeln!(child.stdin.take().unwrap(), "{}\n\n{}", a.display(), b.display()).unwrap();
+    // A blank line, and `a` listed again: featurised once.
+    writeln!(child.stdin.take().unwrap(), "{}\n\n{}\n{}", a.display(), b.display(), a.display()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pq = read_parquet(&dir.join("out/part-00000.parquet"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("featurised 2 of 2 images") && err.contains("1 duplicate keys dropped"), "{err}");
+    assert_eq!(manifest(&dir.join("out"), 0)["counts"]["duplicates"], 1);
+    let pq = read_parquet(&part_file(&dir.join("out"), 0, "rows"));
     let paths = strings(&pq["columns"]["path"]);
     assert_eq!(paths, vec![Some(a.display().to_string()), Some(b.display().to_string())]);
     assert_eq!(strings(&pq["columns"]["label"]), vec![Some("Orange".into()), Some("Kiwi".into())]);
@@ -308,21 +344,37 @@ fn key_list_from_stdin_keeps_its_order() {
 }
 
 #[test]
-fn part_id_names_the_files_and_a_rerun_overwrites() {
+fn part_id_names_the_files_and_a_rerun_replaces_the_part() {
     let dir = Dir::new("part");
     run(featurize(&dir, &sample_dir(), &["--part-id", "42"]), 0);
+    let first = manifest(&dir.join("out"), 42);
     run(featurize(&dir, &sample_dir(), &["--part-id", "42"]), 0);
-    let mut files: Vec<String> = std::fs::read_dir(dir.join("out"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+    let second = manifest(&dir.join("out"), 42);
+    assert_ne!(first["attempt"], second["attempt"], "each attempt has its own id");
+    let att = second["attempt"].as_str().unwrap();
     assert_eq!(
-        files,
-        ["part-00042.errors.csv", "part-00042.parquet", "part-00042.stats.safetensors"],
-        "no temporary or duplicate files"
+        files_under(&dir.join("out")),
+        [
+            format!("_fruits/part-00042-{att}.errors.csv"),
+            format!("_fruits/part-00042-{att}.stats.safetensors"),
+            "_fruits/part-00042.manifest.json".to_string(),
+            format!("part-00042-{att}.parquet"),
+        ],
+        "the replaced attempt's files are gone, no temporary file is left"
     );
-    assert_eq!(read_parquet(&dir.join("out/part-00042.parquet"))["rows"], 19);
+    assert_eq!(read_parquet(&part_file(&dir.join("out"), 42, "rows"))["rows"], 19);
+    // The manifest records every file's size, rows and sha256 (checked here by Python).
+    for f in second["files"].as_array().unwrap() {
+        let path = dir.join("out").join(f["name"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(f["bytes"].as_u64().unwrap(), bytes.len() as u64);
+        let sha = std::process::Command::new(crate::util::python())
+            .args(["-c", "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(f["sha256"].as_str().unwrap(), String::from_utf8_lossy(&sha.stdout).trim(), "{}", path.display());
+    }
 }
 
 #[test]
@@ -339,11 +391,13 @@ fn fatal_errors_stop_with_one_clear_message() {
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     dir.write("empty/readme.txt", b"hi");
     let err = stderr(&run(&mut featurize(&dir, &dir.join("empty"), &[]), 1));
-    assert!(err.contains("no images found under"), "{err}");
+    assert!(err.contains("no images in") && err.contains("1 files, none named as an image"), "{err}");
 
     // Missing weights file: named.
     let mut cmd = fruits();
-    cmd.args(["featurize", "--quiet", "--weights"])
+    cmd.args(["featurize", "--quiet", "--input"])
+        .arg(sample_dir())
+        .arg("--weights")
         .arg(dir.join("missing.safetensors"))
         .arg("--output")
         .arg(dir.join("o"));
@@ -352,7 +406,7 @@ fn fatal_errors_stop_with_one_clear_message() {
 
     // No weights and no hub (tests have no network): says what to do.
     let mut cmd = fruits();
-    cmd.args(["featurize", "--quiet", "--output"]).arg(dir.join("o"));
+    cmd.args(["featurize", "--quiet", "--input"]).arg(sample_dir()).arg("--output").arg(dir.join("o"));
     let err = stderr(&run(&mut cmd, 1));
     assert!(err.contains("--weights") && err.contains("timm/mobilenetv2_100.ra_in1k"), "{err}");
 }
@@ -369,6 +423,11 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         (vec!["--dtype", "f16"], "--dtype"),
         (vec!["--engine", "onnx"], "--engine"),
         (vec!["--dtype", "bf16", "--engine", "candle"], "--engine native"),
+        (vec!["--threads", "0"], "--threads"),
+        (vec!["--max-image-bytes", "12X"], "--max-image-bytes"),
+        (vec!["--max-image-bytes", "0"], "--max-image-bytes"),
+        (vec!["--run-id", "a/b"], "--run-id"),
+        (vec!["--part-id=-1"], "--part-id"),
     ] {
         let err = stderr(&run(&mut featurize(&dir, &sample_dir(), &args), 2));
         assert!(err.contains(needle), "{args:?}: {err}");

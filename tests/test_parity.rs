@@ -19,7 +19,7 @@ fn check(which: Which) {
     let dir = Dir::new(&format!("parity-{which}"));
     let wpath = dir.join("w.safetensors");
     init::write_random_weights(which, seed, &wpath).unwrap();
-    let sha = fruits::weights::sha256_file(&wpath).unwrap();
+    let sha = fruits::digest::sha256_file(&wpath).unwrap();
     assert_eq!(
         sha,
         info["weights_sha256"].as_str().unwrap(),

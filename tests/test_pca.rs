@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use fruits::pca_model;
 
-use crate::util::{fruits, read_parquet, repo, run, sample_dir, stderr, Dir};
+use crate::util::{fruits, part_file, read_parquet, repo, run, sample_dir, stderr, Dir};
 
 fn fixtures() -> PathBuf {
     repo().join("tests/fixtures/pca")
@@ -138,7 +138,7 @@ fn real_features_match_sklearn_and_transform_reproduces_bit_for_bit() {
     cmd.args(["pca", "transform", "--plot", "--features"]).arg(&features).arg("--model").arg(dir.join("pca"));
     cmd.arg("--output").arg(dir.join("reduced"));
     run(cmd, 0);
-    let pq = read_parquet(&dir.join("reduced/part-00000.parquet"));
+    let pq = read_parquet(&part_file(&dir.join("reduced"), 0, "rows"));
     assert_eq!(pq["schema"]["pca"], "list<element: float not null>");
     assert_eq!(pq["columns"]["path"], want["paths"]);
     let got: Vec<Vec<f64>> = pq["columns"]["pca"].as_array().unwrap().iter().map(floats).collect();
@@ -154,7 +154,7 @@ fn real_features_match_sklearn_and_transform_reproduces_bit_for_bit() {
     // The loaded model gives the very same f32 values as the fitted one.
     let mut moments = fruits::pca::Moments::new(model.n_features());
     let mut rows = Vec::new();
-    fruits::parts::read_rows(&features.join("part-00000.parquet"), "features", 1280, |r| {
+    fruits::part::read_rows(&features.join("part-00000.parquet"), "features", 1280, |r| {
         moments.add_rows(&r.values);
         rows.extend(r.values);
         Ok(())
@@ -182,14 +182,17 @@ fn featurize_statistics_equal_a_pass_over_the_rows() {
     run(cmd, 0);
     let err = fit(&dir.join("features"), &dir.join("a"), &["--k", "5"]);
     assert!(err.contains("(1 from statistics files)"), "{err}");
-    std::fs::remove_file(dir.join("features/part-00000.stats.safetensors")).unwrap();
-    let err = fit(&dir.join("features"), &dir.join("b"), &["--k", "5"]);
+    // The same rows as another tool's part (no manifest, no statistics): read once.
+    let plain = dir.join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::copy(part_file(&dir.join("features"), 0, "rows"), plain.join("part-00000.parquet")).unwrap();
+    let err = fit(&plain, &dir.join("b"), &["--k", "5"]);
     assert!(err.contains("(0 from statistics files)"), "{err}");
-    // `pca stats` writes the missing file back, and fit uses it again.
+    // `pca stats` writes the missing file, and fit uses it.
     let mut cmd = fruits();
-    cmd.args(["pca", "stats", "--features"]).arg(dir.join("features"));
-    run(cmd, 0);
-    let err = fit(&dir.join("features"), &dir.join("c"), &["--k", "5"]);
+    cmd.args(["pca", "stats", "--features"]).arg(&plain);
+    assert!(stderr(&run(cmd, 0)).contains("statistics written"));
+    let err = fit(&plain, &dir.join("c"), &["--k", "5"]);
     assert!(err.contains("(1 from statistics files)"), "{err}");
     let (a, _) = pca_model::load(&dir.join("a")).unwrap();
     let (b, _) = pca_model::load(&dir.join("b")).unwrap();
@@ -225,11 +228,13 @@ fn bad_inputs_are_clear_errors() {
     assert!(err.contains("no features parts"), "{err}");
 
     let synthetic = fixtures().join("synthetic");
-    let err = fail(&synthetic, &["--k", "13"], 1);
+    let err = fail(&synthetic, &["--k", "13"], 2);
     assert!(err.contains("--k must be between 1 and the feature width 12"), "{err}");
-    for v in ["0", "1.5", "-0.1"] {
-        let err = fail(&synthetic, &[&format!("--variance={v}")], 1);
-        assert!(err.contains("--variance must be in (0, 1]"), "{v}: {err}");
+    let err = fail(&synthetic, &["--k", "0"], 2);
+    assert!(err.contains("--k"), "{err}");
+    for v in ["0", "1.5", "-0.1", "x"] {
+        let err = fail(&synthetic, &[&format!("--variance={v}")], 2);
+        assert!(err.contains("--variance") && err.contains("not a fraction in (0, 1]"), "{v}: {err}");
     }
     let err = fail(&synthetic, &["--k", "2", "--variance", "0.5"], 2);
     assert!(err.contains("--k") && err.contains("--variance"), "{err}");
@@ -251,17 +256,21 @@ fn demo_runs_featurize_fit_and_transform() {
     cmd.args(["demo", "--weights", "random:0", "--output"]).arg(dir.join("demo"));
     let out = run(cmd, 0);
     let stdout = String::from_utf8(out.stdout).unwrap();
-    for f in [
-        "features/part-00000.parquet",
-        "pca/pca.json",
-        "pca/explained_variance.svg",
-        "reduced/part-00000.parquet",
-        "reduced/scatter.svg",
-    ] {
-        assert!(dir.join("demo").join(f).exists(), "{f} missing");
+    let demo = dir.join("demo");
+    let features = part_file(&demo.join("features"), 0, "rows");
+    let errors = part_file(&demo.join("features"), 0, "errors");
+    for f in [&features, &errors, &part_file(&demo.join("reduced"), 0, "rows")] {
+        assert!(f.exists(), "{} missing", f.display());
+    }
+    for f in [&features, &errors] {
+        assert!(stdout.contains(&f.display().to_string()), "stdout does not say where {} is:\n{stdout}", f.display());
+    }
+    for f in ["pca/pca.json", "pca/explained_variance.svg", "reduced/scatter.svg"] {
+        assert!(demo.join(f).exists(), "{f} missing");
         assert!(stdout.contains(f), "stdout does not say where {f} is:\n{stdout}");
     }
-    let summary = json(&dir.join("demo/pca/pca.json"));
+    assert_eq!(read_parquet(&features)["rows"], 19);
+    let summary = json(&demo.join("pca/pca.json"));
     assert_eq!(summary["n_samples"], 19);
     assert!(
         summary["cumulative_explained_variance_ratio"].as_array().unwrap().last().unwrap().as_f64().unwrap() >= 0.95

@@ -2,7 +2,7 @@
 //! through the `fruits` binary exactly as a user runs it; only the endpoint
 //! differs from AWS.
 
-use crate::util::{read_parquet, run, sample_dir, stderr, Dir, S3Server};
+use crate::util::{part_file, read_parquet, run, sample_dir, stderr, Dir, S3Server};
 
 /// Buckets: photos in Ireland, results in Frankfurt (both EU).
 fn server_with_photos() -> S3Server {
@@ -47,17 +47,23 @@ fn readme_commands_featurize_and_pca_from_s3_to_s3() {
     let dir = Dir::new("s3-readme");
     let err = stderr(&featurize_s3(&s3, &s3.endpoint(), &[]));
     assert!(err.contains("featurised 14 of 14 images"), "{err}");
-    assert!(err.contains("s3://fruits-results/features/part-00000.parquet"), "{err}");
-
+    let rows_key = s3.part_key("fruits-results", "features/", 0, "rows");
+    assert!(err.contains(&format!("s3://fruits-results/{rows_key}")), "{err}");
+    let att = s3.manifest("fruits-results", "features/", 0)["attempt"].as_str().unwrap().to_string();
     let mut keys = s3.keys("fruits-results", "features/");
     keys.sort();
     assert_eq!(
         keys,
-        ["features/part-00000.errors.csv", "features/part-00000.parquet", "features/part-00000.stats.safetensors"]
+        [
+            format!("features/_fruits/part-00000-{att}.errors.csv"),
+            format!("features/_fruits/part-00000-{att}.stats.safetensors"),
+            "features/_fruits/part-00000.manifest.json".to_string(),
+            format!("features/part-00000-{att}.parquet"),
+        ]
     );
 
     // The same rows and features as the same images featurised from disk.
-    let pq = part(&s3, &dir, "features/part-00000.parquet");
+    let pq = part(&s3, &dir, &rows_key);
     assert_eq!(pq["rows"], 14);
     let paths = pq["columns"]["path"].as_array().unwrap();
     assert_eq!(paths[0], "s3://fruits-photos/fruits-360/Training/Apple/0_100.jpg");
@@ -67,7 +73,7 @@ fn readme_commands_featurize_and_pca_from_s3_to_s3() {
     local.args(["featurize", "--weights", "random:3", "--quiet", "--input"]).arg(sample_dir().join("Training"));
     local.arg("--output").arg(dir.join("local"));
     run(local, 0);
-    let want = read_parquet(&dir.join("local/part-00000.parquet"));
+    let want = read_parquet(&part_file(&dir.join("local"), 0, "rows"));
     assert_eq!(features_of(&pq["columns"]["features"]), features_of(&want["columns"]["features"]));
 
     // The command as written (default: 95% of the variance) ...
@@ -98,7 +104,7 @@ fn readme_commands_featurize_and_pca_from_s3_to_s3() {
     tr.args(["pca", "transform", "--features", "s3://fruits-results/features/", "--model", "s3://fruits-results/pca/"]);
     tr.args(["--output", "s3://fruits-results/reduced/", "--plot"]);
     run(tr, 0);
-    let reduced = part(&s3, &dir, "reduced/part-00000.parquet");
+    let reduced = part(&s3, &dir, &s3.part_key("fruits-results", "reduced/", 0, "rows"));
     assert_eq!(reduced["rows"], 14);
     assert!(s3.keys("fruits-results", "reduced/").contains(&"reduced/scatter.svg".to_string()));
 }
@@ -157,7 +163,7 @@ fn regions_outside_europe_are_refused_before_any_data_request() {
     cmd.args(["featurize", "--weights", "random:0", "--quiet", "--input", "s3://fruits-photos/fruits-360/Test/"]);
     cmd.args(["--output", "s3://london/features/"]);
     run(cmd, 0);
-    assert!(s3.keys("london", "features/").contains(&"features/part-00000.parquet".to_string()));
+    assert_eq!(s3.manifest("london", "features/", 0)["counts"]["featurised"], 5);
 }
 
 #[test]
@@ -181,7 +187,7 @@ fn missing_bucket_stops_missing_object_is_a_rejection_and_secrets_stay_out() {
     let err = stderr(&run(cmd, 0));
     assert!(err.contains("featurised 1 of 2 images"), "{err}");
     let csv = dir.join("errors.csv");
-    s3.get("fruits-results", "keys/part-00000.errors.csv", &csv);
+    s3.get("fruits-results", &s3.part_key("fruits-results", "keys/", 0, "errors"), &csv);
     let csv = std::fs::read_to_string(csv).unwrap();
     assert!(csv.contains("s3://fruits-photos/fruits-360/Test/Kiwi/gone.jpg,unreadable,no such object"), "{csv}");
 }
@@ -195,8 +201,8 @@ fn throttling_and_dropped_connections_change_nothing() {
     let proxy = s3.proxy(&["--fail-every", "4", "--drop-every", "7"]);
     let endpoint = format!("http://127.0.0.1:{}", proxy.port);
     featurize_s3(&s3, &endpoint, &["--part-id", "2", "--s3-concurrency", "8"]);
-    let clean = part(&s3, &dir, "features/part-00001.parquet");
-    let faulty = part(&s3, &dir, "features/part-00002.parquet");
+    let clean = part(&s3, &dir, &s3.part_key("fruits-results", "features/", 1, "rows"));
+    let faulty = part(&s3, &dir, &s3.part_key("fruits-results", "features/", 2, "rows"));
     assert_eq!(clean["rows"], 14);
     assert_eq!(clean["columns"], faulty["columns"], "the faulty run's output equals the fault-free run's");
 }
@@ -207,15 +213,22 @@ fn a_retried_part_leaves_no_duplicate_and_skip_existing_resumes() {
     let dir = Dir::new("s3-retry");
     featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7"]);
     featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7"]);
+    let att = s3.manifest("fruits-results", "features/", 7)["attempt"].as_str().unwrap().to_string();
     let mut keys = s3.keys("fruits-results", "features/");
     keys.sort();
     assert_eq!(
         keys,
-        ["features/part-00007.errors.csv", "features/part-00007.parquet", "features/part-00007.stats.safetensors"]
+        [
+            format!("features/_fruits/part-00007-{att}.errors.csv"),
+            format!("features/_fruits/part-00007-{att}.stats.safetensors"),
+            "features/_fruits/part-00007.manifest.json".to_string(),
+            format!("features/part-00007-{att}.parquet"),
+        ],
+        "the first attempt's files were replaced, not added to"
     );
-    assert_eq!(part(&s3, &dir, "features/part-00007.parquet")["rows"], 14);
+    assert_eq!(part(&s3, &dir, &s3.part_key("fruits-results", "features/", 7, "rows"))["rows"], 14);
     let err = stderr(&featurize_s3(&s3, &s3.endpoint(), &["--part-id", "7", "--skip-existing"]));
-    assert!(err.contains("is complete; skipping"), "{err}");
+    assert!(err.contains("part 7 is complete") && err.contains("skipping (--skip-existing)"), "{err}");
 }
 
 #[test]
@@ -234,7 +247,7 @@ fn large_files_go_up_in_parts_and_come_back_whole() {
     let storage = Storage::new(S3Options { s3_endpoint: Some(s3.endpoint()), ..S3Options::default() });
     let dest: Location = "s3://big-results/parts/big.bin".parse().unwrap();
     storage.put_file(&local, &dest).unwrap();
-    let back = storage.get(&dest).map_err(|_| "get failed").unwrap();
+    let back = storage.read(&dest).unwrap().expect("the object exists");
     assert_eq!(back.len(), data.len());
     assert!(back == data, "the object read back equals the file put");
     assert_eq!(storage.get_tail(&dest, 8).unwrap(), data[data.len() - 8..]);

@@ -74,7 +74,7 @@ fn a_fetched_file_is_checked_against_the_hash_the_hub_published() {
     let bytes = b"pretend weights";
     let sha = {
         let p = dir.write("tmp", bytes);
-        fruits::weights::sha256_file(&p).unwrap()
+        fruits::digest::sha256_file(&p).unwrap()
     };
     let blob = dir.write(&format!("blobs/{sha}"), bytes);
     std::fs::create_dir_all(dir.join("snapshots/rev")).unwrap();

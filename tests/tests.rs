@@ -3,6 +3,7 @@
 mod util;
 
 mod test_featurize;
+mod test_layout;
 mod test_parity;
 mod test_pca;
 mod test_s3;

@@ -90,6 +90,40 @@ pub fn read_parquet(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("read_parquet.py prints JSON")
 }
 
+/// The manifest of part `part` in a local folder, as JSON.
+pub fn manifest(folder: &Path, part: u32) -> serde_json::Value {
+    let path = folder.join(format!("_fruits/part-{part:05}.manifest.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The file of `role` (`rows`, `errors`, `stats`) of a part in a local
+/// folder, as its manifest names it.
+pub fn part_file(folder: &Path, part: u32, role: &str) -> PathBuf {
+    let m = manifest(folder, part);
+    let f =
+        m["files"].as_array().unwrap().iter().find(|f| f["role"] == role).unwrap_or_else(|| panic!("no {role} in {m}"));
+    folder.join(f["name"].as_str().unwrap())
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 /// Starts `cmd`, which prints `ready PORT` once it listens on 127.0.0.1:PORT.
 fn spawn_server(mut cmd: Command, what: &str) -> (std::process::Child, u16) {
     use std::io::BufRead;
@@ -176,6 +210,19 @@ impl S3Server {
     /// Downloads an object to `dest`.
     pub fn get(&self, bucket: &str, key: &str, dest: &Path) {
         self.helper("get", &[bucket, key, dest.to_str().unwrap()]);
+    }
+
+    /// The manifest of part `part` under `s3://bucket/prefix` (prefix ends in `/`).
+    pub fn manifest(&self, bucket: &str, prefix: &str, part: u32) -> serde_json::Value {
+        let text = self.helper("cat", &[bucket, &format!("{prefix}_fruits/part-{part:05}.manifest.json")]);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The key of a part's file of `role`, as its manifest names it.
+    pub fn part_key(&self, bucket: &str, prefix: &str, part: u32, role: &str) -> String {
+        let m = self.manifest(bucket, prefix, part);
+        let f = m["files"].as_array().unwrap().iter().find(|f| f["role"] == role).unwrap();
+        format!("{prefix}{}", f["name"].as_str().unwrap())
     }
 
     pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {

@@ -6,8 +6,7 @@ use std::time::Instant;
 use fruits::input::list_location;
 use fruits::model::engine::Dtype;
 use fruits::model::{self, DeviceChoice, Engine, Which};
-use fruits::pipeline::location_of;
-use fruits::storage::{Location, S3Options, Storage};
+use fruits::storage::{FetchLimits, Location, S3Options, Storage};
 use fruits::weights::Source;
 
 /// Measure one stage of the pipeline on its own.
@@ -52,13 +51,15 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Fetch { location } => {
             let storage = Storage::new(s3.clone());
-            let items = list_location(&storage, &location)?;
-            let locs: Vec<Location> = items.iter().map(location_of).collect();
+            let items = list_location(&storage, &location)?.items;
+            let locs: Vec<Location> = items.iter().map(|it| it.location.clone()).collect();
             let start = Instant::now();
             let (mut bytes, mut failed) = (0usize, 0usize);
-            storage.fetch_all(&locs, s3.s3_concurrency as usize, &mut |_, got| {
+            // Nothing is kept: the window never needs to close.
+            let window = std::sync::Arc::new(tokio::sync::Semaphore::new(locs.len().max(1)));
+            storage.fetch_all(&locs, &FetchLimits::default(), &window, &mut |_, got| {
                 match got {
-                    Ok(b) => bytes += b.len(),
+                    Ok(b) => bytes += b.bytes.len(),
                     Err(_) => failed += 1,
                 }
                 true
@@ -81,7 +82,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 
 fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
     let device = model::device(a.device)?;
-    let mut m = super::featurize::load_model(a.model, Some(&a.weights), &device)?;
+    let mut m = fruits::weights::load(a.model, Some(&a.weights), &device)?;
     m.set_engine(a.engine, a.dtype)?;
     let (b, r) = (a.batch as usize, a.model.resolution());
     // Fixed pseudo-random pixels: the kernels' cost does not depend on what

@@ -3,50 +3,72 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use fruits::featurize::{self, Input, Job, Report, DEFAULT_RUN_ID};
+use fruits::model::{self, DeviceChoice, Which};
+use fruits::part::Role;
+use fruits::pca::Keep;
+use fruits::pca_job::{FitJob, TransformJob};
+use fruits::pipeline;
+use fruits::storage::{FetchLimits, Location, S3Options, Storage};
+use fruits::weights::{self, Source};
 
-use crate::cli::Cli;
-
-/// The whole job on the sample shipped in the repository: featurize, fit a
-/// PCA keeping 95% of the variance, reduce the features and draw them.
+/// The whole job on the 19 fruit photos built into the binary: featurize, fit a PCA
+/// keeping 95% of the variance, reduce the features and draw them.
 ///
-/// Runs `featurize`, `pca fit` and `pca transform --plot` in turn, writing under
-/// --output, and ends by printing where the features, the PCA model and the
-/// pictures are.
+/// Writes the sample to <output>/sample, then the features, the PCA model and the
+/// reduced features under --output (replacing an earlier demo's), and ends by printing
+/// where the features, the errors file, the model and the pictures are.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Weights, as for `featurize` (a path, or random:SEED to run offline).
     #[arg(long)]
-    weights: Option<String>,
-    #[arg(long, default_value = "mobilenetv2")]
-    model: String,
+    weights: Option<Source>,
+    #[arg(long, value_enum, default_value_t = Which::MobileNetV2)]
+    model: Which,
     #[arg(long, default_value = "out/demo")]
     output: PathBuf,
 }
 
-pub fn run(args: Args, s3: &fruits::storage::S3Options) -> anyhow::Result<ExitCode> {
-    let out = |sub: &str| args.output.join(sub).to_string_lossy().into_owned();
-    let (features, pca, reduced) = (out("features"), out("pca"), out("reduced"));
-    let mut featurize = vec!["featurize", "--model", &args.model, "--output", &features];
-    if let Some(w) = &args.weights {
-        featurize.extend(["--weights", w.as_str()]);
+pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    let storage = Storage::new(s3.clone());
+    let at = |sub: &str| Location::Local(args.output.join(sub));
+    let sample = args.output.join("sample");
+    fruits::sample::write_to(&sample)?;
+    let model = weights::load(args.model, args.weights.as_ref(), &model::device(DeviceChoice::Auto)?)?;
+    if model.is_random() {
+        eprintln!(
+            "fruits: warning: random weights ({}): features are for testing only and mean nothing",
+            model.weights_id
+        );
     }
-    let steps: [Vec<&str>; 3] = [
-        featurize,
-        vec!["pca", "fit", "--features", &features, "--variance", "0.95", "--output", &pca],
-        vec!["pca", "transform", "--features", &features, "--model", &pca, "--output", &reduced, "--plot"],
-    ];
-    for step in steps {
-        let cli = Cli::try_parse_from(std::iter::once("fruits").chain(step.iter().copied()))?;
-        let code = crate::dispatch(cli.command, s3)?;
-        if code != ExitCode::SUCCESS {
-            return Ok(code);
-        }
-    }
-    println!("features:        {features}/part-00000.parquet");
-    println!("PCA model:       {pca}/pca.json (+ components.parquet, center.parquet, spectrum.parquet)");
-    println!("reduced:         {reduced}/part-00000.parquet");
-    println!("pictures:        {pca}/explained_variance.svg");
-    println!("                 {reduced}/scatter.svg");
+    let job = Job {
+        input: Input::Folder(Location::Local(sample)),
+        output: at("features"),
+        part: 0,
+        run_id: DEFAULT_RUN_ID.into(),
+        skip_existing: false,
+        overwrite: true,
+        stream: pipeline::Options {
+            batch: 64,
+            decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            limits: FetchLimits::default(),
+        },
+    };
+    let Report::Done(done) = featurize::run(&job, &model, &storage, &|_, _| {})? else {
+        unreachable!("the demo never skips")
+    };
+    super::featurize::print_summary(&done, &model);
+    let fit = FitJob { features: at("features"), output: at("pca"), keep: Keep::Variance(0.95), standardize: false };
+    super::pca::fit(fit, &storage)?;
+    let reduce =
+        TransformJob { features: at("features"), model: at("pca"), output: at("reduced"), plot: true, overwrite: true };
+    super::pca::transform(reduce, &storage)?;
+    let file = |role| done.committed.location(role).map(|l| l.to_string()).unwrap_or_default();
+    println!("features:        {}", file(Role::Rows));
+    println!("errors:          {}", file(Role::Errors));
+    println!("PCA model:       {}/pca.json (+ components.parquet, center.parquet, spectrum.parquet)", at("pca"));
+    println!("reduced:         {}/", at("reduced"));
+    println!("pictures:        {}/explained_variance.svg", at("pca"));
+    println!("                 {}/scatter.svg", at("reduced"));
     Ok(ExitCode::SUCCESS)
 }

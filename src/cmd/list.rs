@@ -7,8 +7,10 @@ use fruits::input::list_location;
 use fruits::storage::{Location, S3Options, Storage};
 
 /// Print the image keys under a folder or s3://bucket/prefix, one per line,
-/// in the order `featurize` takes them (for a cluster driver to split, then
-/// `featurize --keys`). Lists with pagination: millions of keys are fine.
+/// in the order `featurize` takes them (byte order of the path relative to
+/// the folder, the same locally and in S3), for a cluster driver to split,
+/// then `featurize --keys`. Lists with pagination: millions of keys are
+/// fine. Files that are not images are counted on stderr.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     location: Location,
@@ -16,11 +18,11 @@ pub struct Args {
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let storage = Storage::new(s3.clone());
-    let items = list_location(&storage, &args.location)?;
+    let inventory = list_location(&storage, &args.location)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for it in &items {
-        if let Err(e) = writeln!(out, "{}", it.path.display()) {
+    for it in &inventory.items {
+        if let Err(e) = writeln!(out, "{}", it.name()) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -28,6 +30,11 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         }
     }
     out.flush()?;
-    eprintln!("fruits: {} images under {}", items.len(), args.location);
+    eprintln!(
+        "fruits: {} images under {} ({} other files, not images)",
+        inventory.items.len(),
+        args.location,
+        inventory.not_images.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -44,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Action::Init { model, seed, out } => {
             init::write_random_weights(model, seed, &out)?;
             eprintln!("fruits: wrote random {model} weights (seed {seed}) to {}", out.display());
-            println!("{}", weights::sha256_file(&out)?);
+            println!("{}", fruits::digest::sha256_file(&out)?);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
 use super::layers::{with_calibrator, Calibrator, BN_EPS};
-use super::Which;
+use super::registry::Which;
 use crate::error::Result;
 
 /// ImageNet classes of the timm checkpoints' `classifier` (unused by

@@ -13,29 +13,15 @@ pub const BN_EPS: f64 = 1e-5;
 /// after it; used only to initialise random weights.
 pub const BRANCH_END_SCALE: f64 = 0.25;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Act {
-    None,
-    Relu,
-    Relu6,
-}
+pub use super::engine::act::Act;
 
-impl Act {
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Act::None => Ok(x.clone()),
-            Act::Relu => x.relu(),
-            Act::Relu6 => x.clamp(0f32, 6f32),
-        }
-    }
-
-    #[inline(always)]
-    pub fn apply_one(self, x: f32) -> f32 {
-        match self {
-            Act::None => x,
-            Act::Relu => x.max(0.0),
-            Act::Relu6 => x.clamp(0.0, 6.0),
-        }
+/// `act` on a Candle tensor (the Candle path; the engine's kernels apply it
+/// in their epilogues).
+pub fn apply_act(act: Act, x: &Tensor) -> Result<Tensor> {
+    match act {
+        Act::None => Ok(x.clone()),
+        Act::Relu => x.relu(),
+        Act::Relu6 => x.clamp(0f32, 6f32),
     }
 }
 
@@ -206,7 +192,7 @@ impl Module for ConvBn {
         } else {
             y
         };
-        s.act.apply(&y)
+        apply_act(s.act, &y)
     }
 }
 

@@ -9,6 +9,8 @@
 //! against [`region::EUROPEAN_REGIONS`] before any request that reads or
 //! writes data.
 
+pub mod fetch;
+mod location;
 pub mod region;
 mod s3;
 
@@ -16,82 +18,59 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::image::{RejectKind, Rejection};
 
+pub use fetch::{read_local, Fetch, FetchLimits, Fetched, DEFAULT_MAX_IMAGE_BYTES};
+pub use location::Location;
 pub use s3::S3Options;
 
-/// A folder or file, local or in S3.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Location {
-    Local(PathBuf),
-    S3 { bucket: String, key: String },
-}
-
-impl std::str::FromStr for Location {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s.strip_prefix("s3://") {
-            None => Ok(Location::Local(PathBuf::from(s))),
-            Some(rest) => {
-                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(format!("'{s}': no bucket name after s3://"));
-                }
-                Ok(Location::S3 { bucket: bucket.to_string(), key: key.to_string() })
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Location::Local(p) => write!(f, "{}", p.display()),
-            Location::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
-        }
-    }
-}
-
-impl Location {
-    pub fn is_s3(&self) -> bool {
-        matches!(self, Location::S3 { .. })
-    }
-
-    /// `self` as a folder, with `name` inside it.
-    pub fn join(&self, name: &str) -> Location {
-        match self {
-            Location::Local(p) => Location::Local(p.join(name)),
-            Location::S3 { bucket, key } => {
-                let key =
-                    if key.is_empty() || key.ends_with('/') { format!("{key}{name}") } else { format!("{key}/{name}") };
-                Location::S3 { bucket: bucket.clone(), key }
-            }
-        }
-    }
-
-    /// The last path segment.
-    pub fn file_name(&self) -> String {
-        match self {
-            Location::Local(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            Location::S3 { key, .. } => key.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string(),
-        }
-    }
-}
-
-/// Every file under `root` whose name passes `keep`, sorted by path.
-pub fn walk_files(root: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
+/// Every file under `root`, sorted by its path relative to `root` (bytes,
+/// `/` between folders: the order S3 lists keys in). Symbolic links are
+/// followed; a broken one is listed (reading it is then a rejection), a
+/// folder that cannot be read stops the listing, naming it.
+pub fn walk_files(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(true) {
-        let entry = entry.map_err(|e| Error::Input {
-            path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
-        })?;
-        if entry.file_type().is_file() && keep(&entry.file_name().to_string_lossy()) {
-            out.push(entry.into_path());
+        match entry {
+            Ok(e) if e.file_type().is_file() => out.push(e.into_path()),
+            Ok(_) => {}
+            Err(e) => {
+                let path = e.path().unwrap_or(root).to_path_buf();
+                let dangling = e.loop_ancestor().is_none()
+                    && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
+                    && std::fs::metadata(&path).is_err();
+                if dangling {
+                    out.push(path);
+                } else {
+                    let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop"));
+                    return Err(Error::Input { path, source });
+                }
+            }
         }
     }
-    out.sort();
+    out.sort_by_cached_key(|p| relative_key(root, p));
     Ok(out)
+}
+
+/// The relative-path sort key of a local file (see the module doc).
+fn relative_key(root: &Path, path: &Path) -> Vec<u8> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut key = Vec::new();
+    for (i, c) in rel.iter().enumerate() {
+        if i > 0 {
+            key.push(b'/');
+        }
+        key.extend_from_slice(c.as_encoded_bytes());
+    }
+    key
+}
+
+/// A file or object found by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub location: Location,
+    pub size: u64,
+    /// When it was last written, where the storage says.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// Reads and writes locations; S3 is set up on first use.
@@ -105,40 +84,59 @@ impl Storage {
         Self { options, s3: OnceLock::new() }
     }
 
-    /// The S3 client, after checking the region and the bucket's location.
-    fn s3(&self, bucket: &str) -> Result<&s3::S3> {
+    fn s3(&self) -> Result<&s3::S3> {
         if self.s3.get().is_none() {
             let client = s3::S3::connect(&self.options)?;
             let _ = self.s3.set(client);
         }
-        let s3 = self.s3.get().expect("set above");
-        s3.check_bucket(bucket)?;
-        Ok(s3)
+        Ok(self.s3.get().expect("set above"))
     }
 
-    /// Every object or file under `loc` whose name passes `keep`, in byte
-    /// order, as location strings (`s3://bucket/key` or paths).
-    pub fn list(&self, loc: &Location, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Location>> {
+    /// Checks that `bucket` is in Europe and reachable (done before any
+    /// data request to it anyway; this only makes it happen now).
+    pub fn check_bucket(&self, bucket: &str) -> Result<()> {
+        self.s3()?.bucket(bucket).map(|_| ())
+    }
+
+    /// Every object or file under `loc`, with its size, in byte order of
+    /// their paths relative to `loc` (S3 "folder" markers, keys ending in
+    /// `/`, are no files). A local folder that does not exist lists nothing.
+    pub fn list(&self, loc: &Location) -> Result<Vec<Listed>> {
         match loc {
-            Location::Local(root) => Ok(walk_files(root, keep)?.into_iter().map(Location::Local).collect()),
-            Location::S3 { bucket, key } => {
-                let keys = self.s3(bucket)?.list(bucket, key)?;
-                Ok(keys
-                    .into_iter()
-                    .filter(|k| keep(k.rsplit('/').next().unwrap_or(k)))
-                    .map(|k| Location::S3 { bucket: bucket.clone(), key: k })
-                    .collect())
-            }
+            Location::Local(root) if !root.exists() => Ok(Vec::new()),
+            Location::Local(root) => Ok(walk_files(root)?
+                .into_iter()
+                .map(|p| {
+                    let meta = std::fs::metadata(&p).ok();
+                    let size = meta.as_ref().map_or(0, |m| m.len());
+                    let modified = meta.and_then(|m| m.modified().ok());
+                    Listed { location: Location::Local(p), size, modified }
+                })
+                .collect()),
+            Location::S3 { bucket, key } => Ok(self
+                .s3()?
+                .list(bucket, key)?
+                .into_iter()
+                .filter(|(k, _, _)| !k.ends_with('/'))
+                .map(|(k, size, modified)| Listed {
+                    location: Location::S3 { bucket: bucket.clone(), key: k },
+                    size,
+                    modified,
+                })
+                .collect()),
         }
     }
 
-    /// The whole object or file; a missing or forbidden one is a [`Rejection`].
-    pub fn get(&self, loc: &Location) -> std::result::Result<Vec<u8>, Fetch> {
+    /// A whole small file or object (a manifest, statistics, a model
+    /// table); `None` if it does not exist.
+    pub fn read(&self, loc: &Location) -> Result<Option<Vec<u8>>> {
         match loc {
-            Location::Local(p) => {
-                std::fs::read(p).map_err(|e| Fetch::Rejected(Rejection::new(RejectKind::Unreadable, e.to_string())))
-            }
-            Location::S3 { bucket, key } => self.s3(bucket).map_err(Fetch::Fatal)?.get(bucket, key),
+            Location::Local(p) => match std::fs::read(p) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Input { path: p.clone(), source: e }),
+            },
+            Location::S3 { bucket, key } => self.s3()?.read(bucket, key),
         }
     }
 
@@ -147,21 +145,22 @@ impl Storage {
         match loc {
             Location::Local(p) => {
                 use std::io::{Read, Seek, SeekFrom};
-                let mut f = std::fs::File::open(p).map_err(|e| Error::Input { path: p.clone(), source: e })?;
-                let len = f.metadata()?.len();
-                f.seek(SeekFrom::Start(len.saturating_sub(n)))?;
+                let io = |e| Error::Input { path: p.clone(), source: e };
+                let mut f = std::fs::File::open(p).map_err(io)?;
+                let len = f.metadata().map_err(io)?.len();
+                f.seek(SeekFrom::Start(len.saturating_sub(n))).map_err(io)?;
                 let mut buf = Vec::new();
-                f.read_to_end(&mut buf)?;
+                f.read_to_end(&mut buf).map_err(io)?;
                 Ok(buf)
             }
-            Location::S3 { bucket, key } => self.s3(bucket)?.get_tail(bucket, key, n),
+            Location::S3 { bucket, key } => self.s3()?.get_tail(bucket, key, n),
         }
     }
 
     pub fn exists(&self, loc: &Location) -> Result<bool> {
         match loc {
             Location::Local(p) => Ok(p.exists()),
-            Location::S3 { bucket, key } => self.s3(bucket)?.exists(bucket, key),
+            Location::S3 { bucket, key } => self.s3()?.exists(bucket, key),
         }
     }
 
@@ -178,37 +177,55 @@ impl Storage {
                 }
                 Ok(())
             }
-            Location::S3 { bucket, key } => self.s3(bucket)?.put_file(local, bucket, key),
+            Location::S3 { bucket, key } => self.s3()?.put_file(local, bucket, key),
         }
     }
 
+    /// Puts `bytes` whole at an S3 location (local files are written by
+    /// their writers, with a rename).
+    pub fn put_bytes(&self, bytes: Vec<u8>, dest: &Location) -> Result<()> {
+        match dest {
+            Location::Local(p) => Err(Error::Output { path: p.clone(), reason: "put_bytes is for S3".into() }),
+            Location::S3 { bucket, key } => self.s3()?.put_bytes(bytes, bucket, key),
+        }
+    }
+
+    /// Removes a file or object; one that is already gone is fine.
     pub fn delete(&self, loc: &Location) -> Result<()> {
         match loc {
             Location::Local(p) => match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::Output { path: p.clone(), reason: e.to_string() })
+                }
                 _ => Ok(()),
             },
-            Location::S3 { bucket, key } => self.s3(bucket)?.delete(bucket, key),
+            Location::S3 { bucket, key } => self.s3()?.delete(bucket, key),
         }
     }
 
-    /// Fetches `locs` with up to `concurrency` requests in flight, sending
-    /// `(index, bytes or why not)` in input order. Stops early if `send` fails.
+    /// Fetches `locs`' bytes with up to `--s3-concurrency` requests in
+    /// flight, sending `(index, bytes or why not)` as each completes, in
+    /// any order. A fetch starts only once `window` gives it a permit (the
+    /// caller adds permits as it consumes results), and fetched bytes are
+    /// held against `limits.memory` until dropped. Stops early if `send`
+    /// returns false.
     pub fn fetch_all(
         &self,
         locs: &[Location],
-        concurrency: usize,
-        send: &mut dyn FnMut(usize, std::result::Result<Vec<u8>, Fetch>) -> bool,
+        limits: &FetchLimits,
+        window: &std::sync::Arc<tokio::sync::Semaphore>,
+        send: &mut dyn FnMut(usize, std::result::Result<Fetched, Fetch>) -> bool,
     ) -> Result<()> {
-        let Some(Location::S3 { bucket, .. }) = locs.iter().find(|l| l.is_s3()) else {
+        if !locs.iter().any(Location::is_s3) {
             for (i, l) in locs.iter().enumerate() {
-                if !send(i, self.get(l)) {
+                let Location::Local(p) = l else { unreachable!("no S3 location here") };
+                if !send(i, fetch::read_local(p, limits.max_image_bytes).map(Fetched::new).map_err(Fetch::Rejected)) {
                     break;
                 }
             }
             return Ok(());
-        };
-        self.s3(bucket)?.fetch_all(locs, concurrency, send)
+        }
+        self.s3()?.fetch_all(locs, limits, window, send)
     }
 
     /// A local copy of `loc` (the file itself when local), kept in `scratch`.
@@ -216,7 +233,10 @@ impl Storage {
         match loc {
             Location::Local(p) => Ok(p.clone()),
             Location::S3 { .. } => {
-                let bytes = self.get(loc).map_err(|f| f.into_error(loc))?;
+                let bytes = self.read(loc)?.ok_or_else(|| Error::Input {
+                    path: PathBuf::from(loc.to_string()),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
+                })?;
                 let path = scratch.join(loc.file_name());
                 std::fs::write(&path, bytes)
                     .map_err(|e| Error::Output { path: path.clone(), reason: e.to_string() })?;
@@ -226,38 +246,18 @@ impl Storage {
     }
 }
 
-/// Why a read gave no bytes: the object alone is bad (a rejected image), or
-/// the run cannot go on (no bucket, no credentials).
-#[derive(Debug)]
-pub enum Fetch {
-    Rejected(Rejection),
-    Fatal(Error),
-}
-
-impl Fetch {
-    pub fn into_error(self, loc: &Location) -> Error {
-        match self {
-            Fetch::Rejected(r) => {
-                Error::Input { path: PathBuf::from(loc.to_string()), source: std::io::Error::other(r.to_string()) }
-            }
-            Fetch::Fatal(e) => e,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn locations_parse_and_join() {
-        let l: Location = "s3://fruits-photos/fruits-360/Training/".parse().unwrap();
-        assert_eq!(l, Location::S3 { bucket: "fruits-photos".into(), key: "fruits-360/Training/".into() });
-        assert_eq!(l.join("x.jpg").to_string(), "s3://fruits-photos/fruits-360/Training/x.jpg");
-        let b: Location = "s3://bucket".parse().unwrap();
-        assert_eq!(b.join("p").to_string(), "s3://bucket/p");
-        assert!("s3:///key".parse::<Location>().is_err());
-        assert_eq!("out/x".parse::<Location>().unwrap(), Location::Local("out/x".into()));
-        assert_eq!("s3://b/a/part-00001.parquet".parse::<Location>().unwrap().file_name(), "part-00001.parquet");
+    fn relative_keys_sort_like_s3() {
+        let root = Path::new("/r");
+        let mut v = [Path::new("/r/Apple/a.jpg"), Path::new("/r/Apple Braeburn/a.jpg"), Path::new("/r/Apple2/a.jpg")];
+        v.sort_by_key(|p| relative_key(root, p));
+        assert_eq!(
+            v,
+            [Path::new("/r/Apple Braeburn/a.jpg"), Path::new("/r/Apple/a.jpg"), Path::new("/r/Apple2/a.jpg")]
+        );
     }
 }

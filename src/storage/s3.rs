@@ -1,17 +1,25 @@
 //! The S3 side of [`super::Storage`], on its own tokio runtime.
+//!
+//! One client per bucket region: the SDK does not follow S3's cross-region
+//! redirects, so each bucket's region is looked up once (`HeadBucket`'s
+//! `x-amz-bucket-region`, else `GetBucketLocation`), checked against the
+//! European list, and the bucket is then always spoken to in its region.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 
+use super::fetch::{too_large, Fetch, FetchLimits, Fetched};
+use super::location::Location;
 use super::region::{self, is_european, region_of_location_constraint};
-use super::{Fetch, Location};
 use crate::error::{Error, Result};
 use crate::image::{RejectKind, Rejection};
 
@@ -22,11 +30,13 @@ pub const PART_SIZE: usize = 8 << 20;
 /// `--region`, `--s3-endpoint`, `--s3-concurrency`, shared by every command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct S3Options {
-    /// AWS region; only European regions are accepted (see docs/GUIDE.md).
+    /// AWS region of the client; only European regions are accepted (see docs/GUIDE.md).
+    /// Each bucket is then used in its own region.
     #[arg(long, global = true, default_value = region::DEFAULT_REGION, env = "AWS_REGION")]
     pub region: String,
     /// S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:9000.
-    /// Defaults to AWS_ENDPOINT_URL when set.
+    /// Defaults to AWS_ENDPOINT_URL when set. A bucket whose location such a server
+    /// leaves empty is taken to be in --region.
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub s3_endpoint: Option<String>,
     /// S3 requests in flight when fetching images.
@@ -42,8 +52,12 @@ impl Default for S3Options {
 
 pub struct S3 {
     rt: tokio::runtime::Runtime,
-    client: aws_sdk_s3::Client,
-    checked: Mutex<HashSet<String>>,
+    options: S3Options,
+    sdk: aws_config::SdkConfig,
+    /// One client per region.
+    clients: Mutex<HashMap<String, Client>>,
+    /// Buckets checked (European, reachable), with their region's client.
+    buckets: Mutex<HashMap<String, Client>>,
 }
 
 fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
@@ -58,28 +72,21 @@ fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::De
         }
         SdkError::TimeoutError(_) => "timed out".into(),
         SdkError::DispatchFailure(d) => {
-            format!("could not reach S3: {:?}", d.as_connector_error().map(|c| c.to_string()))
+            format!("could not reach S3: {}", d.as_connector_error().map(|c| c.to_string()).unwrap_or_default())
         }
         other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
     };
     Error::Storage(format!("{what}: {detail}"))
 }
 
-fn status<E, R: std::fmt::Debug + HasStatus>(e: &SdkError<E, R>) -> Option<u16> {
-    match e {
-        SdkError::ServiceError(s) => Some(s.raw().status_code()),
-        _ => None,
-    }
+type HttpResponse = aws_smithy_runtime_api::http::Response;
+
+fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
 }
 
-trait HasStatus {
-    fn status_code(&self) -> u16;
-}
-
-impl HasStatus for aws_smithy_runtime_api::http::Response {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
-    }
+fn code<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> &str {
+    e.as_service_error().and_then(|s| s.code()).unwrap_or("")
 }
 
 impl S3 {
@@ -104,67 +111,123 @@ impl S3 {
             .connect_timeout(Duration::from_secs(5))
             .operation_attempt_timeout(Duration::from_secs(60))
             .build();
-        let region = aws_config::Region::new(o.region.clone());
         let sdk = rt.block_on(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(region)
+                .region(aws_config::Region::new(o.region.clone()))
                 .retry_config(retry)
                 .timeout_config(timeouts)
                 .load(),
         );
-        let mut conf = aws_sdk_s3::config::Builder::from(&sdk);
-        if let Some(url) = &o.s3_endpoint {
-            conf = conf.endpoint_url(url).force_path_style(true);
-        }
-        Ok(Self { rt, client: aws_sdk_s3::Client::from_conf(conf.build()), checked: Mutex::new(HashSet::new()) })
+        Ok(Self {
+            rt,
+            options: o.clone(),
+            sdk,
+            clients: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+        })
     }
 
-    /// Refuses a bucket outside Europe, or one we cannot reach, once per bucket.
-    pub fn check_bucket(&self, bucket: &str) -> Result<()> {
-        if self.checked.lock().expect("not poisoned").contains(bucket) {
-            return Ok(());
+    /// The client that signs for `region`.
+    fn client(&self, region: &str) -> Client {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let mut conf =
+                    aws_sdk_s3::config::Builder::from(&self.sdk).region(aws_config::Region::new(region.to_string()));
+                if let Some(url) = &self.options.s3_endpoint {
+                    conf = conf.endpoint_url(url).force_path_style(true);
+                }
+                Client::from_conf(conf.build())
+            })
+            .clone()
+    }
+
+    /// The client for `bucket`, after finding its region and refusing it
+    /// outside Europe or when it cannot be reached (once per bucket).
+    pub fn bucket(&self, bucket: &str) -> Result<Client> {
+        if let Some(c) = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(bucket) {
+            return Ok(c.clone());
         }
-        let loc = self.rt.block_on(self.client.get_bucket_location().bucket(bucket).send());
-        let loc = loc.map_err(|e| {
-            let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("");
-            match code {
-                "NoSuchBucket" => Error::Storage(format!("bucket {bucket} does not exist")),
-                _ => s3_err(format!("cannot get the location of bucket {bucket}"), e),
-            }
-        })?;
-        let region = region_of_location_constraint(loc.location_constraint().map(|c| c.as_str()));
+        let region = self.rt.block_on(self.bucket_region(bucket))?;
         if !is_european(&region) {
             return Err(Error::Region(format!(
                 "bucket {bucket} is in {region}, outside Europe; fruits keeps data in {}",
                 region::european_list()
             )));
         }
-        self.checked.lock().expect("not poisoned").insert(bucket.to_string());
-        Ok(())
+        let client = self.client(&region);
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).insert(bucket.to_string(), client.clone());
+        Ok(client)
     }
 
-    /// Every key under `prefix`, following pagination.
-    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+    /// `HeadBucket` answers with the bucket's region in a header, even when
+    /// it redirects (301) or refuses (403); without that header (some
+    /// S3-compatible servers), `GetBucketLocation`, whose empty answer
+    /// means us-east-1 on AWS and the server's own region (`--region`)
+    /// behind `--s3-endpoint`.
+    async fn bucket_region(&self, bucket: &str) -> Result<String> {
+        let home = self.client(&self.options.region);
+        let head = home.head_bucket().bucket(bucket).send().await;
+        let header = match &head {
+            Ok(out) => out.bucket_region().map(str::to_string),
+            Err(e) => e.raw_response().and_then(|r| r.headers().get("x-amz-bucket-region")).map(str::to_string),
+        };
+        if let Some(region) = header.filter(|r| !r.is_empty()) {
+            return Ok(region);
+        }
+        if let Err(e) = head {
+            return Err(match status(&e) {
+                Some(404) => Error::Storage(format!("bucket {bucket} does not exist")),
+                Some(403) => Error::Storage(format!(
+                    "access to bucket {bucket} denied (HeadBucket answered 403): check the credentials and the bucket policy"
+                )),
+                _ => s3_err(format!("cannot reach bucket {bucket}"), e),
+            });
+        }
+        let loc = home.get_bucket_location().bucket(bucket).send().await.map_err(|e| match code(&e) {
+            "NoSuchBucket" => Error::Storage(format!("bucket {bucket} does not exist")),
+            _ => s3_err(format!("cannot get the location of bucket {bucket}"), e),
+        })?;
+        let constraint = loc.location_constraint().map(|c| c.as_str()).filter(|c| !c.is_empty());
+        Ok(match (constraint, &self.options.s3_endpoint) {
+            (None, Some(_)) => self.options.region.clone(),
+            (c, _) => region_of_location_constraint(c),
+        })
+    }
+
+    /// Every key under `prefix` with its size and time, following pagination.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64, Option<SystemTime>)>> {
+        let client = self.bucket(bucket)?;
         self.rt.block_on(async {
-            let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+            let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
             let mut keys = Vec::new();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| s3_err(format!("cannot list s3://{bucket}/{prefix}"), e))?;
-                keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+                keys.extend(page.contents().iter().filter_map(|o| {
+                    let modified = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                    Some((o.key()?.to_string(), o.size().unwrap_or(0).max(0) as u64, modified))
+                }));
             }
             keys.sort();
             Ok(keys)
         })
     }
 
-    async fn get_async(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> std::result::Result<Vec<u8>, Fetch> {
-        let resp = client.get_object().bucket(bucket).key(key).send().await;
-        let resp = match resp {
+    /// One image object, refused unread when over `max_bytes`; its bytes
+    /// are held against `memory` until the [`Fetched`] is dropped.
+    async fn get_image(
+        client: &Client,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+        memory: &Arc<Semaphore>,
+        memory_permits: u32,
+    ) -> std::result::Result<Fetched, Fetch> {
+        let resp = match client.get_object().bucket(bucket).key(key).send().await {
             Ok(r) => r,
             Err(e) => {
-                let code = e.as_service_error().and_then(|s| s.code()).unwrap_or("").to_string();
-                let st = status(&e);
-                return Err(match (code.as_str(), st) {
+                return Err(match (code(&e), status(&e)) {
                     ("NoSuchKey", _) | (_, Some(404)) => {
                         Fetch::Rejected(Rejection::new(RejectKind::Unreadable, "no such object"))
                     }
@@ -176,20 +239,51 @@ impl S3 {
                 });
             }
         };
-        resp.body
-            .collect()
+        let size = resp.content_length().unwrap_or(0).max(0) as u64;
+        if size > max_bytes {
+            return Err(Fetch::Rejected(too_large(size, max_bytes)));
+        }
+        let hold = memory
+            .clone()
+            .acquire_many_owned(FetchLimits::permits(size).min(memory_permits))
             .await
-            .map(|b| b.into_bytes().to_vec())
-            .map_err(|e| Fetch::Fatal(Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}"))))
+            .map_err(|e| Fetch::Fatal(Error::Storage(format!("fetch stopped: {e}"))))?;
+        let mut body = resp.body;
+        let mut bytes = Vec::with_capacity(size as usize);
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| Fetch::Fatal(Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}"))))?;
+            if bytes.len() as u64 + chunk.len() as u64 > max_bytes {
+                return Err(Fetch::Rejected(too_large(bytes.len() as u64 + chunk.len() as u64, max_bytes)));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Fetched::held(bytes, hold))
     }
 
-    pub fn get(&self, bucket: &str, key: &str) -> std::result::Result<Vec<u8>, Fetch> {
-        self.rt.block_on(Self::get_async(&self.client, bucket, key))
+    /// A whole small object (a manifest, statistics); `None` if it does not exist.
+    pub fn read(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let client = self.bucket(bucket)?;
+        self.rt.block_on(async {
+            match client.get_object().bucket(bucket).key(key).send().await {
+                Ok(r) => {
+                    let b = r
+                        .body
+                        .collect()
+                        .await
+                        .map_err(|e| Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}")))?;
+                    Ok(Some(b.into_bytes().to_vec()))
+                }
+                Err(e) if status(&e) == Some(404) || code(&e) == "NoSuchKey" => Ok(None),
+                Err(e) => Err(s3_err(format!("cannot read s3://{bucket}/{key}"), e)),
+            }
+        })
     }
 
     pub fn get_tail(&self, bucket: &str, key: &str, n: u64) -> Result<Vec<u8>> {
+        let client = self.bucket(bucket)?;
         self.rt.block_on(async {
-            let r = self.client.get_object().bucket(bucket).key(key).range(format!("bytes=-{n}")).send().await;
+            let r = client.get_object().bucket(bucket).key(key).range(format!("bytes=-{n}")).send().await;
             let r = r.map_err(|e| s3_err(format!("cannot read s3://{bucket}/{key}"), e))?;
             let b =
                 r.body.collect().await.map_err(|e| Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}")))?;
@@ -198,8 +292,9 @@ impl S3 {
     }
 
     pub fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
+        let client = self.bucket(bucket)?;
         self.rt.block_on(async {
-            match self.client.head_object().bucket(bucket).key(key).send().await {
+            match client.head_object().bucket(bucket).key(key).send().await {
                 Ok(_) => Ok(true),
                 Err(e) if status(&e) == Some(404) => Ok(false),
                 Err(e) => Err(s3_err(format!("cannot check s3://{bucket}/{key}"), e)),
@@ -208,8 +303,9 @@ impl S3 {
     }
 
     pub fn delete(&self, bucket: &str, key: &str) -> Result<()> {
+        let client = self.bucket(bucket)?;
         self.rt.block_on(async {
-            self.client
+            client
                 .delete_object()
                 .bucket(bucket)
                 .key(key)
@@ -220,104 +316,155 @@ impl S3 {
         })
     }
 
+    /// Puts `bytes` as one object, in one request.
+    pub fn put_bytes(&self, bytes: Vec<u8>, bucket: &str, key: &str) -> Result<()> {
+        let client = self.bucket(bucket)?;
+        self.rt.block_on(async {
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(bytes))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| s3_err(format!("cannot write s3://{bucket}/{key}"), e))
+        })
+    }
+
+    /// Puts a local file whole: one PUT, or a multipart upload above
+    /// [`MULTIPART_THRESHOLD`]; either way the object appears complete or not at all.
     pub fn put_file(&self, local: &Path, bucket: &str, key: &str) -> Result<()> {
+        let client = self.bucket(bucket)?;
         let size = std::fs::metadata(local)?.len();
         let dest = format!("s3://{bucket}/{key}");
-        self.rt.block_on(async {
-            if size <= MULTIPART_THRESHOLD {
+        if size <= MULTIPART_THRESHOLD {
+            return self.rt.block_on(async {
                 let body = ByteStream::from_path(local).await.map_err(|e| Error::Storage(format!("{dest}: {e}")))?;
-                self.client
+                client
                     .put_object()
                     .bucket(bucket)
                     .key(key)
                     .body(body)
                     .send()
                     .await
-                    .map_err(|e| s3_err(format!("cannot write {dest}"), e))?;
-                return Ok(());
-            }
-            let up = self
-                .client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| s3_err(format!("cannot start a multipart upload to {dest}"), e))?;
-            let id = up.upload_id().unwrap_or_default().to_string();
-            let result = async {
-                let data = std::fs::read(local)?;
-                let mut parts = Vec::new();
-                for (i, chunk) in data.chunks(PART_SIZE).enumerate() {
-                    let n = i as i32 + 1;
-                    let r = self
-                        .client
-                        .upload_part()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(&id)
-                        .part_number(n)
-                        .body(ByteStream::from(chunk.to_vec()))
-                        .send()
-                        .await
-                        .map_err(|e| s3_err(format!("cannot upload part {n} of {dest}"), e))?;
-                    parts
-                        .push(CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(str::to_string)).build());
-                }
-                self.client
-                    .complete_multipart_upload()
+                    .map(|_| ())
+                    .map_err(|e| s3_err(format!("cannot write {dest}"), e))
+            });
+        }
+        self.rt.block_on(Self::multipart(&client, local, bucket, key, &dest))
+    }
+
+    async fn multipart(client: &Client, local: &Path, bucket: &str, key: &str, dest: &str) -> Result<()> {
+        let up = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_err(format!("cannot start a multipart upload to {dest}"), e))?;
+        let id = up.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let data = std::fs::read(local)?;
+            let mut parts = Vec::new();
+            for (i, chunk) in data.chunks(PART_SIZE).enumerate() {
+                let n = i as i32 + 1;
+                let r = client
+                    .upload_part()
                     .bucket(bucket)
                     .key(key)
                     .upload_id(&id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .part_number(n)
+                    .body(ByteStream::from(chunk.to_vec()))
                     .send()
                     .await
-                    .map_err(|e| s3_err(format!("cannot complete the upload of {dest}"), e))?;
-                Ok::<(), Error>(())
+                    .map_err(|e| s3_err(format!("cannot upload part {n} of {dest}"), e))?;
+                parts.push(CompletedPart::builder().part_number(n).set_e_tag(r.e_tag().map(str::to_string)).build());
             }
-            .await;
-            if result.is_err() {
-                // Leave no invisible half-upload behind (best effort).
-                let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&id).send().await;
-            }
-            result
-        })
+            client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(|e| s3_err(format!("cannot complete the upload of {dest}"), e))?;
+            Ok::<(), Error>(())
+        }
+        .await;
+        if result.is_err() {
+            // Leave no invisible half-upload behind (best effort).
+            let _ = client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&id).send().await;
+        }
+        result
     }
 
-    /// See [`super::Storage::fetch_all`]: every fetch is its own task, so up to
-    /// `concurrency` requests stay in flight while the caller works.
+    /// See [`super::Storage::fetch_all`]: every fetch is its own task, up to
+    /// `concurrency` in flight, each started only once `window` lets it,
+    /// sent on as soon as it is complete (in any order).
     pub fn fetch_all(
         &self,
         locs: &[Location],
-        concurrency: usize,
-        send: &mut dyn FnMut(usize, std::result::Result<Vec<u8>, Fetch>) -> bool,
+        limits: &FetchLimits,
+        window: &Arc<Semaphore>,
+        send: &mut dyn FnMut(usize, std::result::Result<Fetched, Fetch>) -> bool,
     ) -> Result<()> {
-        let client = self.client.clone();
+        let mut clients = HashMap::new();
         for loc in locs {
             if let Location::S3 { bucket, .. } = loc {
-                self.check_bucket(bucket)?;
+                if !clients.contains_key(bucket) {
+                    clients.insert(bucket.clone(), self.bucket(bucket)?);
+                }
             }
         }
-        let tasks = locs.iter().cloned().map(|loc| {
-            let client = client.clone();
-            let handle = self.rt.spawn(async move {
-                match &loc {
-                    Location::S3 { bucket, key } => Self::get_async(&client, bucket, key).await,
-                    Location::Local(p) => std::fs::read(p)
-                        .map_err(|e| Fetch::Rejected(Rejection::new(RejectKind::Unreadable, e.to_string()))),
+        let memory_permits = FetchLimits::permits(limits.memory);
+        let memory = Arc::new(Semaphore::new(memory_permits as usize));
+        let max_bytes = limits.max_image_bytes;
+        let tasks = futures::stream::iter(locs.iter().cloned().enumerate())
+            .then(|(i, loc)| {
+                let window = window.clone();
+                async move {
+                    // Never more than the window ahead of the writer (the
+                    // writer gives permits back); closed: the run stopped.
+                    let permit = window.acquire_owned().await.ok()?;
+                    permit.forget();
+                    Some((i, loc))
+                }
+            })
+            .take_while(|next| futures::future::ready(next.is_some()))
+            .filter_map(futures::future::ready)
+            .map(|(i, loc)| {
+                let client = match &loc {
+                    Location::S3 { bucket, .. } => clients.get(bucket).cloned(),
+                    Location::Local(_) => None,
+                };
+                let memory = memory.clone();
+                let task = self.rt.spawn(async move {
+                    match (&loc, client) {
+                        (Location::S3 { bucket, key }, Some(c)) => {
+                            Self::get_image(&c, bucket, key, max_bytes, &memory, memory_permits).await
+                        }
+                        (Location::Local(p), _) => {
+                            super::fetch::read_local(p, max_bytes).map(Fetched::new).map_err(Fetch::Rejected)
+                        }
+                        (Location::S3 { bucket, .. }, None) => {
+                            Err(Fetch::Fatal(Error::Storage(format!("no client for bucket {bucket}"))))
+                        }
+                    }
+                });
+                async move {
+                    let got = task
+                        .await
+                        .unwrap_or_else(|e| Err(Fetch::Fatal(Error::Storage(format!("fetch task failed: {e}")))));
+                    (i, got)
                 }
             });
-            async move {
-                handle.await.unwrap_or_else(|e| Err(Fetch::Fatal(Error::Storage(format!("fetch task failed: {e}")))))
-            }
-        });
-        let mut stream = futures::stream::iter(tasks).buffered(concurrency.max(1));
-        let mut i = 0;
-        while let Some(r) = self.rt.block_on(stream.next()) {
-            if !send(i, r) {
+        let mut stream = std::pin::pin!(tasks.buffer_unordered(self.options.s3_concurrency.max(1) as usize));
+        while let Some((i, got)) = self.rt.block_on(stream.next()) {
+            if !send(i, got) {
                 break;
             }
-            i += 1;
         }
         Ok(())
     }

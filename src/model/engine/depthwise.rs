@@ -2,10 +2,10 @@
 //! `weight`/`bias`, activation fused: vectorised across channels (contiguous
 //! in NHWC), padding handled by clipping the tap ranges, never by copying.
 
+use super::act::Act;
 #[cfg(target_arch = "x86_64")]
 use super::elem::simd::{act, mask, Lanes};
 use super::elem::Elem;
-use crate::model::layers::Act;
 
 #[derive(Debug, Clone)]
 pub struct Depthwise {

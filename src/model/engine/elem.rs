@@ -186,8 +186,8 @@ pub mod simd {
     /// # Safety
     /// The CPU has AVX-512F.
     #[inline(always)]
-    pub unsafe fn act(v: __m512, a: crate::model::layers::Act) -> __m512 {
-        use crate::model::layers::Act;
+    pub unsafe fn act(v: __m512, a: crate::model::engine::act::Act) -> __m512 {
+        use crate::model::engine::act::Act;
         match a {
             Act::None => v,
             Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),

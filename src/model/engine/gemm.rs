@@ -9,8 +9,8 @@
 //! is still in registers, so an activation is written once and never re-read
 //! by a separate pass.
 
+use super::act::Act;
 use super::elem::Elem;
-use crate::model::layers::Act;
 
 /// Panel width: two AVX-512 vectors of f32 accumulators.
 pub const NR: usize = 32;

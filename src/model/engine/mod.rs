@@ -12,6 +12,7 @@
 //!
 //! Activations are f32 or, with `--dtype bf16`, bfloat16 ([`elem`]).
 
+pub mod act;
 pub mod depthwise;
 pub mod elem;
 pub mod gemm;
@@ -20,7 +21,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::model::layers::Act;
+use act::Act;
 use depthwise::{Depthwise, Hw};
 pub use elem::{bf16, Dtype, Elem};
 use gemm::Packed;

@@ -1,8 +1,13 @@
 //! Image bytes → a normalised model input, or the reason it cannot be one.
 //!
-//! Decoding goes through the `image` crate (JPEG, PNG, WebP, GIF, BMP, TIFF)
-//! with pixel and allocation [`Limits`], so a decompression bomb is refused
-//! before its pixels are allocated. EXIF orientation is applied (phone
+//! Decoding goes through the `image` crate (the formats [`format`] marks as
+//! decoded, recognised by content) with pixel and allocation [`Limits`], so
+//! a decompression bomb is refused before its pixels are allocated. Each
+//! decode first takes what it will allocate from [`DECODE_MEMORY`], so a
+//! few huge photos are decoded one after the other, not all at once; and
+//! runs under [`crate::guard::catch`], so a decoder that panics on a
+//! hostile file rejects that file (`decoder-crash`) instead of ending the
+//! run. EXIF orientation is applied (phone
 //! photos); every colour type (grey, RGBA, CMYK, 16-bit, palette) ends up
 //! RGB8, with transparency composited on white like the Fruits-360
 //! backgrounds.
@@ -12,14 +17,27 @@
 //! both models. An image already at that size is not resampled. Then
 //! `/255` and ImageNet mean/std, as the timm weights expect.
 
+pub mod format;
+mod reject;
+
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
+
+use crate::budget::Budget;
+pub use reject::{RejectKind, Rejection};
 
 /// Largest side accepted, in pixels: 4× a 48 MP phone photo's long side.
 pub const MAX_SIDE: u32 = 32_768;
 /// Largest decode buffer accepted.
 pub const MAX_ALLOC: u64 = 1 << 30;
+
+/// Memory all decodes in flight may use together: one image at
+/// [`MAX_ALLOC`] fits, and so do a dozen 48 MP phone photos at once.
+pub const DECODE_MEMORY: u64 = 2 << 30;
+
+/// The process's decode budget (every decode thread of every run shares it).
+static BUDGET: Budget = Budget::new(DECODE_MEMORY);
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -30,54 +48,6 @@ pub fn preprocessing_description(res: usize) -> String {
         "exif-orientation; rgb8 (alpha over white); resize whole image to {res}x{res} catmull-rom (no crop); \
          /255; imagenet mean {IMAGENET_MEAN:?} std {IMAGENET_STD:?}; chw"
     )
-}
-
-/// Why an image was not featurised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectKind {
-    /// The file could not be read at all.
-    Unreadable,
-    /// Zero bytes.
-    Empty,
-    /// Content is no image format we decode (whatever its name says).
-    Unsupported,
-    /// The data stops before the image ends.
-    Truncated,
-    /// The decoder found invalid data.
-    Corrupt,
-    /// Dimensions or memory beyond [`MAX_SIDE`] / [`MAX_ALLOC`].
-    TooLarge,
-}
-
-impl RejectKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectKind::Unreadable => "unreadable",
-            RejectKind::Empty => "empty",
-            RejectKind::Unsupported => "unsupported",
-            RejectKind::Truncated => "truncated",
-            RejectKind::Corrupt => "corrupt",
-            RejectKind::TooLarge => "too-large",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub kind: RejectKind,
-    pub detail: String,
-}
-
-impl Rejection {
-    pub fn new(kind: RejectKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
-    }
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind.as_str(), self.detail)
-    }
 }
 
 /// One image ready for the network.
@@ -131,12 +101,16 @@ fn jpeg_complete(bytes: &[u8]) -> bool {
     }
 }
 
-/// Decodes `bytes` and turns them into a `res`×`res` model input.
+/// Decodes `bytes` and turns them into a `res`×`res` model input. Never
+/// panics: a panic inside the decoder or the resize is a rejection.
 pub fn prepare(bytes: &[u8], res: u32) -> Result<Prepared, Rejection> {
-    let rgb = decode_rgb8(bytes)?;
-    let (width, height) = rgb.dimensions();
-    let rgb = if (width, height) == (res, res) { rgb.into_raw() } else { resize(&rgb, res)? };
-    Ok(Prepared { rgb, width, height })
+    crate::guard::catch(|| {
+        let rgb = decode_rgb8(bytes)?;
+        let (width, height) = rgb.dimensions();
+        let rgb = if (width, height) == (res, res) { rgb.into_raw() } else { resize(&rgb, res)? };
+        Ok(Prepared { rgb, width, height })
+    })
+    .unwrap_or_else(|panic| Err(Rejection::new(RejectKind::DecoderCrash, format!("the decoder panicked: {panic}"))))
 }
 
 /// Catmull-Rom resize of the whole image to `res`×`res` with
@@ -165,17 +139,25 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, Rejection> {
     if bytes.is_empty() {
         return Err(Rejection::new(RejectKind::Empty, "file has zero bytes"));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| Rejection::new(RejectKind::Unreadable, e.to_string()))?;
-    let Some(format) = reader.format() else {
-        return Err(Rejection::new(RejectKind::Unsupported, "content is not a known image format"));
+    let format = match format::sniff(bytes) {
+        Some(f) => f,
+        None => return Err(Rejection::new(RejectKind::Unsupported, "content is not a known image format")),
     };
-    if format == ImageFormat::Jpeg && !jpeg_complete(bytes) {
+    let Some(decoder_format) = format.decoder else {
+        return Err(Rejection::new(
+            RejectKind::Unsupported,
+            format!("{} image: fruits decodes {} (convert it first)", format.name, format::decoded_names()),
+        ));
+    };
+    if decoder_format == ImageFormat::Jpeg && !jpeg_complete(bytes) {
         return Err(Rejection::new(RejectKind::Truncated, "jpeg has no end-of-image marker after its last scan"));
     }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), decoder_format);
     reader.limits(limits());
     let mut decoder = reader.into_decoder().map_err(classify)?;
+    // Decoder output, its RGB8 conversion and an oriented copy, at most.
+    let (w, h) = decoder.dimensions();
+    let _memory = BUDGET.acquire(decoder.total_bytes().saturating_add(2 * 3 * w as u64 * h as u64));
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;
     img.apply_orientation(orientation);

@@ -1,0 +1,90 @@
+//! The model registry: which networks `fruits` knows, how big their input
+//! and output are, and how each is built from its checkpoint's tensors.
+
+use candle_core::{Module, Tensor};
+use candle_nn::VarBuilder;
+
+use super::engine;
+use super::{mobilenetv2, mobilenetv4};
+
+/// `--model`: the networks `fruits` can featurize with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Which {
+    /// timm `mobilenetv2_100`, the network of the original notebook.
+    #[value(name = "mobilenetv2")]
+    MobileNetV2,
+    /// timm `mobilenetv4_conv_small`.
+    #[value(name = "mobilenetv4-small")]
+    MobileNetV4Small,
+}
+
+impl Which {
+    pub const ALL: [Which; 2] = [Which::MobileNetV2, Which::MobileNetV4Small];
+
+    /// The name on the command line, in the manifest and in Parquet metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::MobileNetV2 => "mobilenetv2",
+            Which::MobileNetV4Small => "mobilenetv4-small",
+        }
+    }
+
+    /// The timm architecture whose checkpoints these are.
+    pub fn timm_name(self) -> &'static str {
+        match self {
+            Which::MobileNetV2 => "mobilenetv2_100",
+            Which::MobileNetV4Small => "mobilenetv4_conv_small",
+        }
+    }
+
+    /// Input side in pixels (square).
+    pub fn resolution(self) -> usize {
+        224
+    }
+
+    /// Length of one feature vector.
+    pub fn feature_dim(self) -> usize {
+        match self {
+            Which::MobileNetV2 => mobilenetv2::FEATURES,
+            Which::MobileNetV4Small => mobilenetv4::FEATURES,
+        }
+    }
+
+    /// Builds the network, reading every tensor through `vb`.
+    pub fn build(self, vb: VarBuilder) -> candle_core::Result<Net> {
+        Ok(match self {
+            Which::MobileNetV2 => Net::V2(mobilenetv2::MobileNetV2::load(vb)?),
+            Which::MobileNetV4Small => Net::V4(mobilenetv4::MobileNetV4::load(vb)?),
+        })
+    }
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub enum Net {
+    V2(mobilenetv2::MobileNetV2),
+    V4(mobilenetv4::MobileNetV4),
+}
+
+impl Net {
+    /// The network lowered for the CPU engine.
+    pub fn plan<T: engine::Elem>(&self, resolution: usize) -> candle_core::Result<engine::Plan<T>> {
+        match self {
+            Net::V2(m) => m.plan(resolution),
+            Net::V4(m) => m.plan(resolution),
+        }
+    }
+}
+
+impl Module for Net {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Net::V2(m) => m.forward(x),
+            Net::V4(m) => m.forward(x),
+        }
+    }
+}
