@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::{Float64Builder, ListBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int32Type};
+use arrow_array::types::Float64Type;
 use arrow_array::{Array, ArrayRef, Float64Array, Int32Array};
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -155,58 +155,87 @@ fn write_table(dir: &Path, name: &str, schema: Arc<Schema>, columns: Vec<ArrayRe
     staged.commit()
 }
 
-fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
-    let err = |e: String| Error::Input { path: path.to_path_buf(), source: std::io::Error::other(e) };
-    let file = File::open(path).map_err(|e| Error::Input { path: path.to_path_buf(), source: e })?;
-    let reader =
-        ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.build()).map_err(|e| err(e.to_string()))?;
-    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))
+fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Input { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
 }
 
-fn column_f64(batches: &[arrow_array::RecordBatch], name: &str, path: &Path) -> Result<Vec<Option<f64>>> {
+fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::Input { path: path.to_path_buf(), source: e })?;
+    let read = crate::guard::catch(|| {
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.build())
+            .map_err(|e| e.to_string())?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
+    });
+    read.map_err(|panic| bad(path, format!("the Parquet reader failed: {panic}")))?.map_err(|e| bad(path, e))
+}
+
+/// A float64 column without nulls.
+fn column_f64(batches: &[arrow_array::RecordBatch], name: &str, path: &Path) -> Result<Vec<f64>> {
+    Ok(column_f64_nullable(batches, name, path)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v.ok_or_else(|| bad(path, format!("row {i} of {name} is null"))))
+        .collect::<Result<Vec<f64>>>()?)
+}
+
+fn column_f64_nullable(batches: &[arrow_array::RecordBatch], name: &str, path: &Path) -> Result<Vec<Option<f64>>> {
     let mut out = Vec::new();
     for b in batches {
-        let c = b.column_by_name(name).and_then(|c| c.as_primitive_opt::<Float64Type>().cloned()).ok_or_else(|| {
-            Error::Input {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(format!("no float64 column {name}")),
-            }
-        })?;
+        let c = b.column_by_name(name).ok_or_else(|| bad(path, format!("no column {name}")))?;
+        let c = c.as_primitive_opt::<Float64Type>().ok_or_else(|| bad(path, format!("column {name} is not float64")))?;
         out.extend(c.iter());
     }
     Ok(out)
 }
 
-/// Loads a model written by [`save`].
+/// The `vector` column of components.parquet: one list of float64 per row.
+fn vectors(batches: &[arrow_array::RecordBatch], path: &Path) -> Result<Vec<Vec<f64>>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let c = b.column_by_name("vector").ok_or_else(|| bad(path, "no column vector"))?;
+        let lists = c.as_list_opt::<i32>().ok_or_else(|| bad(path, "column vector is not a list"))?;
+        let values = lists
+            .values()
+            .as_primitive_opt::<Float64Type>()
+            .ok_or_else(|| bad(path, "column vector does not hold float64"))?;
+        let offsets = lists.value_offsets();
+        for i in 0..lists.len() {
+            let (a, z) = (offsets[i] as usize, offsets[i + 1] as usize);
+            if lists.is_null(i) || (a..z).any(|j| values.is_null(j)) {
+                return Err(bad(path, format!("component {} has nulls", out.len())));
+            }
+            out.push(values.values()[a..z].to_vec());
+        }
+    }
+    Ok(out)
+}
+
+/// Loads a model written by [`save`], refusing tables that do not fit
+/// together (a component of the wrong width, a missing scale, nulls).
 pub fn load(dir: &Path) -> Result<(Pca, Summary)> {
     let json = dir.join("pca.json");
     let text = std::fs::read_to_string(&json).map_err(|e| Error::Input { path: json.clone(), source: e })?;
-    let summary: Summary = serde_json::from_str(&text)
-        .map_err(|e| Error::Input { path: json.clone(), source: std::io::Error::other(e.to_string()) })?;
-
+    let summary: Summary = serde_json::from_str(&text).map_err(|e| bad(&json, e))?;
     let path = dir.join("components.parquet");
-    let batches = read_table(&path)?;
-    let mut components = Vec::new();
-    for b in &batches {
-        let lists = b.column_by_name("vector").and_then(|c| c.as_list_opt::<i32>().cloned());
-        let lists = lists.ok_or_else(|| Error::Input {
-            path: path.clone(),
-            source: std::io::Error::other("no list column vector"),
-        })?;
-        for i in 0..lists.len() {
-            let v = lists.value(i);
-            components.push(v.as_primitive::<Float64Type>().values().to_vec());
-        }
-        let _ = b.column_by_name("component").map(|c| c.as_primitive::<Int32Type>().len());
+    let components = vectors(&read_table(&path)?, &path)?;
+    let center = dir.join("center.parquet");
+    let batches = read_table(&center)?;
+    let mean = column_f64(&batches, "mean", &center)?;
+    let scale = if summary.standardize { Some(column_f64(&batches, "scale", &center)?) } else { None };
+    let spectrum = dir.join("spectrum.parquet");
+    let eigenvalues = column_f64(&read_table(&spectrum)?, "eigenvalue", &spectrum)?;
+    let d = mean.len();
+    if let Some((i, c)) = components.iter().enumerate().find(|(_, c)| c.len() != d) {
+        return Err(bad(&path, format!("component {i} has {} values, the model has {d} features", c.len())));
     }
-    let path = dir.join("center.parquet");
-    let batches = read_table(&path)?;
-    let mean: Vec<f64> = column_f64(&batches, "mean", &path)?.into_iter().map(|v| v.unwrap_or(0.0)).collect();
-    let scale = column_f64(&batches, "scale", &path)?;
-    let scale = if summary.standardize { Some(scale.into_iter().map(|v| v.unwrap_or(1.0)).collect()) } else { None };
-    let path = dir.join("spectrum.parquet");
-    let eigenvalues =
-        column_f64(&read_table(&path)?, "eigenvalue", &path)?.into_iter().map(|v| v.unwrap_or(0.0)).collect();
+    if components.is_empty() || d == 0 {
+        return Err(bad(&path, "the model has no component"));
+    }
+    if scale.as_ref().is_some_and(|s| s.len() != d || s.iter().any(|v| !(*v > 0.0))) {
+        return Err(bad(&center, format!("scale must be {d} positive values")));
+    }
     let pca = Pca { n_samples: summary.n_samples, mean, scale, components, eigenvalues };
     if pca.n_components() != summary.n_components || pca.n_features() != summary.n_features {
         return Err(Error::Data(format!("{}: tables and pca.json disagree on the model's size", dir.display())));

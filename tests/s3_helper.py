@@ -4,6 +4,7 @@ buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
 
     s3_helper.py serve                           run moto on 127.0.0.1, print "ready PORT"
     s3_helper.py proxy UPSTREAM_PORT [--fail-every N] [--drop-every M] [--delay-ms D]
+                                     [--regional 1] [--deny-list BUCKET]
                                                  the same, for a proxy in front of it
     s3_helper.py bucket ENDPOINT NAME REGION
     s3_helper.py upload ENDPOINT DIR BUCKET PREFIX
@@ -11,10 +12,12 @@ buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
     s3_helper.py get ENDPOINT BUCKET KEY FILE
     s3_helper.py keys ENDPOINT BUCKET PREFIX         print the keys, one per line
     s3_helper.py cat ENDPOINT BUCKET KEY             print an object
+    s3_helper.py put ENDPOINT BUCKET KEY FILE        put a file as one object
 """
 import http.client
 import http.server
 import os
+import re
 import socketserver
 import sys
 import threading
@@ -29,11 +32,31 @@ def client(endpoint, region="eu-west-1"):
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, **CREDS)
 
 
-def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0):
+SIGNING_REGION = re.compile(r"Credential=[^/]+/\d+/([^/]+)/s3/aws4_request")
+
+
+def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_list=0):
     """Forwards each request to moto; every `fail_every`-th answers 503
-    SlowDown, every `drop_every`-th closes the connection without an answer."""
+    SlowDown, every `drop_every`-th closes the connection without an answer.
+
+    `regional`: behaves as AWS does across regions: a request signed for
+    another region than its bucket's gets 301 PermanentRedirect with the
+    bucket's region in `x-amz-bucket-region` (a HEAD: the header alone);
+    GetBucketLocation answers from anywhere.
+    `deny_list`: a bucket whose ListObjects answers 403 AccessDenied, as a
+    bucket policy without s3:ListBucket does."""
     count = {"n": 0}
     lock = threading.Lock()
+    regions = {}
+
+    def bucket_region(bucket):
+        if bucket not in regions:
+            try:
+                loc = client(f"http://127.0.0.1:{upstream}").get_bucket_location(Bucket=bucket)
+                regions[bucket] = loc.get("LocationConstraint") or "us-east-1"
+            except Exception:
+                regions[bucket] = None  # no such bucket: let moto answer
+        return regions[bucket]
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -53,6 +76,20 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
+            path, _, query = self.path.partition("?")
+            bucket = path.lstrip("/").split("/")[0]
+            if bucket == deny_list and self.command == "GET" and path.strip("/") == bucket and "location" not in query:
+                self.answer(403, b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
+                return
+            home = bucket_region(bucket) if regional and bucket else None
+            match = SIGNING_REGION.search(self.headers.get("Authorization", ""))
+            signed = match.group(1) if match else None
+            if home and signed != home and not (self.command == "GET" and query.startswith("location")):
+                body = b"" if self.command == "HEAD" else (
+                    b"<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access "
+                    b"must be addressed using the specified endpoint.</Message><Bucket>" + bucket.encode() + b"</Bucket></Error>")
+                self.answer(301, body, {"x-amz-bucket-region": home})
+                return
             if fail_every and n % fail_every == 0:
                 msg = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
                 self.send_response(503)
@@ -62,6 +99,7 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0):
                 self.wfile.write(msg)
                 return
             conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=60)
+            extra = {"x-amz-bucket-region": home} if home and self.command == "HEAD" and path.strip("/") == bucket else {}
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -70,11 +108,24 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0):
             for k, v in resp.getheaders():
                 if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
                     self.send_header(k, v)
+            for k, v in extra.items():
+                if resp.getheader(k) is None:
+                    self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
             conn.close()
+
+        def answer(self, status, body, headers=()):
+            self.send_response(status)
+            for k, v in dict(headers).items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one
 
@@ -97,10 +148,11 @@ def main():
         print("ready", server.get_host_and_port()[1], flush=True)
         threading.Event().wait()
     elif cmd == "proxy":
-        opts = {"fail_every": 0, "drop_every": 0, "delay_ms": 0}
+        opts = {"fail_every": 0, "drop_every": 0, "delay_ms": 0, "regional": 0, "deny_list": ""}
         rest = args[1:]
         for i in range(0, len(rest), 2):
-            opts[rest[i].lstrip("-").replace("-", "_")] = int(rest[i + 1])
+            value = rest[i + 1]
+            opts[rest[i].lstrip("-").replace("-", "_")] = int(value) if value.isdigit() else value
         proxy(int(args[0]), **opts)
     elif cmd == "bucket":
         endpoint, name, region = args
@@ -122,6 +174,9 @@ def main():
     elif cmd == "get":
         endpoint, bucket, key, path = args
         client(endpoint).download_file(bucket, key, path)
+    elif cmd == "put":
+        endpoint, bucket, key, path = args
+        client(endpoint).put_object(Bucket=bucket, Key=key, Body=open(path, "rb").read())
     elif cmd == "cat":
         endpoint, bucket, key = args
         sys.stdout.buffer.write(client(endpoint).get_object(Bucket=bucket, Key=key)["Body"].read())

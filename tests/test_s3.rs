@@ -252,3 +252,120 @@ fn large_files_go_up_in_parts_and_come_back_whole() {
     assert!(back == data, "the object read back equals the file put");
     assert_eq!(storage.get_tail(&dest, 8).unwrap(), data[data.len() - 8..]);
 }
+
+/// AWS answers a request signed for another region than its bucket's with
+/// a redirect the SDK does not follow; the regional proxy does the same.
+/// Photos in Frankfurt, results in Paris, the client in Ireland: each
+/// bucket is used in its own region.
+#[test]
+fn buckets_in_two_regions_are_each_used_in_their_own() {
+    let s3 = S3Server::start();
+    s3.helper("bucket", &["photos-fra", "eu-central-1"]);
+    s3.helper("bucket", &["results-par", "eu-west-3"]);
+    s3.helper("bucket", &["photos-us", "us-east-1"]);
+    s3.helper("upload", &[sample_dir().to_str().unwrap(), "photos-fra", "fruits-360/"]);
+    let proxy = s3.proxy(&["--regional", "1"]);
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let dir = Dir::new("s3-regions");
+    let mut cmd = s3.fruits_at(&endpoint);
+    cmd.args(["featurize", "--weights", "random:3", "--quiet", "--region", "eu-west-1"]);
+    cmd.args(["--input", "s3://photos-fra/fruits-360/Test/", "--output", "s3://results-par/features/"]);
+    let err = stderr(&run(cmd, 0));
+    assert!(err.contains("featurised 5 of 5 images"), "{err}");
+    let mut fit = s3.fruits_at(&endpoint);
+    fit.args(["pca", "fit", "--k", "2", "--features", "s3://results-par/features/", "--output", "s3://results-par/pca/"]);
+    run(fit, 0);
+    let mut list = s3.fruits_at(&endpoint);
+    list.args(["list", "s3://photos-fra/fruits-360/"]);
+    assert_eq!(String::from_utf8(run(list, 0).stdout).unwrap().lines().count(), 19);
+    let local = dir.join("rows.parquet");
+    s3.get("results-par", &s3.part_key("results-par", "features/", 0, "rows"), &local);
+    assert_eq!(read_parquet(&local)["rows"], 5);
+    // The region found through the redirect is still checked: us-east-1 is refused.
+    let mut cmd = s3.fruits_at(&endpoint);
+    cmd.args(["list", "s3://photos-us/"]);
+    assert!(stderr(&run(cmd, 1)).contains("bucket photos-us is in us-east-1, outside Europe"));
+}
+
+/// A bucket policy without s3:ListBucket: the run stops at once, saying so.
+#[test]
+fn a_forbidden_listing_stops_the_run_with_a_clear_message() {
+    let s3 = server_with_photos();
+    let proxy = s3.proxy(&["--deny-list", "fruits-photos"]);
+    let mut cmd = s3.fruits_at(&format!("http://127.0.0.1:{}", proxy.port));
+    cmd.args(["featurize", "--weights", "random:3", "--quiet", "--input", "s3://fruits-photos/fruits-360/Training/"]);
+    cmd.args(["--output", "s3://fruits-results/features/"]);
+    let err = stderr(&run(cmd, 1));
+    assert!(
+        err.contains("cannot list s3://fruits-photos/fruits-360/Training/: AccessDenied (Access Denied)"),
+        "{err}"
+    );
+    assert_eq!(err.matches("fruits: error").count(), 1, "{err}");
+    assert!(s3.keys("fruits-results", "features/").is_empty(), "nothing written");
+}
+
+/// `Apple Braeburn/` sorts before `Apple/` (' ' < '/') in S3's listing:
+/// a local folder comes out in that same order.
+#[test]
+fn local_and_s3_inputs_come_out_in_the_same_order() {
+    let s3 = S3Server::start();
+    s3.helper("bucket", &["order", "eu-west-1"]);
+    let dir = Dir::new("s3-order");
+    let jpg = std::fs::read(sample_dir().join("Training/Apple/0_100.jpg")).unwrap();
+    for f in ["Apple/a.jpg", "Apple Braeburn/a.jpg", "Apple-Red/a.jpg", "Apple/b/c.jpg", "apple/a.jpg", "Äpfel/a.jpg"] {
+        dir.write(&format!("in/{f}"), &jpg);
+    }
+    s3.helper("upload", &[dir.join("in").to_str().unwrap(), "order", "in/"]);
+    let lines = |out: std::process::Output, prefix: &str| -> Vec<String> {
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines().map(|l| l.strip_prefix(prefix).unwrap().to_string()).collect()
+    };
+    let mut local = crate::util::fruits();
+    local.arg("list").arg(dir.join("in"));
+    let local = lines(run(local, 0), &format!("{}/", dir.join("in").display()));
+    let mut remote = s3.fruits();
+    remote.args(["list", "s3://order/in/"]);
+    let remote = lines(run(remote, 0), "s3://order/in/");
+    assert_eq!(local, remote);
+    assert_eq!(local, ["Apple Braeburn/a.jpg", "Apple-Red/a.jpg", "Apple/a.jpg", "Apple/b/c.jpg", "apple/a.jpg", "Äpfel/a.jpg"]);
+}
+
+/// An object over --max-image-bytes is rejected from its size, unread.
+#[test]
+fn objects_over_the_size_limit_are_rejected_unread() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-size");
+    let limit = 4096u64;
+    let out = featurize_s3(&s3, &s3.endpoint(), &["--max-image-bytes", "4K", "--max-rejected", "1"]);
+    let err = stderr(&out);
+    let csv = dir.join("errors.csv");
+    s3.get("fruits-results", &s3.part_key("fruits-results", "features/", 0, "errors"), &csv);
+    let csv = std::fs::read_to_string(csv).unwrap();
+    let mut big = 0;
+    for f in walk(&sample_dir().join("Training")) {
+        let size = std::fs::metadata(&f).unwrap().len();
+        let name = f.strip_prefix(sample_dir()).unwrap().display().to_string();
+        let line = csv.lines().find(|l| l.contains(&name));
+        if size > limit {
+            big += 1;
+            let line = line.unwrap_or_else(|| panic!("{name} ({size} bytes) not rejected:\n{csv}"));
+            assert!(line.contains(&format!("too-large,\"{size} bytes, more than --max-image-bytes {limit}")), "{line}");
+        } else {
+            assert!(line.is_none(), "{name} ({size} bytes) rejected: {line:?}");
+        }
+    }
+    assert!(big > 0 && err.contains(&format!("featurised {} of 14", 14 - big)), "{big}: {err}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -2,9 +2,14 @@
 
 mod util;
 
+mod test_bad_inputs;
+mod test_cli;
 mod test_featurize;
+mod test_fuzz;
 mod test_layout;
 mod test_parity;
+mod test_parts;
 mod test_pca;
 mod test_s3;
+mod test_s3s;
 mod test_weights;

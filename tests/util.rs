@@ -243,3 +243,83 @@ impl Drop for S3Proxy {
         let _ = self.child.wait();
     }
 }
+
+/// A second, independent S3-compatible server: `s3s-fs` (crates.io), which
+/// checks every request's signature and answers no bucket location.
+/// Installed by `.ci/run` into `.tools/bin`; killed on drop.
+pub struct S3sServer {
+    child: std::process::Child,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+impl S3sServer {
+    pub const ACCESS_KEY: &'static str = "test-key-id";
+    pub const SECRET_KEY: &'static str = "test-secret-key";
+
+    pub fn start(dir: &Dir) -> Self {
+        let bin = std::env::var_os("FRUITS_S3S_FS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join(".tools/bin/s3s-fs"));
+        assert!(
+            bin.exists(),
+            "s3s-fs is not installed at {}: run .ci/run (it runs `cargo install s3s-fs --version 0.14.1 \
+             --features binary --root .tools`), or set FRUITS_S3S_FS",
+            bin.display()
+        );
+        let root = dir.join("s3s-root");
+        std::fs::create_dir_all(&root).unwrap();
+        // A free port: bind, read it, release it, and start the server on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
+            .arg(&root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("s3s-fs does not start: {e}"));
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < std::time::Duration::from_secs(20), "s3s-fs did not listen on {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { child, port, root }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `s3_helper.py CMD ENDPOINT ARGS...` against this server.
+    pub fn helper(&self, cmd: &str, args: &[&str]) -> String {
+        let out = helper().arg(cmd).arg(self.endpoint()).args(args).output().unwrap();
+        assert!(out.status.success(), "s3_helper.py {cmd} {args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `fruits` talking to this server with `key`/`secret`.
+    pub fn fruits_as(&self, key: &str, secret: &str) -> Command {
+        let mut cmd = fruits();
+        cmd.env("AWS_ACCESS_KEY_ID", key)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_ENDPOINT_URL", self.endpoint())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_PROFILE");
+        cmd
+    }
+
+    pub fn fruits(&self) -> Command {
+        self.fruits_as(Self::ACCESS_KEY, Self::SECRET_KEY)
+    }
+}
+
+impl Drop for S3sServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
