@@ -14,18 +14,9 @@ N=${1:-2000}
 MODEL=${2:-mobilenetv2}
 shift $(( $# > 2 ? 2 : $# ))
 
+source benches/lib.sh
 data=target/bench/jpegs-$N
-if [ ! -f "$data/.complete" ]; then
-  rm -rf "$data"
-  mapfile -t src < <(find tests/data/fruits-360-sample -name '*.jpg' | sort)
-  for ((i = 0; i < N; i++)); do
-    f=${src[i % ${#src[@]}]}
-    label=$(basename "$(dirname "$f")")
-    mkdir -p "$data/Training/$label"
-    cp "$f" "$data/Training/$label/$i.jpg"
-  done
-  touch "$data/.complete"
-fi
+make_jpegs "$N" "$data"
 
 cargo build --release --quiet
 out=target/bench/out-$MODEL-$N

@@ -173,18 +173,19 @@ fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
 
 /// A float64 column without nulls.
 fn column_f64(batches: &[arrow_array::RecordBatch], name: &str, path: &Path) -> Result<Vec<f64>> {
-    Ok(column_f64_nullable(batches, name, path)?
+    column_f64_nullable(batches, name, path)?
         .into_iter()
         .enumerate()
         .map(|(i, v)| v.ok_or_else(|| bad(path, format!("row {i} of {name} is null"))))
-        .collect::<Result<Vec<f64>>>()?)
+        .collect()
 }
 
 fn column_f64_nullable(batches: &[arrow_array::RecordBatch], name: &str, path: &Path) -> Result<Vec<Option<f64>>> {
     let mut out = Vec::new();
     for b in batches {
         let c = b.column_by_name(name).ok_or_else(|| bad(path, format!("no column {name}")))?;
-        let c = c.as_primitive_opt::<Float64Type>().ok_or_else(|| bad(path, format!("column {name} is not float64")))?;
+        let c =
+            c.as_primitive_opt::<Float64Type>().ok_or_else(|| bad(path, format!("column {name} is not float64")))?;
         out.extend(c.iter());
     }
     Ok(out)
@@ -233,7 +234,7 @@ pub fn load(dir: &Path) -> Result<(Pca, Summary)> {
     if components.is_empty() || d == 0 {
         return Err(bad(&path, "the model has no component"));
     }
-    if scale.as_ref().is_some_and(|s| s.len() != d || s.iter().any(|v| !(*v > 0.0))) {
+    if scale.as_ref().is_some_and(|s| s.len() != d || s.iter().any(|v| v.is_nan() || *v <= 0.0)) {
         return Err(bad(&center, format!("scale must be {d} positive values")));
     }
     let pca = Pca { n_samples: summary.n_samples, mean, scale, components, eigenvalues };

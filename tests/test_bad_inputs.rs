@@ -63,7 +63,10 @@ fn parts_written_wrongly_by_another_tool_are_errors_naming_the_file() {
         let part = folder.join("part-00000.parquet");
         foreign(&["part", kind, part.to_str().unwrap()]);
         let mut cmd = fruits();
-        cmd.args(["pca", "fit", "--k", "2", "--features"]).arg(&folder).arg("--output").arg(dir.join(format!("pca-{kind}")));
+        cmd.args(["pca", "fit", "--k", "2", "--features"])
+            .arg(&folder)
+            .arg("--output")
+            .arg(dir.join(format!("pca-{kind}")));
         let err = stderr(&run(cmd, 1));
         assert!(err.contains(&part.display().to_string()), "{kind}: the file is named: {err}");
         assert!(err.contains(says), "{kind}: {err}");
@@ -81,7 +84,10 @@ fn parts_of_other_tools_in_their_default_codecs_are_read() {
         std::fs::create_dir_all(&folder).unwrap();
         foreign(&["part", codec, folder.join("part-00000.parquet").to_str().unwrap()]);
         let mut cmd = fruits();
-        cmd.args(["pca", "fit", "--k", "2", "--features"]).arg(&folder).arg("--output").arg(dir.join(format!("pca-{codec}")));
+        cmd.args(["pca", "fit", "--k", "2", "--features"])
+            .arg(&folder)
+            .arg("--output")
+            .arg(dir.join(format!("pca-{codec}")));
         let err = stderr(&run(cmd, 0));
         assert!(err.contains("PCA of 5 rows from 1 parts"), "{codec}: {err}");
     }
@@ -123,7 +129,11 @@ fn a_file_over_the_size_limit_is_rejected_unread() {
     assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
     let csv = std::fs::read_to_string(crate::util::part_file(&dir.join("out"), 0, "errors")).unwrap();
     assert!(
-        csv.contains(&format!("huge.jpg,too-large,\"{} bytes, more than --max-image-bytes {}", 64u64 << 30, 64u64 << 20)),
+        csv.contains(&format!(
+            "huge.jpg,too-large,\"{} bytes, more than --max-image-bytes {}",
+            64u64 << 30,
+            64u64 << 20
+        )),
         "{csv}"
     );
     assert!(err.contains("featurised 1 of 2"), "{err}");

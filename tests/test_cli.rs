@@ -55,10 +55,7 @@ fn demo_runs_from_an_installed_binary_in_an_empty_folder() {
     std::fs::copy(env!("CARGO_BIN_EXE_fruits"), &bin).unwrap();
     let bytes = std::fs::read(&bin).unwrap();
     let source = format!("{}/tests/data/fruits-360-sample", repo().display());
-    assert!(
-        !bytes.windows(source.len()).any(|w| w == source.as_bytes()),
-        "the binary names the source tree's sample"
-    );
+    assert!(!bytes.windows(source.len()).any(|w| w == source.as_bytes()), "the binary names the source tree's sample");
     let work = dir.join("empty");
     std::fs::create_dir_all(&work).unwrap();
     let mut cmd = Command::new(&bin);

@@ -177,7 +177,8 @@ fn mutated_images_through_the_pipeline_all_end_somewhere() {
     let err = stderr(&run(cmd, 0));
     assert!(!err.contains("panicked"), "{err}");
     let m = manifest(&dir.join("out"), 0);
-    let (featurised, rejected) = (m["counts"]["featurised"].as_u64().unwrap(), m["counts"]["rejected"].as_u64().unwrap());
+    let (featurised, rejected) =
+        (m["counts"]["featurised"].as_u64().unwrap(), m["counts"]["rejected"].as_u64().unwrap());
     assert_eq!(featurised + rejected, names.len() as u64, "{m}");
     assert_eq!(m["counts"]["inputs"], names.len() as u64);
     let mut errors = csv::Reader::from_path(crate::util::part_file(&dir.join("out"), 0, "errors")).unwrap();

@@ -63,7 +63,8 @@ fn pca_rows(features: &str, out: &Path, env: Option<&S3Server>) -> (String, u64)
     };
     cmd.args(["pca", "fit", "--k", "3", "--features", features, "--output"]).arg(out);
     let err = stderr(&run(cmd, 0));
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("pca.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pca.json")).unwrap()).unwrap();
     (err, json["n_samples"].as_u64().unwrap())
 }
 

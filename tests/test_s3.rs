@@ -273,7 +273,16 @@ fn buckets_in_two_regions_are_each_used_in_their_own() {
     let err = stderr(&run(cmd, 0));
     assert!(err.contains("featurised 5 of 5 images"), "{err}");
     let mut fit = s3.fruits_at(&endpoint);
-    fit.args(["pca", "fit", "--k", "2", "--features", "s3://results-par/features/", "--output", "s3://results-par/pca/"]);
+    fit.args([
+        "pca",
+        "fit",
+        "--k",
+        "2",
+        "--features",
+        "s3://results-par/features/",
+        "--output",
+        "s3://results-par/pca/",
+    ]);
     run(fit, 0);
     let mut list = s3.fruits_at(&endpoint);
     list.args(["list", "s3://photos-fra/fruits-360/"]);
@@ -296,10 +305,7 @@ fn a_forbidden_listing_stops_the_run_with_a_clear_message() {
     cmd.args(["featurize", "--weights", "random:3", "--quiet", "--input", "s3://fruits-photos/fruits-360/Training/"]);
     cmd.args(["--output", "s3://fruits-results/features/"]);
     let err = stderr(&run(cmd, 1));
-    assert!(
-        err.contains("cannot list s3://fruits-photos/fruits-360/Training/: AccessDenied (Access Denied)"),
-        "{err}"
-    );
+    assert!(err.contains("cannot list s3://fruits-photos/fruits-360/Training/: AccessDenied (Access Denied)"), "{err}");
     assert_eq!(err.matches("fruits: error").count(), 1, "{err}");
     assert!(s3.keys("fruits-results", "features/").is_empty(), "nothing written");
 }
@@ -312,7 +318,8 @@ fn local_and_s3_inputs_come_out_in_the_same_order() {
     s3.helper("bucket", &["order", "eu-west-1"]);
     let dir = Dir::new("s3-order");
     let jpg = std::fs::read(sample_dir().join("Training/Apple/0_100.jpg")).unwrap();
-    for f in ["Apple/a.jpg", "Apple Braeburn/a.jpg", "Apple-Red/a.jpg", "Apple/b/c.jpg", "apple/a.jpg", "Äpfel/a.jpg"] {
+    for f in ["Apple/a.jpg", "Apple Braeburn/a.jpg", "Apple-Red/a.jpg", "Apple/b/c.jpg", "apple/a.jpg", "Äpfel/a.jpg"]
+    {
         dir.write(&format!("in/{f}"), &jpg);
     }
     s3.helper("upload", &[dir.join("in").to_str().unwrap(), "order", "in/"]);
@@ -327,7 +334,10 @@ fn local_and_s3_inputs_come_out_in_the_same_order() {
     remote.args(["list", "s3://order/in/"]);
     let remote = lines(run(remote, 0), "s3://order/in/");
     assert_eq!(local, remote);
-    assert_eq!(local, ["Apple Braeburn/a.jpg", "Apple-Red/a.jpg", "Apple/a.jpg", "Apple/b/c.jpg", "apple/a.jpg", "Äpfel/a.jpg"]);
+    assert_eq!(
+        local,
+        ["Apple Braeburn/a.jpg", "Apple-Red/a.jpg", "Apple/a.jpg", "Apple/b/c.jpg", "apple/a.jpg", "Äpfel/a.jpg"]
+    );
 }
 
 /// An object over --max-image-bytes is rejected from its size, unread.

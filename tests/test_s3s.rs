@@ -39,7 +39,16 @@ fn readme_commands_against_a_server_that_checks_signatures() {
     assert_eq!(pq["columns"]["path"][0], "s3://fruits-photos/fruits-360/Training/Apple/0_100.jpg");
 
     let mut fit = s3.fruits();
-    fit.args(["pca", "fit", "--k", "3", "--features", "s3://fruits-results/features/", "--output", "s3://fruits-results/pca/"]);
+    fit.args([
+        "pca",
+        "fit",
+        "--k",
+        "3",
+        "--features",
+        "s3://fruits-results/features/",
+        "--output",
+        "s3://fruits-results/pca/",
+    ]);
     assert!(stderr(&run(fit, 0)).contains("PCA of 14 rows from 1 parts (1 from statistics files)"));
     let mut tr = s3.fruits();
     tr.args(["pca", "transform", "--features", "s3://fruits-results/features/", "--model", "s3://fruits-results/pca/"]);
@@ -63,7 +72,8 @@ fn bad_credentials_stop_the_run_with_a_clear_message() {
         cmd.args(["--output", "s3://fruits-results/features/"]);
         let err = stderr(&run(cmd, 1));
         assert!(
-            err.contains("access to bucket fruits-results denied") || err.contains("access to bucket fruits-photos denied"),
+            err.contains("access to bucket fruits-results denied")
+                || err.contains("access to bucket fruits-photos denied"),
             "{key}: {err}"
         );
         assert!(err.contains("check the credentials"), "{err}");

@@ -124,6 +124,21 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
+/// `fruits` talking to an S3 endpoint with these credentials, and nothing
+/// else from this machine's AWS configuration.
+fn fruits_s3(endpoint: &str, key: &str, secret: &str) -> Command {
+    let mut cmd = fruits();
+    cmd.env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_PROFILE");
+    cmd
+}
+
 /// Starts `cmd`, which prints `ready PORT` once it listens on 127.0.0.1:PORT.
 fn spawn_server(mut cmd: Command, what: &str) -> (std::process::Child, u16) {
     use std::io::BufRead;
@@ -191,16 +206,7 @@ impl S3Server {
 
     /// `fruits` talking to `endpoint` with the test credentials.
     pub fn fruits_at(&self, endpoint: &str) -> Command {
-        let mut cmd = fruits();
-        cmd.env("AWS_ACCESS_KEY_ID", "test-key-id")
-            .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_REGION")
-            .env_remove("AWS_PROFILE");
-        cmd
+        fruits_s3(endpoint, "test-key-id", "test-secret-key")
     }
 
     pub fn fruits(&self) -> Command {
@@ -258,9 +264,8 @@ impl S3sServer {
     pub const SECRET_KEY: &'static str = "test-secret-key";
 
     pub fn start(dir: &Dir) -> Self {
-        let bin = std::env::var_os("FRUITS_S3S_FS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join(".tools/bin/s3s-fs"));
+        let bin =
+            std::env::var_os("FRUITS_S3S_FS").map(PathBuf::from).unwrap_or_else(|| repo().join(".tools/bin/s3s-fs"));
         assert!(
             bin.exists(),
             "s3s-fs is not installed at {}: run .ci/run (it runs `cargo install s3s-fs --version 0.14.1 \
@@ -300,16 +305,7 @@ impl S3sServer {
 
     /// `fruits` talking to this server with `key`/`secret`.
     pub fn fruits_as(&self, key: &str, secret: &str) -> Command {
-        let mut cmd = fruits();
-        cmd.env("AWS_ACCESS_KEY_ID", key)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env("AWS_ENDPOINT_URL", self.endpoint())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env_remove("AWS_REGION")
-            .env_remove("AWS_PROFILE");
-        cmd
+        fruits_s3(&self.endpoint(), key, secret)
     }
 
     pub fn fruits(&self) -> Command {

@@ -117,7 +117,7 @@ fn iso_bmff_image(bytes: &[u8]) -> Option<&'static str> {
     let end = size.clamp(16, bytes.len().min(256));
     let mut brands = vec![&bytes[8..12]];
     brands.extend(bytes[16..end].chunks_exact(4));
-    let has = |b: &[u8]| brands.iter().any(|x| *x == b);
+    let has = |b: &[u8]| brands.contains(&b);
     if has(b"avif") || has(b"avis") {
         Some("AVIF")
     } else if [b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"heif"].iter().any(|b| has(*b))
