@@ -14,6 +14,7 @@ N=${1:-2000}
 MODEL=${2:-mobilenetv2}
 shift $(( $# > 2 ? 2 : $# ))
 
+# shellcheck source=benches/lib.sh
 source benches/lib.sh
 data=target/bench/jpegs-$N
 make_jpegs "$N" "$data"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts: `source benches/lib.sh`.
 
 # make_jpegs N DIR: N 100x100 JPEGs under DIR (the 19 sample photos of

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || { cargo build --release --quiet; bins=(target/release/fruits); }
 
+# shellcheck source=benches/lib.sh
 source benches/lib.sh
 small=target/bench/jpegs-2000
 make_jpegs 2000 "$small"

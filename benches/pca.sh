@@ -17,11 +17,13 @@ if [ ! -f "$data/.complete" ]; then
 fi
 rm -f "$data"/*.stats.safetensors
 cargo build --release --quiet
-measure() {
+measure() { # LABEL COMMAND...
+  local label=$1
+  shift
   /usr/bin/time -f "%M %e" -o target/bench/time.txt "$@" 2> target/bench/stderr.txt || { cat target/bench/stderr.txt; exit 1; }
   read -r rss wall < target/bench/time.txt
   printf '%-28s wall %6.2f s   peak RSS %5.0f MiB\n' "$label" "$wall" "$(echo "$rss / 1024" | bc -l)"
 }
-label="fit from rows ($ROWS)" measure target/release/fruits pca fit --features "$data" --k 50 --output target/bench/pca
-label="pca stats ($ROWS)" measure target/release/fruits pca stats --features "$data"
-label="fit from statistics" measure target/release/fruits pca fit --features "$data" --k 50 --output target/bench/pca
+measure "fit from rows ($ROWS)" target/release/fruits pca fit --features "$data" --k 50 --output target/bench/pca
+measure "pca stats ($ROWS)" target/release/fruits pca stats --features "$data"
+measure "fit from statistics" target/release/fruits pca fit --features "$data" --k 50 --output target/bench/pca

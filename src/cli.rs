@@ -25,6 +25,8 @@ pub enum Command {
     Weights(cmd::weights::Args),
     Demo(cmd::demo::Args),
     List(cmd::list::Args),
+    Cp(cmd::cp::Args),
+    Regions(cmd::regions::Args),
     Parts(cmd::parts::Args),
     Bench(cmd::bench::Args),
 }

@@ -45,8 +45,8 @@ pub struct Job {
 /// What a job did.
 #[derive(Debug, Clone)]
 pub enum Report {
-    /// `--skip-existing` found the part complete.
-    Skipped(Location),
+    /// `--skip-existing` found the part complete: where its manifest is, and what it says.
+    Skipped(Location, Box<crate::part::Manifest>),
     Done(Box<Done>),
 }
 
@@ -85,7 +85,8 @@ pub fn run(job: &Job, model: &Model, storage: &Storage, on_batch: &(dyn Fn(usize
         0
     };
     if job.skip_existing && is_complete(&peek, &ours) {
-        return Ok(Report::Skipped(out.join(&crate::part::names::manifest_name(job.part))));
+        let manifest = peek.own.expect("a complete part has its manifest");
+        return Ok(Report::Skipped(out.join(&crate::part::names::manifest_name(job.part)), Box::new(manifest)));
     }
     let inventory = take_inventory(job, storage)?;
     let attempt = Attempt::begin(storage, &out, job.part)?;

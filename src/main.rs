@@ -21,6 +21,8 @@ fn dispatch(command: cli::Command, s3: &fruits::storage::S3Options) -> anyhow::R
         cli::Command::Weights(args) => cmd::weights::run(args),
         cli::Command::Demo(args) => cmd::demo::run(args, s3),
         cli::Command::List(args) => cmd::list::run(args, s3),
+        cli::Command::Cp(args) => cmd::cp::run(args, s3),
+        cli::Command::Regions(args) => cmd::regions::run(args),
         cli::Command::Parts(args) => cmd::parts::run(args, s3),
         cli::Command::Bench(args) => cmd::bench::run(args, s3),
     }

@@ -225,6 +225,8 @@ pub struct TransformJob {
     pub plot: bool,
     /// Replace reduced parts of another model in `output` instead of refusing.
     pub overwrite: bool,
+    /// Only this part (one task of a cluster job); `None`: every part.
+    pub part: Option<u32>,
 }
 
 pub struct Transformed {
@@ -259,8 +261,14 @@ pub fn transform(job: &TransformJob, storage: &Storage) -> Result<Transformed> {
     if job.plot && k < 2 {
         return Err(Error::Usage(format!("--plot needs at least 2 components; the model at {} has {k}", job.model)));
     }
-    let src = sources(storage, &job.features)?;
+    let mut src = sources(storage, &job.features)?;
     check_fitted_on(&src, &summary, &model, &job.model)?;
+    if let Some(n) = job.part {
+        src.parts.retain(|s| s.part == n);
+        if src.parts.is_empty() {
+            return Err(Error::Data(format!("{} has no complete part {n}", job.features)));
+        }
+    }
     let run = reduced_run(&src.parts[0], &job.model, k);
     let out = folder::as_folder(&job.output);
     if job.overwrite {

@@ -4,7 +4,7 @@ buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
 
     s3_helper.py serve                           run moto on 127.0.0.1, print "ready PORT"
     s3_helper.py proxy UPSTREAM_PORT [--fail-every N] [--drop-every M] [--delay-ms D]
-                                     [--regional 1] [--deny-list BUCKET]
+                                     [--regional 1] [--deny-list BUCKET] [--record FILE]
                                                  the same, for a proxy in front of it
     s3_helper.py bucket ENDPOINT NAME REGION
     s3_helper.py upload ENDPOINT DIR BUCKET PREFIX
@@ -16,6 +16,7 @@ buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
 """
 import http.client
 import http.server
+import json
 import os
 import re
 import socketserver
@@ -32,10 +33,10 @@ def client(endpoint, region="eu-west-1"):
     return boto3.client("s3", endpoint_url=endpoint, region_name=region, **CREDS)
 
 
-SIGNING_REGION = re.compile(r"Credential=[^/]+/\d+/([^/]+)/s3/aws4_request")
+SIGNING_REGION = re.compile(r"Credential=[^/]+/\d+/([^/]+)/[^/]+/aws4_request")
 
 
-def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_list=0):
+def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_list=0, record=""):
     """Forwards each request to moto; every `fail_every`-th answers 503
     SlowDown, every `drop_every`-th closes the connection without an answer.
 
@@ -44,7 +45,10 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_lis
     bucket's region in `x-amz-bucket-region` (a HEAD: the header alone);
     GetBucketLocation answers from anywhere.
     `deny_list`: a bucket whose ListObjects answers 403 AccessDenied, as a
-    bucket policy without s3:ListBucket does."""
+    bucket policy without s3:ListBucket does.
+    `record`: appends every request (method, path, X-Amz-Target, signing
+    region, body as text) to this file, one JSON object a line, so a test
+    can check what a tool sent."""
     count = {"n": 0}
     lock = threading.Lock()
     regions = {}
@@ -70,6 +74,13 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_lis
                 n = count["n"]
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
+            if record:
+                signing = SIGNING_REGION.search(self.headers.get("Authorization", ""))
+                entry = {"method": self.command, "path": self.path, "target": self.headers.get("X-Amz-Target"),
+                         "region": signing.group(1) if signing else None,
+                         "body": (body or b"")[:100000].decode("utf-8", "replace")}
+                with lock, open(record, "a") as f:
+                    f.write(json.dumps(entry) + "\n")
             if delay_ms:
                 time.sleep(delay_ms / 1000)
             if drop_every and n % drop_every == 0:
@@ -148,7 +159,7 @@ def main():
         print("ready", server.get_host_and_port()[1], flush=True)
         threading.Event().wait()
     elif cmd == "proxy":
-        opts = {"fail_every": 0, "drop_every": 0, "delay_ms": 0, "regional": 0, "deny_list": ""}
+        opts = {"fail_every": 0, "drop_every": 0, "delay_ms": 0, "regional": 0, "deny_list": "", "record": ""}
         rest = args[1:]
         for i in range(0, len(rest), 2):
             value = rest[i + 1]

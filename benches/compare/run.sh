@@ -29,7 +29,7 @@ cargo build --release --quiet
 mkdir -p target/compare
 w=target/compare/$MODEL.safetensors
 target/release/fruits weights init --model "$MODEL" --seed 0 --out "$w" > /dev/null 2>&1
-[ -f target/compare/$MODEL.onnx ] || $venv/bin/python benches/compare/ort_pipeline.py export "$MODEL" "$w" target/compare/$MODEL.onnx
+[ -f "target/compare/$MODEL.onnx" ] || $venv/bin/python benches/compare/ort_pipeline.py export "$MODEL" "$w" "target/compare/$MODEL.onnx"
 fr=(); fn=(); ox=(); oi=()
 json() { $venv/bin/python -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 1))"; }
 for ((r = 0; r < RUNS; r++)); do
@@ -37,7 +37,7 @@ for ((r = 0; r < RUNS; r++)); do
         --weights "$w" --batch "$BATCH" --quiet "$@" 2>&1 | sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p')
   i=$(target/release/fruits bench infer --model "$MODEL" --weights "$w" --batch "$BATCH" --images 2000 "$@" 2>/dev/null \
         | sed -n 's/.*: \([0-9.]*\) images\/s.*/\1/p')
-  o=$($venv/bin/python benches/compare/ort_pipeline.py run target/compare/$MODEL.onnx target/bench/jpegs-2000 "$BATCH" "$THREADS")
+  o=$($venv/bin/python benches/compare/ort_pipeline.py run "target/compare/$MODEL.onnx" target/bench/jpegs-2000 "$BATCH" "$THREADS")
   fr+=("$f"); fn+=("$i"); ox+=("$(echo "$o" | json e2e_images_per_s)"); oi+=("$(echo "$o" | json inference_images_per_s)")
   echo "run $r: end to end fruits ${fr[-1]}, onnxruntime ${ox[-1]} images/s; inference only fruits ${fn[-1]}, onnxruntime ${oi[-1]}"
 done

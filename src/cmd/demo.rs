@@ -60,8 +60,14 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     super::featurize::print_summary(&done, &model);
     let fit = FitJob { features: at("features"), output: at("pca"), keep: Keep::Variance(0.95), standardize: false };
     super::pca::fit(fit, &storage)?;
-    let reduce =
-        TransformJob { features: at("features"), model: at("pca"), output: at("reduced"), plot: true, overwrite: true };
+    let reduce = TransformJob {
+        features: at("features"),
+        model: at("pca"),
+        output: at("reduced"),
+        plot: true,
+        overwrite: true,
+        part: None,
+    };
     super::pca::transform(reduce, &storage)?;
     let file = |role| done.committed.location(role).map(|l| l.to_string()).unwrap_or_default();
     println!("features:        {}", file(Role::Rows));

@@ -11,7 +11,7 @@ use fruits::pipeline;
 use fruits::storage::{FetchLimits, Location, S3Options, Storage, DEFAULT_MAX_IMAGE_BYTES};
 use fruits::weights::{self, Source};
 
-use super::{parse_bytes, parse_fraction, parse_run_id, usage, EXIT_TOO_MANY_REJECTED};
+use super::{parse_bytes, parse_fraction, parse_run_id, parse_sha256, usage, EXIT_TOO_MANY_REJECTED};
 
 /// Turn fruit photos into MobileNet feature vectors: one part of a Parquet dataset.
 ///
@@ -69,6 +69,16 @@ pub struct Args {
     #[arg(long)]
     weights: Option<Source>,
 
+    /// Refuse to run unless the --weights file hashes to this sha256 (a cluster driver
+    /// passes the hash of the copy it staged, so every executor checks its own copy).
+    #[arg(long, value_parser = parse_sha256)]
+    weights_sha256: Option<String>,
+
+    /// Also write what this run did as one JSON object (rows, rejections by kind,
+    /// seconds, device, host, weights, files) to FILE, or `-` for stdout: for a driver.
+    #[arg(long)]
+    report: Option<PathBuf>,
+
     /// Images per inference batch.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: u32,
@@ -111,6 +121,19 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     }
     let storage = Storage::new(s3.clone());
     let model = load_model(&args)?;
+    if let Some(want) = &args.weights_sha256 {
+        if model.weights_id != format!("sha256:{want}") {
+            return Err(fruits::Error::Checksum {
+                path: match &args.weights {
+                    Some(Source::File(p)) => p.clone(),
+                    _ => PathBuf::from("(weights)"),
+                },
+                expected: want.clone(),
+                actual: model.weights_id.trim_start_matches("sha256:").to_string(),
+            }
+            .into());
+        }
+    }
     let job = job(&args);
     let bar = progress_bar(args.quiet);
     let report = featurize::run(&job, &model, &storage, &|done, bad| {
@@ -118,8 +141,11 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         bar.set_message(format!("{bad} rejected"));
     })?;
     bar.finish_and_clear();
+    if let Some(to) = &args.report {
+        write_report(to, &super::report::featurize(&report, &model, args.part_id))?;
+    }
     let done = match report {
-        Report::Skipped(manifest) => {
+        Report::Skipped(manifest, _) => {
             eprintln!("fruits: part {} is complete ({manifest}); skipping (--skip-existing)", args.part_id);
             return Ok(ExitCode::SUCCESS);
         }
@@ -221,6 +247,18 @@ pub fn print_summary(done: &featurize::Done, model: &Model) {
     if model.is_random() {
         eprintln!("fruits: warning: these features come from random weights ({})", model.weights_id);
     }
+}
+
+/// `--report`: the JSON object, to a file or stdout.
+fn write_report(to: &std::path::Path, report: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string(report)? + "\n";
+    if to == std::path::Path::new("-") {
+        use std::io::Write;
+        std::io::stdout().write_all(text.as_bytes())?;
+    } else {
+        std::fs::write(to, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", to.display()))?;
+    }
+    Ok(())
 }
 
 fn progress_bar(quiet: bool) -> indicatif::ProgressBar {

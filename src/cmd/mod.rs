@@ -3,11 +3,14 @@
 //! Commands get the global options as a value; none imports the parser.
 
 pub mod bench;
+pub mod cp;
 pub mod demo;
 pub mod featurize;
 pub mod list;
 pub mod parts;
 pub mod pca;
+pub mod regions;
+pub mod report;
 pub mod weights;
 
 /// The run could not proceed (missing weights, unreadable input, ...).
@@ -63,6 +66,15 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         Some(v) if v > 0 => Ok(v),
         Some(_) => Err(format!("'{s}': must be at least 1 byte")),
         None => Err(format!("'{s}' is too large")),
+    }
+}
+
+/// A sha256 as 64 hex digits (stored lowercase).
+pub fn parse_sha256(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!("'{s}' is not a sha256 (64 hex digits)"))
     }
 }
 

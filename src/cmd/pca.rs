@@ -78,8 +78,11 @@ struct TransformArgs {
     #[arg(long)]
     output: Location,
     /// Also draw scatter.svg.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "part")]
     plot: bool,
+    /// Reduce only this part (a cluster runs one task per part).
+    #[arg(long)]
+    part: Option<u32>,
     /// Remove reduced parts of another model or features run from --output first,
     /// instead of refusing.
     #[arg(long)]
@@ -100,6 +103,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
                 output: a.output,
                 plot: a.plot,
                 overwrite: a.overwrite,
+                part: a.part,
             },
             &storage,
         ),

@@ -1,0 +1,55 @@
+"""The price table (emr/prices.json, dated, with its source) and what a
+cluster costs: every command that starts one prints this first."""
+
+import json
+import math
+import os
+
+PRICES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prices.json")
+
+
+def table(path: str = PRICES) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def instance(t: dict, itype: str) -> dict:
+    if itype not in t["instances"]:
+        raise KeyError(f"no instance type {itype} in {PRICES} (known: {', '.join(t['instances'])})")
+    return t["instances"][itype]
+
+
+def hourly(t: dict, region: str, itype: str) -> float:
+    """EC2 + EMR per hour for one instance, on demand."""
+    try:
+        p = t["regions"][region][itype]
+    except KeyError:
+        raise KeyError(f"no price for {itype} in {region} in {PRICES}") from None
+    return p["ec2"] + p["emr"]
+
+
+def cluster_hourly(t: dict, region: str, master: str, core: str, count: int) -> float:
+    return hourly(t, region, master) + count * hourly(t, region, core)
+
+
+def estimate(t: dict, region: str, master: str, core: str, count: int, images: int = 0) -> dict:
+    """Hourly cost, and for `images` the expected run time and cost (cluster
+    start included; per-second billing, one minute minimum)."""
+    per_hour = cluster_hourly(t, region, master, core, count)
+    rate = t["images_per_s_per_vcpu"] * instance(t, core)["vcpu"] * count
+    seconds = t["cluster_start_s"] + (images / rate if images else 0)
+    return {
+        "per_hour_usd": round(per_hour, 3),
+        "run_seconds": math.ceil(seconds),
+        "run_usd": round(per_hour * max(seconds, 60) / 3600, 3),
+        "as_of": t["as_of"],
+    }
+
+
+def describe(e: dict, master: str, core: str, count: int, region: str, images: int = 0) -> str:
+    line = (f"estimated cost: ${e['per_hour_usd']:.2f}/hour for 1 x {master} + {count} x {core} in {region} "
+            f"(on-demand prices of {e['as_of']}, emr/prices.json)")
+    if images:
+        line += (f"; {images} images: ~{e['run_seconds'] / 60:.0f} min including ~"
+                 f"{table()['cluster_start_s'] / 60:.0f} min of cluster start, ~${e['run_usd']:.2f}")
+    return line

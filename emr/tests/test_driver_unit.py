@@ -1,0 +1,95 @@
+"""The driver's pieces without Spark: the executor function is a plain
+function of (partition index, keys, local paths), run here with the real
+binary on local photos."""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+import featurize_job as job
+from conftest import REPO
+
+SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")
+
+
+def test_partitions_are_contiguous_cover_every_key_once_and_fill_every_slot():
+    keys = [f"k{i}" for i in range(10)]
+    for ipp, slots, parts in [(4, 1, None), (100, 4, None), (1, 1, None), (4, 1, 3), (4, 1, 50)]:
+        slices = job.plan_partitions(keys, ipp, slots, parts)
+        assert [k for s in slices for k in s] == keys, (ipp, slots, parts)
+        assert all(slices), "no empty slice"
+        assert max(map(len, slices)) - min(map(len, slices)) <= 1, "balanced"
+    assert len(job.plan_partitions(keys, 4, 1)) == 3  # ceil(10 / 4)
+    assert len(job.plan_partitions(keys, 100, 4)) == 4  # at least one per task slot
+    assert len(job.plan_partitions(keys, 4, 1, 50)) == 10  # never more than the keys
+    assert job.plan_partitions([], 4, 2) == []
+
+
+def test_the_default_run_id_names_the_output_and_is_stable():
+    a = job.default_run_id("s3://fruits-demo/runs/run-1/")
+    assert a == job.default_run_id("s3://fruits-demo/runs/run-1") and a.startswith("run-1-")
+    assert a != job.default_run_id("s3://other/runs/run-1/")
+    assert re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", job.default_run_id("/tmp/a b/ü")), "a valid --run-id"
+
+
+def test_a_child_gets_an_explicit_environment():
+    environ = {"AWS_ACCESS_KEY_ID": "k", "AWS_ENDPOINT_URL": "http://x", "SECRET_OF_THE_NODE": "no",
+               "PYSPARK_GATEWAY_SECRET": "no", "HOME": "/home/hadoop"}
+    env = job.child_env(4, environ)
+    assert env["RAYON_NUM_THREADS"] == "4" and env["AWS_ACCESS_KEY_ID"] == "k" and env["HOME"] == "/home/hadoop"
+    assert "SECRET_OF_THE_NODE" not in env and "PYSPARK_GATEWAY_SECRET" not in env
+
+
+def spec(fruits_bin, tmp_path, sha, **kw):
+    fields = dict(fruits=fruits_bin, output=str(tmp_path / "run"), model="mobilenetv2", weights_name="w",
+                  weights_sha256=sha, run_id="unit", threads=2, resume=False, max_rejected=0.5, global_flags=())
+    fields.update(kw)
+    return job.TaskSpec(**fields)
+
+
+@pytest.fixture
+def weights(fruits_bin, tmp_path):
+    w = tmp_path / "w.safetensors"
+    subprocess.run([fruits_bin, "weights", "init", "--model", "mobilenetv2", "--seed", "2", "--out", str(w)],
+                   check=True, capture_output=True)
+    return str(w)
+
+
+def test_the_executor_function_featurises_its_part_and_reports(fruits_bin, tmp_path, weights):
+    keys = sorted(os.path.join(d, f) for d, _, fs in os.walk(SAMPLE) for f in fs)[:7] + ["/no/such/photo.jpg"]
+    s = spec(fruits_bin, tmp_path, job.sha256_of(weights))
+    r = job.featurize_partition(3, keys, s, weights, attempt=1)
+    assert (r["part"], r["status"], r["inputs"], r["featurised"], r["rejected"]) == (3, "done", 8, 7, 1)
+    assert r["rejected_by_kind"] == {"unreadable": 1}
+    assert r["task_attempt"] == 1 and r["weights_path"] == weights and r["keys"] == 8
+    manifest = json.load(open(tmp_path / "run" / "features" / "_fruits" / "part-00003.manifest.json"))
+    assert manifest["run"]["fruits.run_id"] == "unit" and manifest["counts"]["featurised"] == 7
+    # --resume: the part is complete, the task skips it.
+    again = job.featurize_partition(3, keys, spec(fruits_bin, tmp_path, job.sha256_of(weights), resume=True),
+                                    weights)
+    assert again["status"] == "skipped"
+
+
+def test_an_executor_copy_that_does_not_hash_to_the_staged_sha256_fails_the_task(fruits_bin, tmp_path, weights):
+    s = spec(fruits_bin, tmp_path, "0" * 64)
+    with pytest.raises(RuntimeError, match="sha256 mismatch"):
+        job.featurize_partition(0, [os.path.join(SAMPLE, "Test", "Kiwi", "f0_100.jpg")], s, weights)
+    assert not (tmp_path / "run" / "features" / "_fruits").exists(), "nothing committed"
+
+
+def test_the_report_renders_for_a_person():
+    parts = [{"part": i, "status": "done", "host": f"node-{i % 2}", "device": "cpu (native engine, f32, avx2)",
+              "inputs": 10, "featurised": 9, "rejected": 1, "not_images": 0, "duplicates": 0, "seconds": 2.0,
+              "weights_path": f"/w{i % 2}/x.safetensors"} for i in range(4)]
+    staged = job.Staged(name="x", sha256="ab" * 32, uri="hdfs:///fruits/weights/x", source="s3://b/w")
+    s = job.TaskSpec("f", "s3://b/runs/r/", "mobilenetv2", "x", "ab" * 32, "r1", 4, False, 0.01, ())
+    report = job.summarise(parts, {"featurize_s": 4.0, "total_s": 60.0}, {"n_components": 5, "n_samples": 36},
+                           staged, s, 1.7, "1 x m5.xlarge + 2 x g4dn.xlarge")
+    assert report["images"]["featurised"] == 36 and report["nodes"]["node-0"]["images_per_s"] == 5.0
+    assert report["cost"]["this_run_usd"] == round(1.7 * 60 / 3600, 4)
+    text = job.render(report)
+    assert "36 of 40 images featurised" in text and "node-1: 20 images in 2 parts" in text
+    assert "2 executor copies" in text and "$1.700/h" in text
