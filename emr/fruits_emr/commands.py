@@ -5,6 +5,7 @@ import datetime
 import json
 import os
 import signal
+import threading
 import time
 
 from . import artifacts, cluster, prices
@@ -73,7 +74,7 @@ def _wait_stack(aws, name) -> str:
         status = _stack(aws, name)["StackStatus"]
         if not status.endswith("_IN_PROGRESS"):
             return status
-        time.sleep(poll_seconds())
+        pause(poll_seconds())
 
 
 def stack_outputs(aws, bucket: str) -> dict:
@@ -177,7 +178,7 @@ def wait_cluster(aws, cid: str, until, timeout_s: float = None) -> str:
             return state
         if timeout_s is not None and time.time() - start > timeout_s:
             raise Failed(f"cluster {cid} not {'/'.join(until)} after {timeout_s:.0f} s (it is {state})")
-        time.sleep(poll_seconds())
+        pause(poll_seconds())
 
 
 def wait_step(aws, cid: str, sid: str, timeout_s: float) -> str:
@@ -192,7 +193,7 @@ def wait_step(aws, cid: str, sid: str, timeout_s: float) -> str:
             return state
         if time.time() - start > timeout_s:
             raise Failed(f"step {sid} did not finish in {timeout_s:.0f} s (it is {state})")
-        time.sleep(poll_seconds())
+        pause(poll_seconds())
 
 
 # up / status / down -----------------------------------------------------------
@@ -250,10 +251,12 @@ def demo(aws, args) -> None:
     output = f"s3://{args.bucket}/runs/demo-{stamp}/"
     shape = shape_of(args)
     cid = None
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         cid = up(aws, args)
+        pause(0)
         upload_sample(aws, args.bucket, "photos/demo-sample/")
+        pause(0)
         hourly = prices.cluster_hourly(prices.table(), aws.region, shape.master_type, shape.core_type,
                                        shape.core_count)
         args.input, args.keys = photos, None
@@ -270,14 +273,30 @@ def demo(aws, args) -> None:
         say("interrupted")
         raise Failed("interrupted") from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if cid is not None:
             aws.call("emr", "TerminateJobFlows", JobFlowIds=[cid])
             say(f"terminating {cid}")
 
 
+# Ctrl-C and SIGTERM during `demo` set a flag that the waits check, instead
+# of raising wherever the signal lands: an exception thrown inside botocore
+# or urllib3 while they hold a lock can deadlock the TerminateJobFlows call
+# that must follow. A second signal raises at once.
+STOP = threading.Event()
+
+
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+    if STOP.is_set():
+        raise KeyboardInterrupt
+    STOP.set()
+
+
+def pause(seconds: float) -> None:
+    """Sleeps, or raises KeyboardInterrupt once `demo` was interrupted."""
+    if STOP.wait(seconds):
+        raise KeyboardInterrupt
 
 
 def upload_sample(aws, bucket: str, prefix: str) -> int:

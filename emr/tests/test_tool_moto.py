@@ -153,12 +153,14 @@ def test_demo_terminates_its_cluster_when_the_job_fails_or_is_interrupted(record
     env = aws_env(recorder.endpoint, FRUITS_EMR_PYTHON=sys.executable, FRUITS_EMR_POLL_S="0.1")
     proc = subprocess.Popen([TOOL, "demo", "--bucket", deployed, "--binary", binary], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
+    deadline = time.time() + 180
     while time.time() < deadline and sum(c[0] == "AddJobFlowSteps" for c in calls(recorder)) < 2:
+        assert proc.poll() is None, proc.communicate()
         time.sleep(0.1)
+    assert sum(c[0] == "AddJobFlowSteps" for c in calls(recorder)) == 2, "the demo never added its step"
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stdout + stderr
     assert "interrupted" in stdout + stderr
     assert sum(c[0] == "TerminateJobFlows" for c in calls(recorder)) == 2
