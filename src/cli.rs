@@ -22,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     Featurize(cmd::featurize::Args),
     Pca(cmd::pca::Args),
+    Index(cmd::index::Args),
+    Identify(cmd::identify::Args),
+    Serve(cmd::serve::Args),
     Weights(cmd::weights::Args),
     Demo(cmd::demo::Args),
     List(cmd::list::Args),

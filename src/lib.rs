@@ -12,13 +12,21 @@
 //! `fruits pca` ([`pca_job`]): [`part`] reads the committed parts and their
 //! statistics, [`pca`] merges statistics and fits, [`pca_model`] persists
 //! the model and draws its pictures.
+//!
+//! The app's engine: [`index`] turns labelled features into an exact
+//! nearest-neighbour classifier, [`identify`] answers a photo with it
+//! (the CLI, `index eval` and `serve` all through it), [`fruit_info`]
+//! says what the fruit is.
 
 pub mod budget;
 pub mod digest;
 pub mod error;
 pub mod featurize;
+pub mod fruit_info;
 pub mod guard;
+pub mod identify;
 pub mod image;
+pub mod index;
 pub mod input;
 pub mod model;
 pub mod output;
@@ -28,6 +36,7 @@ pub mod pca_job;
 pub mod pca_model;
 pub mod pipeline;
 pub mod sample;
+pub mod serve;
 pub mod storage;
 pub mod weights;
 

@@ -18,6 +18,9 @@ fn dispatch(command: cli::Command, s3: &fruits::storage::S3Options) -> anyhow::R
     match command {
         cli::Command::Featurize(args) => cmd::featurize::run(args, s3),
         cli::Command::Pca(args) => cmd::pca::run(args, s3),
+        cli::Command::Index(args) => cmd::index::run(args, s3),
+        cli::Command::Identify(args) => cmd::identify::run(args, s3),
+        cli::Command::Serve(args) => cmd::serve::run(args, s3),
         cli::Command::Weights(args) => cmd::weights::run(args),
         cli::Command::Demo(args) => cmd::demo::run(args, s3),
         cli::Command::List(args) => cmd::list::run(args, s3),

@@ -237,7 +237,7 @@ pub struct Transformed {
 }
 
 /// Loads the model folder (an S3 one through scratch space).
-fn load_model(storage: &Storage, model: &Location, scratch: &Path) -> Result<(Pca, Summary)> {
+pub fn load_model(storage: &Storage, model: &Location, scratch: &Path) -> Result<(Pca, Summary)> {
     let dir = match model {
         Location::Local(p) => p.clone(),
         Location::S3 { .. } => {

@@ -159,7 +159,7 @@ fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Input { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
 }
 
-fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
+pub(crate) fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
     let file = File::open(path).map_err(|e| Error::Input { path: path.to_path_buf(), source: e })?;
     let read = crate::guard::catch(|| {
         ParquetRecordBatchReaderBuilder::try_new(file)

@@ -25,6 +25,35 @@ enum What {
     /// no output) and report images/s: the inference-only number to hold against
     /// ONNX Runtime's (benches/compare).
     Infer(InferArgs),
+    /// `identify` of one photo, warm, --runs times in one process: read, decode,
+    /// network and search, as `fruits identify` does them; p50/p90/p99 in ms.
+    Identify(IdentifyArgs),
+    /// Exact nearest-neighbour search over --vectors synthetic unit vectors of width
+    /// --dim: ms per query, one query per scan and --batch queries per scan.
+    Search(SearchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IdentifyArgs {
+    photo: Location,
+    #[command(flatten)]
+    engine: super::identify::EngineArgs,
+    #[arg(long, default_value_t = 200)]
+    runs: usize,
+}
+
+#[derive(Debug, clap::Args)]
+struct SearchArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    vectors: usize,
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    #[arg(long, default_value_t = 50)]
+    queries: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 5)]
+    k: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +106,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         What::Infer(a) => infer(a),
+        What::Identify(a) => identify(a, s3),
+        What::Search(a) => search(a),
     }
 }
 
@@ -111,6 +142,92 @@ fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
         a.model,
         a.dtype,
         (batches * b) as f64 / secs
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// (p50, p90, p99) of `ms`.
+fn percentiles(mut ms: Vec<f64>) -> (f64, f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.9), at(0.99))
+}
+
+fn identify(a: IdentifyArgs, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    let storage = Storage::new(s3.clone());
+    let engine = super::identify::open(&a.engine, &storage)?;
+    let once = || -> anyhow::Result<[f64; 4]> {
+        let t = Instant::now();
+        let bytes = storage.read(&a.photo)?.ok_or_else(|| anyhow::anyhow!("{}: no such file", a.photo))?;
+        let prepared = engine.prepare(&bytes).map_err(|r| anyhow::anyhow!("{}: {r}", a.photo))?;
+        let decoded = t.elapsed().as_secs_f64() * 1e3;
+        let features = engine.features(&[&prepared])?;
+        let modelled = t.elapsed().as_secs_f64() * 1e3;
+        let answer = engine.answer(&features);
+        std::hint::black_box(answer);
+        let total = t.elapsed().as_secs_f64() * 1e3;
+        Ok([total, decoded, modelled - decoded, total - modelled])
+    };
+    for _ in 0..5 {
+        once()?; // warm-up
+    }
+    let runs: Vec<[f64; 4]> = (0..a.runs.max(1)).map(|_| once()).collect::<anyhow::Result<_>>()?;
+    let col = |i: usize| runs.iter().map(|r| r[i]).collect::<Vec<f64>>();
+    let (p50, p90, p99) = percentiles(col(0));
+    let median = |i: usize| percentiles(col(i)).0;
+    println!(
+        "identify {} ({} runs, index of {} × {}): p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms \
+         (medians: read+decode {:.2}, network {:.2}, search+vote {:.3})",
+        a.photo,
+        runs.len(),
+        engine.index.len(),
+        engine.index.dim(),
+        median(1),
+        median(2),
+        median(3)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let unit = |rng: &mut rand_chacha::ChaCha8Rng, n: usize| -> Vec<f32> {
+        let mut v: Vec<f32> = (0..n * a.dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        for row in v.chunks_mut(a.dim) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    };
+    let vectors = fruits::index::search::Vectors::from_rows(&unit(&mut rng, a.vectors), a.dim);
+    let queries = unit(&mut rng, a.queries.max(1));
+    let nearest = fruits::index::search::nearest;
+    nearest(&vectors, &queries[..a.dim], a.k); // warm-up: pages touched
+    let mut single = Vec::new();
+    for q in queries.chunks(a.dim) {
+        let t = Instant::now();
+        std::hint::black_box(nearest(&vectors, q, a.k));
+        single.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let (p50, _, p99) = percentiles(single);
+    let batch = a.batch.clamp(1, a.queries.max(1));
+    let t = Instant::now();
+    let mut done = 0;
+    for qs in queries.chunks(batch * a.dim) {
+        std::hint::black_box(nearest(&vectors, qs, a.k));
+        done += qs.len() / a.dim;
+    }
+    let per_query = t.elapsed().as_secs_f64() * 1e3 / done as f64;
+    println!(
+        "search {} vectors × {} f32 ({:.0} MB), k {}: one query per scan p50 {p50:.2} ms, p99 {p99:.2} ms; \
+         {batch} queries per scan {per_query:.2} ms per query ({} threads, {})",
+        a.vectors,
+        a.dim,
+        (a.vectors * a.dim * 4) as f64 / 1e6,
+        a.k,
+        rayon::current_num_threads(),
+        fruits::model::engine::elem::simd().name()
     );
     Ok(ExitCode::SUCCESS)
 }

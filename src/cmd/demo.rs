@@ -4,6 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use fruits::featurize::{self, Input, Job, Report, DEFAULT_RUN_ID};
+use fruits::index::build::{build, BuildJob};
+use fruits::index::eval::{self, EvalJob};
+use fruits::index::vote;
 use fruits::model::{self, DeviceChoice, Which};
 use fruits::part::Role;
 use fruits::pca::Keep;
@@ -13,11 +16,13 @@ use fruits::storage::{FetchLimits, Location, S3Options, Storage};
 use fruits::weights::{self, Source};
 
 /// The whole job on the 19 fruit photos built into the binary: featurize, fit a PCA
-/// keeping 95% of the variance, reduce the features and draw them.
+/// keeping 95% of the variance, reduce the features and draw them, then build the app's
+/// index from the Training photos and evaluate it on the Test photos.
 ///
-/// Writes the sample to <output>/sample, then the features, the PCA model and the
-/// reduced features under --output (replacing an earlier demo's), and ends by printing
-/// where the features, the errors file, the model and the pictures are.
+/// Writes the sample to <output>/sample, then the features, the PCA model, the reduced
+/// features, the index (Training split: 14 photos of 5 fruits) and its evaluation (Test
+/// split: one photo of each fruit) under --output (replacing an earlier demo's), and
+/// ends by printing where everything is and how to serve the index.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Weights, as for `featurize` (a path, or random:SEED to run offline).
@@ -69,6 +74,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         part: None,
     };
     super::pca::transform(reduce, &storage)?;
+    let evaluated = index_and_eval(&storage, &args.output)?;
     let file = |role| done.committed.location(role).map(|l| l.to_string()).unwrap_or_default();
     println!("features:        {}", file(Role::Rows));
     println!("errors:          {}", file(Role::Errors));
@@ -76,5 +82,41 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     println!("reduced:         {}/", at("reduced"));
     println!("pictures:        {}/explained_variance.svg", at("pca"));
     println!("                 {}/scatter.svg", at("reduced"));
+    println!("                 {}/confusion.svg", args.output.join("eval").display());
+    println!("{evaluated}");
+    println!("index:           {}/ (eval: {}/eval.json)", at("index"), args.output.join("eval").display());
+    println!("next:            fruits serve --index {}   (then open http://127.0.0.1:8080/)", at("index"));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The app's index from the Training photos, evaluated on the Test photos; the line saying how well.
+fn index_and_eval(storage: &Storage, output: &std::path::Path) -> anyhow::Result<String> {
+    let at = |sub: &str| Location::Local(output.join(sub));
+    let index = build(
+        &BuildJob {
+            features: vec![at("features")],
+            pca: Some(at("pca")),
+            components: None,
+            split: Some("Training".into()),
+            output: at("index"),
+        },
+        storage,
+    )?
+    .index;
+    let job = EvalJob {
+        features: at("features"),
+        split: Some("Test".into()),
+        k: vote::DEFAULT_K,
+        min_score: vote::DEFAULT_MIN_SCORE,
+    };
+    let report = eval::eval(&index, &job, storage)?;
+    eval::write(&report, &output.join("eval"))?;
+    Ok(format!(
+        "index:           {} Training photos of {} fruits; on the {} Test photos: top-1 {:.0}%, top-5 {:.0}%",
+        index.meta.rows,
+        index.meta.classes.len(),
+        report.rows,
+        100.0 * report.top1_accuracy,
+        100.0 * report.top5_accuracy
+    ))
 }

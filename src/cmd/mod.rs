@@ -6,11 +6,14 @@ pub mod bench;
 pub mod cp;
 pub mod demo;
 pub mod featurize;
+pub mod identify;
+pub mod index;
 pub mod list;
 pub mod parts;
 pub mod pca;
 pub mod regions;
 pub mod report;
+pub mod serve;
 pub mod weights;
 
 /// The run could not proceed (missing weights, unreadable input, ...).

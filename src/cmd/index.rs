@@ -1,0 +1,140 @@
+//! `fruits index build | eval`
+
+use clap::builder::TypedValueParser as _;
+use std::process::ExitCode;
+
+use fruits::index::build::{build, BuildJob};
+use fruits::index::eval::{self, EvalJob};
+use fruits::index::{files, vote};
+use fruits::storage::{Location, S3Options, Storage};
+
+use super::parse_fraction;
+
+/// The app's classifier: labelled feature vectors searched for the nearest neighbours.
+///
+/// `build` turns features folders (optionally PCA-reduced) into an index; `eval` measures
+/// it on held-out features. `fruits identify` and `fruits serve` answer with an index.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    Build(BuildArgs),
+    Eval(EvalArgs),
+}
+
+/// Build an index from the labelled rows of one or more features folders.
+///
+/// Folders must agree on model, weights, preprocessing, width and dtype (run ids may
+/// differ). Each vector is centred (by the PCA's mean, or the indexed rows' mean),
+/// reduced with --pca if given, and scaled to unit length: similarity is the cosine.
+/// Writes index.json, vectors.safetensors and entries.parquet to --output.
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    /// Folder of features parts, local or s3://bucket/prefix (repeat for several runs).
+    #[arg(long, required = true)]
+    features: Vec<Location>,
+    /// A PCA model folder (`fruits pca fit`) fitted on features made the same way.
+    #[arg(long)]
+    pca: Option<Location>,
+    /// Keep only the first N components of --pca (narrower vectors, faster search).
+    #[arg(long, requires = "pca", value_parser = clap::value_parser!(u32).range(1..))]
+    components: Option<u32>,
+    /// Only rows of this split (the Fruits-360 folder above the label: Training, Test).
+    #[arg(long)]
+    split: Option<String>,
+    /// Folder receiving the index, local or s3://bucket/prefix.
+    #[arg(long, default_value = "out/index")]
+    output: Location,
+}
+
+/// Measure an index on held-out features: top-1 and top-5 accuracy, per-class recall and
+/// the confusion matrix. Writes eval.json and confusion.svg to --output.
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    #[arg(long)]
+    index: Location,
+    /// Features to answer (made with the index's model, weights and dtype).
+    #[arg(long)]
+    features: Location,
+    /// Only rows of this split (e.g. Test).
+    #[arg(long)]
+    split: Option<String>,
+    /// Neighbours that vote.
+    #[arg(long, default_value_t = vote::DEFAULT_K, value_parser = clap::value_parser!(u64).range(1..10_001).map(|v| v as usize))]
+    k: usize,
+    /// Below this share of the neighbours' vote the answer is "unknown" (counted wrong).
+    #[arg(long, default_value_t = vote::DEFAULT_MIN_SCORE, value_parser = parse_fraction)]
+    min_score: f64,
+    /// Local folder receiving eval.json and confusion.svg.
+    #[arg(long, default_value = "out/eval")]
+    output: std::path::PathBuf,
+}
+
+pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    let storage = Storage::new(s3.clone());
+    match args.action {
+        Action::Build(a) => {
+            let job = BuildJob {
+                features: a.features,
+                pca: a.pca,
+                components: a.components.map(|c| c as usize),
+                split: a.split,
+                output: a.output,
+            };
+            let built = build(&job, &storage)?;
+            let m = &built.index.meta;
+            println!(
+                "index: {} rows of {} labels, {} values each ({}), from {}",
+                m.rows,
+                m.classes.len(),
+                m.dim,
+                m.projection,
+                m.sources.join(", ")
+            );
+            if !m.skipped.is_empty() {
+                let s: Vec<String> = m.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                println!("left out: {}", s.join(", "));
+            }
+            for w in &built.written {
+                println!("wrote {w}");
+            }
+        }
+        Action::Eval(a) => {
+            let scratch = tempfile::tempdir()?;
+            let index = files::open(&storage, &a.index, scratch.path())?;
+            let job = EvalJob { features: a.features, split: a.split, k: a.k, min_score: a.min_score };
+            let report = eval::eval(&index, &job, &storage)?;
+            print_report(&report);
+            for w in eval::write(&report, &a.output)? {
+                println!("wrote {}", w.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(r: &eval::Report) {
+    println!(
+        "{} rows: top-1 {:.1}%, top-5 {:.1}%, unknown {} (k = {}, min score {})",
+        r.rows,
+        100.0 * r.top1_accuracy,
+        100.0 * r.top5_accuracy,
+        r.unknown,
+        r.k,
+        r.min_score
+    );
+    for c in &r.classes {
+        let note = if c.indexed { "" } else { "  (not in the index)" };
+        println!(
+            "  {:<28} {:>6} rows  recall {:>5.1}%  top-5 {:>5.1}%{note}",
+            c.label,
+            c.rows,
+            100.0 * c.recall,
+            100.0 * c.top5
+        );
+    }
+}

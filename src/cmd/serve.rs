@@ -1,0 +1,99 @@
+//! `fruits serve`
+
+use clap::builder::TypedValueParser as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fruits::serve::batcher::BatchOptions;
+use fruits::serve::{serve, stop_signal, Config};
+use fruits::storage::{S3Options, Storage};
+
+use super::identify::EngineArgs;
+use super::parse_bytes;
+
+/// Serve the app's engine over HTTP: a page for phones and a JSON API.
+///
+///   GET  /             a page: take or choose a photo, see the fruit and what it is
+///   POST /v1/identify  the photo's bytes (raw body, or a multipart form's file) →
+///                      JSON: fruit, score, top labels, nearest photos, information, timings
+///   GET  /healthz      JSON: model, weights, index size
+///   GET  /metrics      Prometheus text: requests by status, latency, batch sizes
+///
+/// Photos are read into memory, answered and dropped: never written to disk nor logged.
+/// Concurrent requests share one network call (up to --max-batch, waiting at most
+/// --max-wait-ms for company). SIGTERM or Ctrl-C stops accepting, finishes what is in
+/// flight and exits 0. Listens on 127.0.0.1 unless --addr says otherwise.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Largest upload accepted (413 beyond).
+    #[arg(long, default_value = "16M", value_parser = parse_bytes)]
+    max_body: u64,
+    /// Photos per network call at most.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..1025).map(|v| v as usize))]
+    max_batch: usize,
+    /// How long the first photo of a batch waits for others, in milliseconds.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..1001))]
+    max_wait_ms: u64,
+    /// Photos queued for the network at most (503 beyond).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..100_001).map(|v| v as usize))]
+    queue: usize,
+    /// Photos being received or decoded at once at most (503 beyond).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..100_001).map(|v| v as usize))]
+    max_in_flight: usize,
+    /// Open connections at most (more wait to be accepted).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..1_000_001).map(|v| v as usize))]
+    max_connections: usize,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..3601))]
+    header_timeout: u64,
+    /// Seconds a request may take, upload included (408 beyond).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..3601))]
+    request_timeout: u64,
+    /// Seconds to let requests in flight finish after SIGTERM.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..3601))]
+    drain_timeout: u64,
+}
+
+pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
+    let storage = Storage::new(s3.clone());
+    let engine = Arc::new(super::identify::open(&args.engine, &storage)?);
+    if !args.addr.ip().is_loopback() {
+        eprintln!("fruits serve: warning: listening on {}, reachable from other machines", args.addr);
+    }
+    let config = Config {
+        addr: args.addr,
+        max_body: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_secs(args.header_timeout),
+        request_timeout: Duration::from_secs(args.request_timeout),
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
+        batch: BatchOptions {
+            max_batch: args.max_batch,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            queue: args.queue,
+        },
+    };
+    let meta = &engine.index.meta;
+    let described = format!("{} rows of {} labels", meta.rows, meta.classes.len());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("fruits-serve").build()?;
+    runtime.block_on(serve(
+        engine,
+        config,
+        |at| {
+            println!("fruits serve: listening on http://{at} (index: {described})");
+            let _ = std::io::stdout().flush();
+        },
+        stop_signal(),
+    ))?;
+    println!("fruits serve: stopped");
+    Ok(ExitCode::SUCCESS)
+}
