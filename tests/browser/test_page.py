@@ -99,4 +99,5 @@ def test_a_file_that_is_no_photo_shows_the_reason(server, driver, tmp_path):
     driver.find_element(By.ID, "identify").click()
     alert = WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, "#result [role=alert]")))
     assert "not a known image format" in alert.text
+    assert not driver.find_element(By.ID, "preview").is_displayed(), "no broken preview for a file that is no image"
     driver.save_screenshot(str(OUTPUT / "page-error.png"))
