@@ -6,14 +6,14 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::featurize::run_meta;
 use crate::fruit_info::{Info, Table};
-use crate::image::{prepare, preprocessing_description, Prepared, Rejection};
+use crate::image::{prepare, Prepared, Rejection};
 use crate::index::build::MUST_MATCH;
 use crate::index::search::{self, Hit};
 use crate::index::vote::{self, Prediction};
 use crate::index::Index;
 use crate::model::Model;
-use crate::output::meta;
 
 /// How answers are made.
 #[derive(Debug, Clone, Copy)]
@@ -65,21 +65,12 @@ pub struct Answer {
     pub neighbours: Vec<Neighbour>,
 }
 
-/// How the features of `model` are made, as the index records it.
-fn model_keys(model: &Model) -> [(&'static str, String); 5] {
-    [
-        (meta::MODEL, model.which.name().to_string()),
-        (meta::WEIGHTS, model.weights_id.clone()),
-        (meta::PREPROCESSING, preprocessing_description(model.which.resolution())),
-        (meta::FEATURE_DIM, model.which.feature_dim().to_string()),
-        (meta::DTYPE, model.dtype().name().to_string()),
-    ]
-}
-
 /// Refuses a model that makes features differently from the index's.
 pub fn check_compatible(model: &Model, index: &Index) -> Result<()> {
-    debug_assert_eq!(MUST_MATCH.len(), model_keys(model).len());
-    for (key, ours) in model_keys(model) {
+    // The keys featurize writes for this model, the run id aside.
+    let ours: std::collections::BTreeMap<String, String> = run_meta(model, "").key_values().into_iter().collect();
+    for key in MUST_MATCH {
+        let ours = &ours[key];
         let theirs = index.meta.get(key);
         if theirs != ours {
             return Err(Error::Refused(format!(
