@@ -32,4 +32,5 @@ pub enum Command {
     Regions(cmd::regions::Args),
     Parts(cmd::parts::Args),
     Bench(cmd::bench::Args),
+    Info(cmd::info::Args),
 }

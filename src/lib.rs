@@ -3,8 +3,8 @@
 //! The flow of `fruits featurize` ([`featurize`], one job = one part):
 //! [`input`] lists the images and accounts for every file, [`storage`]
 //! reads their bytes (local or S3, memory bounded), [`image`] decodes and
-//! resizes each, [`model`] turns batches into feature vectors (CPU engine
-//! or Candle/CUDA), [`output`] writes Parquet, errors and statistics;
+//! resizes each, [`model`] turns batches into feature vectors (the CPU engine,
+//! or [`gpu`]'s CUDA engine), [`output`] writes Parquet, errors and statistics;
 //! [`pipeline`] streams these together, and [`part`] commits the files as
 //! one atomic part behind a manifest. [`weights`] says where the model
 //! weights come from.
@@ -23,6 +23,7 @@ pub mod digest;
 pub mod error;
 pub mod featurize;
 pub mod fruit_info;
+pub mod gpu;
 pub mod guard;
 pub mod identify;
 pub mod image;

@@ -28,6 +28,7 @@ fn dispatch(command: cli::Command, s3: &fruits::storage::S3Options) -> anyhow::R
         cli::Command::Regions(args) => cmd::regions::run(args),
         cli::Command::Parts(args) => cmd::parts::run(args, s3),
         cli::Command::Bench(args) => cmd::bench::run(args, s3),
+        cli::Command::Info(args) => cmd::info::run(args),
     }
 }
 

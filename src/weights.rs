@@ -112,10 +112,16 @@ pub fn verify(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
 /// The model `--weights` names: random weights (their features mean
 /// nothing: callers say so, see [`Model::is_random`]), a file, or the pinned hub file, from the local
 /// cache or downloaded once and checked.
-pub fn load(which: Which, source: Option<&Source>, device: &candle_core::Device) -> Result<Model> {
+pub fn load(which: Which, source: Option<&Source>, target: &crate::model::Target) -> Result<Model> {
+    let mut model = load_on_cpu(which, source)?;
+    model.place(target)?;
+    Ok(model)
+}
+
+fn load_on_cpu(which: Which, source: Option<&Source>) -> Result<Model> {
     match source {
-        Some(Source::Random(seed)) => Model::random(which, *seed, device),
-        Some(Source::File(path)) => Model::from_file(which, path, device),
+        Some(Source::Random(seed)) => Model::random(which, *seed),
+        Some(Source::File(path)) => Model::from_file(which, path),
         None => {
             let path = match cached(which) {
                 Some(p) => p,
@@ -123,7 +129,7 @@ pub fn load(which: Which, source: Option<&Source>, device: &candle_core::Device)
                     .map_err(|e| Error::NoWeights { model: which.to_string(), reason: e.to_string() })?,
             };
             verify_pinned(&path, None, which)?;
-            Model::from_file(which, &path, device)
+            Model::from_file(which, &path)
         }
     }
 }

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use candle_core::Device;
 use fruits::model::{Model, Which};
 
 use crate::util::{files_under, fruits, manifest, part_file, read_parquet, repo, run, sample_dir, stderr, Dir};
@@ -19,7 +18,7 @@ fn featurize(dir: &Dir, input: &Path, extra: &[&str]) -> std::process::Command {
 
 /// Features the library computes in-process for `paths`, to compare with the file.
 fn expected_features(which: Which, paths: &[String]) -> Vec<Vec<f32>> {
-    let model = Model::random(which, 3, &Device::Cpu).unwrap();
+    let model = Model::random(which, 3).unwrap();
     let res = which.resolution();
     let mut rgb = Vec::new();
     for p in paths {

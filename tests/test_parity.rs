@@ -1,6 +1,7 @@
-//! Both CPU engines (the native one and Candle's, which the GPU runs) equal
-//! timm's forward pass, for both models, on real images, with the same
-//! (random-init, non-trivial BatchNorm) weights.
+//! Both CPU engines (the native one and Candle's) equal timm's forward
+//! pass, for both models, on real images, with the same (random-init,
+//! non-trivial BatchNorm) weights. The CUDA engine's tests (test_gpu) reuse
+//! these inputs.
 //! Expected features: tests/fixtures/make_parity.py (needs timm; CI does not).
 
 use candle_core::Device;
@@ -9,7 +10,9 @@ use fruits::model::{init, Engine, Model, Which};
 
 use crate::util::{repo, Dir};
 
-fn check(which: Which) {
+/// The model on the fixture's weights, the parity images as RGB8, timm's
+/// features for them and their largest magnitude.
+pub(crate) fn parity_inputs(which: Which) -> (Model, Vec<u8>, Vec<Vec<f32>>, f32) {
     let fixtures = repo().join("tests/fixtures/parity");
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures.join(format!("{which}.json"))).unwrap()).unwrap();
@@ -26,7 +29,7 @@ fn check(which: Which) {
         "random init for {which} changed since the fixture was made: rerun tests/fixtures/make_parity.py"
     );
 
-    let mut model = Model::from_file(which, &wpath, &Device::Cpu).unwrap();
+    let model = Model::from_file(which, &wpath).unwrap();
     let res = which.resolution() as u32;
     let mut rgb = Vec::new();
     let images = info["images"].as_array().unwrap();
@@ -40,6 +43,11 @@ fn check(which: Which) {
     let want: Vec<Vec<f32>> = expected["features"].to_vec2().unwrap();
     let max_abs = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
     assert!(max_abs > 0.1, "reference features are degenerate (max |f| = {max_abs})");
+    (model, rgb, want, max_abs)
+}
+
+fn check(which: Which) {
+    let (mut model, rgb, want, max_abs) = parity_inputs(which);
     for engine in [Engine::Native, Engine::Candle] {
         model.set_engine(engine, Dtype::F32).unwrap();
         let got: Vec<Vec<f32>> =
@@ -67,7 +75,7 @@ fn mobilenetv4_small_matches_timm() {
 }
 
 /// Worst cosine similarity between matching rows of two feature matrices.
-fn worst_cosine(a: &[f32], b: &[f32], d: usize) -> f64 {
+pub(crate) fn worst_cosine(a: &[f32], b: &[f32], d: usize) -> f64 {
     let cos = |a: &[f32], b: &[f32]| {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
         let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -86,15 +94,9 @@ fn worst_cosine(a: &[f32], b: &[f32], d: usize) -> f64 {
 /// change does, and above 0.99. Whether trained weights reach the 0.999 of
 /// issue 5 needs the real checkpoint (not on this machine).
 fn bf16_close_to_f32(which: Which) {
-    let mut model = Model::random(which, 0, &Device::Cpu).unwrap();
+    let mut model = Model::random(which, 0).unwrap();
     let res = which.resolution() as u32;
-    let mut rgb = Vec::new();
-    for entry in walkdir::WalkDir::new(repo().join("tests/data/fruits-360-sample")).sort_by_file_name() {
-        let entry = entry.unwrap();
-        if entry.path().extension().is_some_and(|e| e == "jpg") {
-            rgb.extend(fruits::image::prepare(&std::fs::read(entry.path()).unwrap(), res).unwrap().rgb);
-        }
-    }
+    let rgb = sample_photos(which);
     let d = which.feature_dim();
     assert_eq!(rgb.len() / (3 * (res * res) as usize), 19);
     let f32s = model.features(&rgb).unwrap();
@@ -119,4 +121,17 @@ fn mobilenetv2_bf16_stays_close_to_f32() {
 #[test]
 fn mobilenetv4_small_bf16_stays_close_to_f32() {
     bf16_close_to_f32(Which::MobileNetV4Small);
+}
+
+/// The 19 sample photos, prepared for `which`, as one RGB8 batch.
+pub(crate) fn sample_photos(which: Which) -> Vec<u8> {
+    let res = which.resolution() as u32;
+    let mut rgb = Vec::new();
+    for entry in walkdir::WalkDir::new(repo().join("tests/data/fruits-360-sample")).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_some_and(|e| e == "jpg") {
+            rgb.extend(fruits::image::prepare(&std::fs::read(entry.path()).unwrap(), res).unwrap().rgb);
+        }
+    }
+    rgb
 }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use candle_core::Device;
 use fruits::model::{init, Model, Which};
 
 use crate::util::{fruits, run, Dir};
@@ -48,13 +47,13 @@ fn a_missing_tensor_is_named() {
     t.remove("blocks.3.2.conv_dw.weight");
     let path = dir.join("broken.safetensors");
     candle_core::safetensors::save(&t, &path).unwrap();
-    let err = Model::from_file(Which::MobileNetV2, &path, &Device::Cpu).err().expect("refused");
+    let err = Model::from_file(Which::MobileNetV2, &path).err().expect("refused");
     let msg = format!("{:#}", anyhow::Error::from(err)); // the chain, as the CLI prints it
     assert!(msg.contains("blocks.3.2.conv_dw.weight") && msg.contains("broken.safetensors"), "{msg}");
     // Weights of the other model are refused too (wrong names / shapes).
     let v4 = dir.join("v4.safetensors");
     init::write_random_weights(Which::MobileNetV4Small, 0, &v4).unwrap();
-    assert!(Model::from_file(Which::MobileNetV2, &v4, &Device::Cpu).is_err());
+    assert!(Model::from_file(Which::MobileNetV2, &v4).is_err());
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod test_bad_inputs;
 mod test_cli;
 mod test_featurize;
 mod test_fuzz;
+mod test_gpu;
 mod test_index;
 mod test_layout;
 mod test_parity;

@@ -1,12 +1,21 @@
 """What every node installs: the `fruits` binary, the PySpark driver, the
 bootstrap action, and `fruits.json`, their manifest (sha256 of each). They
 go to s3://BUCKET/emr/<artifact id>/, the id a hash of their hashes, so a
-changed binary never overwrites the one a running cluster uses."""
+changed binary never overwrites the one a running cluster uses.
+
+A cluster with GPU nodes also gets the CUDA libraries the binary loads at
+run time (cuBLAS, NVRTC: the pinned wheels of emr/cuda_libs.txt, from a
+local folder emr/fetch_cuda_wheels.sh fills; nothing here downloads them).
+They are large (~420 MB) and the same from one binary to the next, so they
+go to s3://BUCKET/emr/cuda/<sha256>/<wheel>, content-addressed, uploaded
+once; the manifest lists them ({name, sha256}) and the bootstrap action
+finds them there, next to the artifact's folder."""
 
 import dataclasses
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,19 +23,86 @@ EMR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, EMR)
 from featurize_job import sha256_of  # noqa: E402  (the driver's, so one hash function)
 
+CUDA_LIBS_TXT = os.path.join(EMR, "cuda_libs.txt")
+FETCH_SCRIPT = "emr/fetch_cuda_wheels.sh"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pins:
+    """emr/cuda_libs.txt: (package, version) of each wheel, and the oldest
+    NVIDIA driver that runs them."""
+    wheels: tuple
+    driver_min: str
+
+
+def cuda_pins(path: str = CUDA_LIBS_TXT) -> Pins:
+    wheels, driver_min = [], None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            m = re.fullmatch(r"#\s*cuda_driver_min:\s*(\S+)", line)
+            if m:
+                driver_min = m.group(1)
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r"([A-Za-z0-9_.-]+)==([A-Za-z0-9_.+-]+)(\s|$)", line)
+            if not m:
+                raise ValueError(f"{path}: {line!r} is not `package==version --hash=sha256:...`")
+            wheels.append((m.group(1), m.group(2)))
+    if not wheels or not driver_min:
+        raise ValueError(f"{path}: no pinned wheels or no `# cuda_driver_min:` line")
+    return Pins(wheels=tuple(wheels), driver_min=driver_min)
+
+
+def default_cuda_wheels() -> str:
+    """Where emr/fetch_cuda_wheels.sh puts the wheels when given no folder."""
+    if os.environ.get("FRUITS_CUDA_WHEELS"):
+        return os.environ["FRUITS_CUDA_WHEELS"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "fruits", "cuda-wheels")
+
+
+def find_cuda_wheels(folder: str, why: str, pins: Pins = None) -> list:
+    """The path of each pinned wheel (Linux x86_64) in `folder`; raises
+    FileNotFoundError saying how to fetch them when one is missing. `why`
+    names what needs them (the GPU instance types)."""
+    pins = pins or cuda_pins()
+    fetch = f"fetch them once with `{FETCH_SCRIPT} {folder}` (or pass --cuda-wheels DIR)"
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"no CUDA wheels folder {folder}: {why} needs cuBLAS and NVRTC; {fetch}")
+    names = sorted(os.listdir(folder))
+    found = []
+    for package, version in pins.wheels:
+        stem = f"{package.replace('-', '_')}-{version}-"
+        match = [n for n in names if n.startswith(stem) and n.endswith("x86_64.whl")]
+        if len(match) != 1:
+            what = "no" if not match else f"{len(match)}"
+            raise FileNotFoundError(f"{what} {stem}*x86_64.whl in {folder} ({package}=={version}, which {why} "
+                                    f"needs): {fetch}")
+        found.append(os.path.join(folder, match[0]))
+    return found
+
 
 @dataclasses.dataclass(frozen=True)
 class Artifact:
     id: str
     files: dict  # name in S3 -> local path
     manifest: dict
+    cuda: tuple = ()  # (key in the bucket, local path) of each CUDA wheel
 
     def prefix(self, bucket: str) -> str:
         return f"s3://{bucket}/emr/{self.id}/"
 
 
-def build(binary: str, cuda_driver_min=None) -> Artifact:
-    """The artifact of `binary` and this checkout's driver and bootstrap."""
+def cuda_key(name: str, sha256: str) -> str:
+    """Where a CUDA wheel goes in the bucket; bootstrap.sh looks for it at
+    the same place: ${SRC%/*}/cuda/<sha256>/<name>."""
+    return f"emr/cuda/{sha256}/{name}"
+
+
+def build(binary: str, cuda_driver_min=None, cuda_wheels=()) -> Artifact:
+    """The artifact of `binary` and this checkout's driver and bootstrap,
+    with `cuda_wheels` (paths, from find_cuda_wheels) for GPU nodes."""
     if not os.path.isfile(binary):
         raise FileNotFoundError(f"no fruits binary at {binary}: build it first (cargo build --release)")
     files = {
@@ -35,6 +111,9 @@ def build(binary: str, cuda_driver_min=None) -> Artifact:
         "bootstrap.sh": os.path.join(EMR, "bootstrap.sh"),
     }
     shas = {name: sha256_of(path) for name, path in files.items()}
+    cuda_libs = [{"name": os.path.basename(p), "sha256": sha256_of(p)} for p in cuda_wheels]
+    if cuda_libs and cuda_driver_min is None:
+        cuda_driver_min = cuda_pins().driver_min
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
     manifest = {
         "version": version,
@@ -42,13 +121,38 @@ def build(binary: str, cuda_driver_min=None) -> Artifact:
         "driver_sha256": shas["featurize_job.py"],
         "bootstrap_sha256": shas["bootstrap.sh"],
         "cuda_driver_min": cuda_driver_min,
+        "cuda_libs": cuda_libs,
     }
-    ident = hashlib.sha256("".join(shas[n] for n in sorted(shas)).encode()).hexdigest()[:16]
-    return Artifact(id=ident, files=files, manifest=manifest)
+    ident = hashlib.sha256("".join([shas[n] for n in sorted(shas)] + [w["sha256"] for w in cuda_libs])
+                           .encode()).hexdigest()[:16]
+    cuda = tuple((cuda_key(w["name"], w["sha256"]), p) for w, p in zip(cuda_libs, cuda_wheels))
+    return Artifact(id=ident, files=files, manifest=manifest, cuda=cuda)
 
 
-def upload(aws, bucket: str, art: Artifact) -> None:
-    """Puts the files, then the manifest (the bootstrap reads it first)."""
+def _exists(aws, bucket: str, key: str) -> bool:
+    try:
+        return aws.call("s3", "HeadObject", Bucket=bucket, Key=key) is not None
+    except Exception as e:  # botocore's ClientError, 404 (403 without s3:ListBucket)
+        if any(s in str(e) for s in ("404", "Not Found", "403", "Forbidden")):
+            return False
+        raise
+
+
+def upload(aws, bucket: str, art: Artifact, say=print) -> None:
+    """Puts the CUDA wheels not in the bucket yet, the files, then the
+    manifest (the bootstrap reads it first)."""
+    for key, path in art.cuda:
+        if _exists(aws, bucket, key):
+            say(f"s3://{bucket}/{key} is there already")
+            continue
+        size = os.path.getsize(path)
+        if aws.dry_run:
+            aws.call("s3", "PutObject", Bucket=bucket, Key=key,
+                     Body=f"<{size} bytes of {path}, sha256 {key.split('/')[2]}>")
+        else:
+            say(f"uploading {os.path.basename(path)} ({size / 1e6:.0f} MB) to s3://{bucket}/{key}")
+            with open(path, "rb") as f:  # streamed, not read into memory
+                aws.call("s3", "PutObject", Bucket=bucket, Key=key, Body=f)
     prefix = f"emr/{art.id}/"
     for name, path in art.files.items():
         with open(path, "rb") as f:

@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
                        help="minutes idle before the cluster terminates itself (default %(default)s)")
         s.add_argument("--binary", default=os.path.join(REPO, "target", "release", "fruits"),
                        help="the fruits binary the nodes install (default %(default)s)")
+        s.add_argument("--cuda-wheels", default=None, metavar="DIR",
+                       help="the cuBLAS and NVRTC wheels GPU nodes install, fetched once by "
+                       "emr/fetch_cuda_wheels.sh (default $FRUITS_CUDA_WHEELS or ~/.cache/fruits/cuda-wheels)")
         s.add_argument("--model", default="mobilenetv2")
         s.add_argument("--weights", help="s3://... safetensors, or random:SEED; default: the pinned hub file")
 

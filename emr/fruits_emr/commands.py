@@ -110,15 +110,34 @@ def check_locations(bucket: str, inputs: list, output: str) -> None:
         raise Failed(f"{output}: the cluster writes under s3://{bucket}/runs/ only")
 
 
+def gpu_types(t: dict, shape: cluster.Shape) -> list:
+    """The cluster's instance types with an NVIDIA GPU (emr/prices.json)."""
+    return [i for i in dict.fromkeys((shape.master_type, shape.core_type)) if prices.instance(t, i)["gpus"] > 0]
+
+
+def cuda_wheels_for(t: dict, shape: cluster.Shape, folder: str) -> list:
+    """The CUDA wheels a cluster with GPU nodes needs, from `folder`
+    (checked before any request); none for a CPU-only cluster."""
+    gpus = gpu_types(t, shape)
+    if not gpus:
+        return []
+    wheels = artifacts.find_cuda_wheels(folder, f"a cluster of {' and '.join(gpus)} (GPU)")
+    say(f"GPU nodes ({', '.join(gpus)}): CUDA libraries from {folder}: "
+        + ", ".join(f"{os.path.basename(w)} ({os.path.getsize(w) / 1e6:.0f} MB)" for w in wheels))
+    return wheels
+
+
 def start(aws, *, bucket: str, binary: str, purpose: str, shape: cluster.Shape, keep_alive: bool,
-          idle_timeout_s: int, steps=(), images: int = 0) -> str:
-    """Prints the cost, uploads the artifacts, starts the cluster; its id."""
+          idle_timeout_s: int, steps=(), images: int = 0, cuda_wheels: str = None) -> str:
+    """Prints the cost, uploads the artifacts, starts the cluster; its id.
+    The binary and, for GPU nodes, the CUDA wheels are checked first."""
     t = prices.table()
     e = prices.estimate(t, aws.region, shape.master_type, shape.core_type, shape.core_count, images)
     say(prices.describe(e, shape.master_type, shape.core_type, shape.core_count, aws.region, images))
+    wheels = cuda_wheels_for(t, shape, cuda_wheels or artifacts.default_cuda_wheels())
+    art = artifacts.build(binary, cuda_wheels=wheels)
     roles = stack_outputs(aws, bucket)
-    art = artifacts.build(binary)
-    artifacts.upload(aws, bucket, art)
+    artifacts.upload(aws, bucket, art, say=say)
     request = cluster.run_job_flow(bucket=bucket, roles=roles, artifact=art.id, purpose=purpose, shape=shape,
                                    keep_alive=keep_alive, idle_timeout_s=idle_timeout_s, steps=steps)
     r = aws.call("emr", "RunJobFlow", **request)
@@ -155,7 +174,8 @@ def run(aws, args) -> None:
     step = cluster.featurize_step(name="fruits featurize", on_failure="TERMINATE_CLUSTER",
                                   driver_args=driver_args(args, args.output, hourly, shape))
     cid = start(aws, bucket=args.bucket, binary=args.binary, purpose="run", shape=shape, keep_alive=False,
-                idle_timeout_s=args.idle_timeout * 60, steps=[step], images=args.images or 0)
+                idle_timeout_s=args.idle_timeout * 60, steps=[step], images=args.images or 0,
+                cuda_wheels=args.cuda_wheels)
     if aws.dry_run or args.no_wait:
         return
     state = wait_cluster(aws, cid, ENDED)
@@ -201,7 +221,7 @@ def up(aws, args) -> str:
     """An interactive cluster for a demo: stays up between steps, and
     terminates itself after --idle-timeout minutes with nothing to do."""
     return start(aws, bucket=args.bucket, binary=args.binary, purpose="interactive", shape=shape_of(args),
-                 keep_alive=True, idle_timeout_s=args.idle_timeout * 60)
+                 keep_alive=True, idle_timeout_s=args.idle_timeout * 60, cuda_wheels=args.cuda_wheels)
 
 
 def active_clusters(aws) -> list:

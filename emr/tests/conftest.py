@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 import pytest
 
@@ -22,6 +23,39 @@ sys.path.insert(0, EMR)
 
 HELPER = os.path.join(REPO, "tests", "s3_helper.py")
 CREDS = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
+
+
+# What each pinned CUDA wheel (emr/cuda_libs.txt) holds, in small: the
+# libraries the binary loads, and a header that is not a library.
+FAKE_CUDA_MEMBERS = {
+    "nvidia-cublas-cu12": ["nvidia/cublas/lib/libcublas.so.12", "nvidia/cublas/lib/libcublasLt.so.12",
+                           "nvidia/cublas/include/cublas.h"],
+    "nvidia-cuda-nvrtc-cu12": ["nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
+                               "nvidia/cuda_nvrtc/lib/libnvrtc-builtins.so.12.6",
+                               "nvidia/cuda_nvrtc/include/nvrtc.h"],
+}
+
+
+def fake_wheel(path, members):
+    """A zip named like a wheel holding `members` (a few bytes each)."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("nvidia/__init__.py", "")
+        for m in members:
+            z.writestr(m, f"fake {m}\n")
+    return str(path)
+
+
+def fake_cuda_wheels(folder):
+    """A wheels folder as emr/fetch_cuda_wheels.sh leaves it: one wheel of
+    each pinned package and version, with small fake libraries."""
+    from fruits_emr import artifacts
+
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for package, version in artifacts.cuda_pins().wheels:
+        name = f"{package.replace('-', '_')}-{version}-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+        out.append(fake_wheel(os.path.join(folder, name), FAKE_CUDA_MEMBERS[package]))
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import shlex
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, fake_cuda_wheels
 
 DOC = os.path.join(REPO, "docs", "EMR.md")
 
@@ -32,7 +32,9 @@ def test_every_fruits_emr_command_of_the_guide_runs_in_a_dry_run(tmp_path):
     binary.chmod(0o755)
     found = commands()
     assert len(found) >= 6, found
-    env = dict(os.environ, FRUITS_EMR_PYTHON=sys.executable, AWS_ENDPOINT_URL="http://127.0.0.1:9")
+    fake_cuda_wheels(tmp_path / "cuda-wheels")  # as emr/fetch_cuda_wheels.sh leaves them, in small
+    env = dict(os.environ, FRUITS_EMR_PYTHON=sys.executable, AWS_ENDPOINT_URL="http://127.0.0.1:9",
+               FRUITS_CUDA_WHEELS=str(tmp_path / "cuda-wheels"))
     env.pop("AWS_REGION", None)
     for argv in found:
         argv = [a.replace("path/to/fruits", str(binary)).replace("j-…", "j-123") for a in argv]

@@ -92,7 +92,8 @@ def test_parliament_finds_nothing_in_the_iam_policies():
 
 
 def test_shellcheck_passes_on_every_script():
-    scripts = [os.path.join(EMR, "bootstrap.sh"), os.path.join(EMR, "fruits-emr"), os.path.join(REPO, ".ci", "run")]
+    scripts = [os.path.join(EMR, "bootstrap.sh"), os.path.join(EMR, "fruits-emr"), os.path.join(REPO, ".ci", "run"),
+               os.path.join(EMR, "fetch_cuda_wheels.sh")]
     scripts += glob.glob(os.path.join(REPO, "benches", "**", "*.sh"), recursive=True)
     out = subprocess.run([os.path.join(BIN, "shellcheck"), "-x"] + scripts, capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr

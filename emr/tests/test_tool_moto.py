@@ -14,9 +14,23 @@ from urllib.parse import parse_qs
 import boto3
 import pytest
 
-from conftest import EMR, aws_env
+from conftest import EMR, aws_env, fake_cuda_wheels
 
 TOOL = os.path.join(EMR, "fruits-emr")
+
+
+@pytest.fixture(scope="session")
+def cuda_wheels(tmp_path_factory):
+    """A folder as emr/fetch_cuda_wheels.sh leaves it, with small fake wheels."""
+    folder = tmp_path_factory.mktemp("cuda-wheels")
+    fake_cuda_wheels(folder)
+    return str(folder)
+
+
+@pytest.fixture(autouse=True)
+def default_cuda_wheels(cuda_wheels, monkeypatch):
+    """Every command finds the wheels where fruits-emr looks by default."""
+    monkeypatch.setenv("FRUITS_CUDA_WHEELS", cuda_wheels)
 
 
 def tool(endpoint, *args, timeout=120, env_extra=None):
@@ -115,16 +129,41 @@ def test_run_sends_a_transient_cluster_with_the_job_as_its_step(recorder, deploy
     assert manifest["sha256"] == hashlib.sha256(open(binary, "rb").read()).hexdigest()
     driver = s3.get_object(Bucket=deployed, Key=key + "featurize_job.py")["Body"].read()
     assert hashlib.sha256(driver).hexdigest() == manifest["driver_sha256"]
+    # g4dn nodes have a GPU: the CUDA wheels went up, content-addressed next to the artifact's folder,
+    # where the bootstrap action looks (${SRC%/*}/cuda/<sha256>/<name>), listed in the manifest.
+    wheels = sorted(os.listdir(os.environ["FRUITS_CUDA_WHEELS"]))
+    assert [w["name"] for w in manifest["cuda_libs"]] == wheels
+    assert manifest["cuda_driver_min"] == "525.60.13"
+    for w in manifest["cuda_libs"]:
+        local = open(os.path.join(os.environ["FRUITS_CUDA_WHEELS"], w["name"]), "rb").read()
+        assert w["sha256"] == hashlib.sha256(local).hexdigest()
+        cuda_key = key.rstrip("/").rsplit("/", 1)[0] + f"/cuda/{w['sha256']}/{w['name']}"
+        assert s3.get_object(Bucket=deployed, Key=cuda_key)["Body"].read() == local
+    assert f"CUDA libraries from {os.environ['FRUITS_CUDA_WHEELS']}" in out.stdout
+    # A second cluster does not upload them again.
+    before = len(recorder.requests())
+    again = tool(recorder.endpoint, "run", "--bucket", deployed, "--input", f"s3://{deployed}/photos/fruits-360/",
+                 "--output", f"s3://{deployed}/runs/run-2/", "--binary", binary, "--no-wait")
+    assert again.returncode == 0, again.stderr + again.stdout
+    puts = [r["path"] for r in recorder.requests()[before:] if r["method"] == "PUT"]
+    assert not [p for p in puts if "/emr/cuda/" in p] and any(p.endswith("/fruits.json") for p in puts), puts
+    assert again.stdout.count("is there already") == len(wheels)
     # The cluster, as EMR (moto) holds it.
     clusters = client(recorder.endpoint, "emr").list_clusters()["Clusters"]
     assert any(c["Name"].startswith("fruits-run-") for c in clusters)
 
 
-def test_up_status_down(recorder, deployed, binary):
+def test_up_status_down(recorder, deployed, binary, tmp_path):
+    # CPU nodes only: no CUDA wheels needed, none uploaded.
     out = tool(recorder.endpoint, "up", "--bucket", deployed, "--binary", binary, "--core-count", "1",
-               "--core-type", "m5.xlarge", "--idle-timeout", "20")
+               "--core-type", "m5.xlarge", "--idle-timeout", "20", "--cuda-wheels", str(tmp_path / "none"))
     assert out.returncode == 0, out.stderr + out.stdout
     (_, req, _), = [c for c in calls(recorder, "ElasticMapReduce") if c[0] == "RunJobFlow"]
+    prefix = req["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][0][len(f"s3://{deployed}/"):]
+    manifest = json.loads(client(recorder.endpoint, "s3").get_object(Bucket=deployed, Key=prefix + "fruits.json")
+                          ["Body"].read())
+    assert manifest["cuda_libs"] == [] and manifest["cuda_driver_min"] is None
+    assert not [r for r in recorder.requests() if "/emr/cuda/" in r["path"]]
     assert req["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert req["AutoTerminationPolicy"] == {"IdleTimeout": 1200}
     assert "Steps" not in req
@@ -185,7 +224,8 @@ def test_dry_run_prints_the_requests_and_sends_none(recorder, binary):
     assert out.returncode == 0, out.stderr
     lines = [l for l in out.stdout.splitlines() if l.startswith("aws ")]
     ops = [l.split()[1] + " " + l.split()[2] for l in lines]
-    assert ops == ["s3 PutObject"] * 4 + ["emr RunJobFlow"], ops
+    assert ops == ["s3 HeadObject", "s3 PutObject"] * 2 + ["s3 PutObject"] * 4 + ["emr RunJobFlow"], ops
+    assert "/cuda/" in json.loads(lines[0].split(" ", 3)[3])["Key"]
     req = json.loads(lines[-1].split(" ", 3)[3])
     assert req["ServiceRole"] == "<ServiceRole of stack fruits-fruits-demo>"
     assert req["Steps"][0]["HadoopJarStep"]["Args"][0] == "spark-submit"
@@ -202,3 +242,24 @@ def test_outputs_the_nodes_cannot_write_are_refused_first(recorder, binary):
                "--output", "s3://fruits-demo/elsewhere/", "--binary", binary)
     assert out.returncode == 1 and "writes under s3://fruits-demo/runs/ only" in out.stderr
     assert recorder.requests() == []
+
+
+def test_a_gpu_cluster_without_its_cuda_wheels_is_refused_before_any_request(recorder, binary, tmp_path):
+    run = ["run", "--bucket", "fruits-demo", "--input", "s3://fruits-demo/photos/x/", "--output",
+           "s3://fruits-demo/runs/r/", "--binary", binary]
+    missing = tmp_path / "no-such-folder"
+    for args in (run + ["--cuda-wheels", str(missing)], ["up", "--bucket", "fruits-demo", "--binary", binary],
+                 ["demo", "--bucket", "fruits-demo", "--binary", binary, "--core-type", "g4dn.2xlarge"]):
+        out = tool(recorder.endpoint, *args, env_extra={"FRUITS_CUDA_WHEELS": str(missing)})
+        assert out.returncode == 1, (args, out.stdout)
+        assert f"no CUDA wheels folder {missing}: a cluster of g4dn." in out.stderr, out.stderr
+        assert f"emr/fetch_cuda_wheels.sh {missing}" in out.stderr
+    # A folder without one of the pinned wheels: its name is said.
+    partial = tmp_path / "partial"
+    fake_cuda_wheels(partial)
+    nvrtc = next(n for n in os.listdir(partial) if n.startswith("nvidia_cuda_nvrtc_cu12-"))
+    (partial / nvrtc).unlink()
+    out = tool(recorder.endpoint, *run, "--cuda-wheels", str(partial))
+    assert out.returncode == 1
+    assert f"no {nvrtc.split('-py3')[0]}-*x86_64.whl in {partial}" in out.stderr, out.stderr
+    assert recorder.requests() == [], "not one request"

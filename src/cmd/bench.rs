@@ -28,6 +28,9 @@ enum What {
     /// `identify` of one photo, warm, --runs times in one process: read, decode,
     /// network and search, as `fruits identify` does them; p50/p90/p99 in ms.
     Identify(IdentifyArgs),
+    /// The engine's table: decode+resize, inference only and end to end, per dtype and
+    /// batch size (1-256), on --device; peak host and device memory; --json FILE.
+    Sweep(super::bench_sweep::SweepArgs),
     /// Exact nearest-neighbour search over --vectors synthetic unit vectors of width
     /// --dim: ms per query, one query per scan and --batch queries per scan.
     Search(SearchArgs),
@@ -108,6 +111,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         What::Infer(a) => infer(a),
         What::Identify(a) => identify(a, s3),
         What::Search(a) => search(a),
+        What::Sweep(a) => super::bench_sweep::sweep(a, s3),
     }
 }
 

@@ -63,11 +63,11 @@ pub fn open(args: &EngineArgs, storage: &Storage) -> anyhow::Result<Identifier> 
     }
     let dtype = match index.meta.get(fruits::output::meta::DTYPE) {
         "bf16" => Dtype::Bf16,
+        "f16" => Dtype::F16,
         _ => Dtype::F32,
     };
-    if model.device.is_cpu() {
-        model.set_engine(Engine::Native, dtype)?;
-    }
+    // The photo's features must be made as the index's were.
+    model.set_engine(Engine::Native, dtype)?;
     let info = match &args.info {
         Some(p) => Table::load(p)?,
         None => Table::builtin(),

@@ -3,11 +3,13 @@
 //! Commands get the global options as a value; none imports the parser.
 
 pub mod bench;
+pub mod bench_sweep;
 pub mod cp;
 pub mod demo;
 pub mod featurize;
 pub mod identify;
 pub mod index;
+pub mod info;
 pub mod list;
 pub mod parts;
 pub mod pca;

@@ -1,35 +1,48 @@
 //! `--device`: where the network runs.
 
-use candle_core::Device;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::gpu::{self, Gpu};
 
 /// `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {
-    /// CUDA when this binary was built with it and a GPU answers, else CPU.
+    /// The first CUDA GPU when a driver, a device, cuBLAS and NVRTC answer; else the CPU,
+    /// with one line saying why.
     Auto,
     Cpu,
+    /// The first CUDA GPU, or an error naming what is missing.
     Cuda,
 }
 
-/// Resolves `--device`; says on stderr which one runs, since `auto` may pick either.
-pub fn device(choice: DeviceChoice) -> Result<Device> {
-    let dev = match choice {
-        DeviceChoice::Cpu => Device::Cpu,
-        DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| {
-            Error::Device(format!(
-                "--device cuda: no CUDA device usable ({e}); this binary was built {} the `cuda` feature",
-                if cfg!(feature = "cuda") { "with" } else { "without" }
-            ))
-        })?,
-        DeviceChoice::Auto => {
-            if candle_core::utils::cuda_is_available() {
-                Device::new_cuda(0)?
-            } else {
-                Device::Cpu
-            }
+/// Where a network runs.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Cpu,
+    Cuda(Arc<Gpu>),
+}
+
+impl Target {
+    pub fn is_cpu(&self) -> bool {
+        matches!(self, Target::Cpu)
+    }
+}
+
+/// Resolves `--device`. `auto` says on stderr why it runs on the CPU, since
+/// a user who expected a GPU must learn what is missing.
+pub fn device(choice: DeviceChoice) -> Result<Target> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Target::Cpu),
+        DeviceChoice::Cuda => {
+            gpu::open(0).map(Target::Cuda).map_err(|why| Error::Device(format!("--device cuda: no usable GPU: {why}")))
         }
-    };
-    Ok(dev)
+        DeviceChoice::Auto => Ok(match gpu::open(0) {
+            Ok(g) => Target::Cuda(g),
+            Err(why) => {
+                eprintln!("fruits: --device auto: running on the CPU: {why}");
+                Target::Cpu
+            }
+        }),
+    }
 }

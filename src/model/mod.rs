@@ -15,6 +15,6 @@ pub mod mobilenetv4;
 pub mod registry;
 pub mod runner;
 
-pub use device::{device, DeviceChoice};
+pub use device::{device, DeviceChoice, Target};
 pub use registry::{Net, Which};
 pub use runner::{Engine, Model};

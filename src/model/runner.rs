@@ -1,109 +1,154 @@
 //! A network ready to run on a device, with the record of what it was made
-//! from, and the choice of what runs it on the CPU.
+//! from, and the choice of what runs it: the CPU engine, Candle, or the
+//! CUDA engine.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
+use super::device::Target;
 use super::registry::{Net, Which};
 use super::{engine, init};
 use crate::error::{Error, Result};
+use crate::gpu::{GpuEngine, Storage};
 
 /// A network ready to run, with what it was made from.
 pub struct Model {
     pub which: Which,
-    pub device: Device,
+    /// Where it runs: set by [`Model::place`], CPU until then.
+    pub target: Target,
     /// `sha256:<hex>` of the weights file, or `random:<seed>`.
     pub weights_id: String,
+    /// Candle's network, always on the CPU: it folds BatchNorm, lowers to
+    /// the engines' plan and runs `--engine candle`.
     net: Net,
-    /// The CPU engine's copy of the network; `None` on other devices or
-    /// with [`Engine::Candle`].
-    plan: Option<CpuPlan>,
+    runs: Runs,
 }
 
-/// The native engine's network, in the activation type `--dtype` picked.
-enum CpuPlan {
-    F32(engine::Plan<f32>),
-    Bf16(engine::Plan<engine::bf16>),
+/// What runs the network now.
+enum Runs {
+    /// The native CPU engine, activations in f32 or bf16.
+    CpuF32(engine::Plan<f32>),
+    CpuBf16(engine::Plan<engine::bf16>),
+    /// Candle's CPU backend.
+    Candle,
+    /// The CUDA engine (src/gpu), f32 or f16.
+    Gpu(Box<GpuEngine>),
 }
 
 /// `--engine`: what runs the network on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    /// Fused NHWC kernels, one image per core (`model::engine`).
+    /// Fused NHWC kernels: one image per core on the CPU; cuBLAS and NVRTC kernels on CUDA
+    /// (`model::engine`, `gpu`).
     Native,
-    /// Candle's CPU backend (for comparison; the GPU always uses Candle).
+    /// Candle's CPU backend (for comparison; CPU only).
     Candle,
 }
 
 impl Model {
     /// Memory-maps a safetensors file and folds its BatchNorms.
-    pub fn from_file(which: Which, path: &std::path::Path, device: &Device) -> Result<Self> {
+    pub fn from_file(which: Which, path: &std::path::Path) -> Result<Self> {
         let wrap = |e: Error| Error::Weights { path: path.to_path_buf(), source: Box::new(e) };
         let sha = crate::digest::sha256_file(path).map_err(|e| wrap(e.into()))?;
         // SAFETY: the file is opened read-only and not modified while mapped;
         // safetensors validates the header before any tensor is read.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }.map_err(|e| wrap(e.into()))?;
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
+            .map_err(|e| wrap(e.into()))?;
         let net = which.build(vb).map_err(|e| wrap(e.into()))?;
-        Self::new(which, device, format!("sha256:{sha}"), net)
+        Self::new(which, format!("sha256:{sha}"), net)
     }
 
     /// Deterministic random-init weights (see [`init`]); for tests and
     /// benchmarks only: the features mean nothing.
-    pub fn random(which: Which, seed: u64, device: &Device) -> Result<Self> {
+    pub fn random(which: Which, seed: u64) -> Result<Self> {
         let tensors = init::random_weights(which, seed)?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
         let net = which.build(vb)?;
-        Self::new(which, device, format!("random:{seed}"), net)
+        Self::new(which, format!("random:{seed}"), net)
     }
 
-    fn new(which: Which, device: &Device, weights_id: String, net: Net) -> Result<Self> {
-        let plan = if device.is_cpu() { Some(CpuPlan::F32(net.plan(which.resolution())?)) } else { None };
-        Ok(Self { which, device: device.clone(), weights_id, net, plan })
+    fn new(which: Which, weights_id: String, net: Net) -> Result<Self> {
+        let runs = Runs::CpuF32(net.plan(which.resolution())?);
+        Ok(Self { which, target: Target::Cpu, weights_id, net, runs })
     }
 
-    /// Picks what runs the network on the CPU (default: native, f32); a GPU
-    /// always runs Candle in f32. bf16 is the native engine's alone.
+    /// Moves the network to `target` (native engine, f32).
+    pub fn place(&mut self, target: &Target) -> Result<()> {
+        if target.is_cpu() && self.target.is_cpu() {
+            return Ok(());
+        }
+        self.target = target.clone();
+        self.runs = Runs::Candle; // drop the old engine's copy first
+        self.set_engine(Engine::Native, engine::Dtype::F32)
+    }
+
+    /// Picks what runs the network on its target (default: native, f32).
+    /// bf16 is the CPU engine's, f16 the CUDA engine's; Candle runs f32 on
+    /// the CPU only.
     pub fn set_engine(&mut self, engine: Engine, dtype: engine::Dtype) -> Result<()> {
-        let res = self.which.resolution();
-        let unchanged = match &self.plan {
-            Some(CpuPlan::F32(_)) => (engine, dtype) == (Engine::Native, engine::Dtype::F32),
-            Some(CpuPlan::Bf16(_)) => (engine, dtype) == (Engine::Native, engine::Dtype::Bf16),
-            None => false,
-        };
-        if unchanged {
+        use engine::Dtype::*;
+        if (engine, dtype) == self.current() {
             // Lowering copies and packs every weight: not twice at start-up.
             return Ok(());
         }
-        self.plan = match (engine, dtype) {
-            (_, engine::Dtype::Bf16) if !self.device.is_cpu() => {
-                return Err(Error::Usage("--dtype bf16 runs on the CPU only (--device cpu)".into()))
+        let res = self.which.resolution();
+        self.runs = match (&self.target, engine, dtype) {
+            (Target::Cpu, Engine::Native, F32) => Runs::CpuF32(self.net.plan(res)?),
+            (Target::Cpu, Engine::Native, Bf16) => Runs::CpuBf16(self.net.plan(res)?),
+            (Target::Cpu, Engine::Candle, F32) => Runs::Candle,
+            (Target::Cpu, Engine::Candle, _) => {
+                return Err(Error::Usage(format!("--dtype {dtype} needs --engine native (Candle runs f32 only)")))
             }
-            (Engine::Candle, engine::Dtype::Bf16) => {
-                return Err(Error::Usage("--dtype bf16 needs --engine native".into()))
+            (Target::Cpu, Engine::Native, F16) => {
+                return Err(Error::Usage(
+                    "--dtype f16 runs on CUDA only (--device cuda); on the CPU use f32 or bf16".into(),
+                ))
             }
-            (Engine::Native, engine::Dtype::F32) if self.device.is_cpu() => Some(CpuPlan::F32(self.net.plan(res)?)),
-            (Engine::Native, engine::Dtype::Bf16) => Some(CpuPlan::Bf16(self.net.plan(res)?)),
-            _ => None,
+            (Target::Cuda(_), Engine::Candle, _) => {
+                return Err(Error::Usage("--engine candle runs on the CPU only (--device cpu)".into()))
+            }
+            (Target::Cuda(_), Engine::Native, Bf16) => {
+                return Err(Error::Usage(
+                    "--dtype bf16 runs on the CPU only; on CUDA use f32 or f16 (a T4 has no bf16)".into(),
+                ))
+            }
+            (Target::Cuda(gpu), Engine::Native, d) => {
+                let storage = if d == F16 { Storage::F16 } else { Storage::F32 };
+                Runs::Gpu(Box::new(GpuEngine::new(gpu.clone(), &self.net.plan::<f32>(res)?, storage)?))
+            }
         };
         Ok(())
     }
 
-    /// What the activations are stored as (Candle and the GPU run f32).
-    pub fn dtype(&self) -> engine::Dtype {
-        match &self.plan {
-            Some(CpuPlan::Bf16(_)) => engine::Dtype::Bf16,
-            _ => engine::Dtype::F32,
+    fn current(&self) -> (Engine, engine::Dtype) {
+        match &self.runs {
+            Runs::CpuF32(_) => (Engine::Native, engine::Dtype::F32),
+            Runs::CpuBf16(_) => (Engine::Native, engine::Dtype::Bf16),
+            Runs::Candle => (Engine::Candle, engine::Dtype::F32),
+            Runs::Gpu(g) if g.storage == Storage::F16 => (Engine::Native, engine::Dtype::F16),
+            Runs::Gpu(_) => (Engine::Native, engine::Dtype::F32),
         }
+    }
+
+    /// What the activations are stored as.
+    pub fn dtype(&self) -> engine::Dtype {
+        self.current().1
     }
 
     /// What runs the network, for the log: `cpu (native engine, f32, avx512)`.
     pub fn describe(&self) -> String {
-        match &self.plan {
-            _ if self.device.is_cuda() => "cuda:0 (candle, f32)".to_string(),
-            Some(CpuPlan::F32(_)) => format!("cpu (native engine, f32, {})", engine::elem::simd().name()),
-            Some(CpuPlan::Bf16(_)) => format!("cpu (native engine, bf16, {})", engine::elem::simd().name()),
-            None => "cpu (candle, f32)".to_string(),
+        match &self.runs {
+            Runs::Gpu(g) => format!(
+                "cuda:{} ({}, sm_{}{}, native engine, {})",
+                g.gpu.info.ordinal,
+                g.gpu.info.name,
+                g.gpu.info.compute_capability.0,
+                g.gpu.info.compute_capability.1,
+                g.storage.suffix()
+            ),
+            Runs::CpuF32(_) => format!("cpu (native engine, f32, {})", engine::elem::simd().name()),
+            Runs::CpuBf16(_) => format!("cpu (native engine, bf16, {})", engine::elem::simd().name()),
+            Runs::Candle => "cpu (candle, f32)".to_string(),
         }
     }
 
@@ -118,13 +163,14 @@ impl Model {
         if !rgb.len().is_multiple_of(r * r * 3) {
             return Err(Error::Data(format!("model input is not a whole number of {r}x{r} RGB images")));
         }
-        match &self.plan {
-            Some(CpuPlan::F32(plan)) => Ok(plan.run(rgb)),
-            Some(CpuPlan::Bf16(plan)) => Ok(plan.run(rgb)),
-            None => {
+        match &self.runs {
+            Runs::CpuF32(plan) => Ok(plan.run(rgb)),
+            Runs::CpuBf16(plan) => Ok(plan.run(rgb)),
+            Runs::Gpu(g) => g.run(rgb),
+            Runs::Candle => {
                 let n = rgb.len() / (r * r * 3);
-                let x = Tensor::from_vec(crate::image::normalise_batch(rgb, r * r), (n, 3, r, r), &self.device)?;
-                Ok(self.net.forward(&x)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?)
+                let x = Tensor::from_vec(crate::image::normalise_batch(rgb, r * r), (n, 3, r, r), &Device::Cpu)?;
+                Ok(self.net.forward(&x)?.flatten_all()?.to_vec1()?)
             }
         }
     }

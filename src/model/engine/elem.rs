@@ -9,7 +9,10 @@ pub use half::bf16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Dtype {
     F32,
+    /// bfloat16 activations: the CPU engine (AVX512-BF16 where the CPU has it).
     Bf16,
+    /// IEEE half activations with f32 accumulation: the CUDA engine (tensor cores).
+    F16,
 }
 
 impl Dtype {
@@ -17,6 +20,7 @@ impl Dtype {
         match self {
             Dtype::F32 => "f32",
             Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
         }
     }
 }

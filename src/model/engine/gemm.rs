@@ -55,6 +55,20 @@ impl<T: Elem> Packed<T> {
         Self { k: kp, n, panels, bias: b }
     }
 
+    /// The weights back as row-major `[k][n]` f32 (`k` as packed, rows past
+    /// the real reduction length zero) and the bias: for the GPU engine,
+    /// which lays weights out its own way.
+    pub fn unpacked(&self) -> (Vec<f32>, Vec<f32>) {
+        let (s, kp, n) = (T::K_STEP, self.k, self.n);
+        let mut w = vec![0f32; kp * n];
+        for (kk, row) in w.chunks_exact_mut(n).enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = self.panels[(j / NR) * kp * NR + (kk / s) * NR * s + (j % NR) * s + kk % s].to_f32();
+            }
+        }
+        (w, self.bias[..n].to_vec())
+    }
+
     fn panel(&self, j: usize) -> &[T] {
         &self.panels[j * self.k * NR..(j + 1) * self.k * NR]
     }
