@@ -154,7 +154,7 @@ fn info_names_the_missing_driver() {
 
 /// The folder of PyPI's libnvrtc.so.12 (nvidia-cuda-nvrtc-cu12 in
 /// tests/requirements.txt), as the test Python sees it.
-fn nvrtc_lib_dir() -> PathBuf {
+pub(crate) fn nvrtc_lib_dir() -> PathBuf {
     let code = "import nvidia.cuda_nvrtc as m, os; print(os.path.join(os.path.dirname(m.__file__), 'lib'))";
     let out = Command::new(crate::util::python()).args(["-c", code]).output().expect("python runs");
     assert!(

@@ -4,6 +4,7 @@ mod util;
 
 mod test_bad_inputs;
 mod test_cli;
+mod test_docs;
 mod test_featurize;
 mod test_fuzz;
 mod test_gpu;

@@ -1,14 +1,21 @@
-//! Runs a [`GpuNet`] on batches of RGB8 images: one CUDA stream, cuBLAS for
-//! every dense layer, the NVRTC kernels for the rest. Only the 8-bit pixels
-//! cross the bus in (150 KB per 224² image) and the features come back.
+//! Runs a [`GpuNet`] on batches of RGB8 images: a compute stream with cuBLAS
+//! for every dense layer and the NVRTC kernels for the rest, and an upload
+//! stream. Only the 8-bit pixels cross the bus in (150 KB per 224² image)
+//! and the features come back.
 //!
 //! Batches are cut into chunks of at most [`CHUNK`] images so the device
-//! memory the buffers take is bounded whatever `--batch` is.
+//! memory the buffers take is bounded whatever `--batch` is. Pixels go
+//! through two pinned (page-locked) staging buffers and two device input
+//! buffers: while chunk j computes, the host copies chunk j+1 into the other
+//! staging buffer and the upload stream sends it, so the compute stream
+//! finds it on the device when chunk j is done.
 
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
 
 use crate::error::{Error, Result};
 use crate::model::engine::depthwise::Hw;
@@ -37,7 +44,10 @@ struct Kernels {
 /// Device buffers for `cap` images, grown on demand.
 struct Buffers {
     cap: usize,
-    input: CudaSlice<u8>,
+    /// Page-locked host copies of the pixels, and their device twins: two
+    /// of each, so one chunk uploads while the other computes.
+    staging: [PinnedHostSlice<u8>; 2],
+    input: [CudaSlice<u8>; 2],
     act: [CudaSlice<u8>; 3],
     cols: CudaSlice<u8>,
     pooled: CudaSlice<f32>,
@@ -47,6 +57,7 @@ struct Buffers {
 
 struct State {
     stream: Arc<CudaStream>,
+    upload: Arc<CudaStream>,
     blas: CudaBlas,
     buffers: Option<Buffers>,
 }
@@ -86,10 +97,11 @@ impl GpuEngine {
             to_f32: f("to_f32")?,
         };
         let stream = gpu.ctx.new_stream().map_err(dev_err("new stream"))?;
+        let upload = gpu.ctx.new_stream().map_err(dev_err("new stream"))?;
         let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::Device(format!("cuBLAS: create handle: {e:?}")))?;
         let net = lower(&stream, plan, storage)?;
         stream.synchronize().map_err(dev_err("copying the weights"))?;
-        Ok(Self { gpu, storage, net, kernels, state: Mutex::new(State { stream, blas, buffers: None }) })
+        Ok(Self { gpu, storage, net, kernels, state: Mutex::new(State { stream, upload, blas, buffers: None }) })
     }
 
     pub fn feature_dim(&self) -> usize {
@@ -101,12 +113,26 @@ impl GpuEngine {
         let r = self.net.resolution;
         let px = r * r * 3;
         let fd = self.feature_dim();
-        let mut out = Vec::with_capacity(rgb.len() / px * fd);
+        let chunks: Vec<&[u8]> = rgb.chunks(CHUNK * px).collect();
+        let mut out = vec![0f32; rgb.len() / px * fd];
+        let Some(first) = chunks.first() else { return Ok(out) };
         let mut state = self.state.lock().map_err(|_| Error::Device("the GPU engine's lock is poisoned".into()))?;
-        for chunk in rgb.chunks(CHUNK * px) {
-            let images = chunk.len() / px;
-            self.ensure(&mut state, images)?;
-            out.extend(self.run_chunk(&mut state, chunk, images)?);
+        self.ensure(&mut state, chunks.iter().map(|c| c.len() / px).max().unwrap_or(0))?;
+        let mut uploaded = stage(&mut state, 0, first)?;
+        for (j, (chunk, rows)) in chunks.iter().zip(out.chunks_mut(CHUNK * fd)).enumerate() {
+            state.stream.wait(&uploaded).map_err(dev_err("waiting for the upload"))?;
+            self.enqueue_chunk(&mut state, j % 2, chunk.len() / px)?;
+            if let Some(next) = chunks.get(j + 1) {
+                // Slot (j+1) % 2 last held chunk j-1, finished below in the
+                // previous round: its staging and input buffers are free.
+                uploaded = stage(&mut state, (j + 1) % 2, next)?;
+            }
+            let b = state.buffers.as_ref().expect("ensure() allocated the buffers");
+            state
+                .stream
+                .memcpy_dtoh(&b.features.slice(..rows.len()), rows)
+                .map_err(dev_err("copying features back"))?;
+            state.stream.synchronize().map_err(dev_err("running the network"))?;
         }
         Ok(out)
     }
@@ -127,9 +153,15 @@ impl GpuEngine {
             })
         };
         let act = cap * net.max_activation * es;
+        let px = cap * net.resolution * net.resolution * 3;
+        let pinned = || {
+            // SAFETY: plain bytes; written by the host before every upload.
+            unsafe { state.stream.context().alloc_pinned::<u8>(px.max(1)) }.map_err(dev_err("pinned host memory"))
+        };
         let buffers = Buffers {
             cap,
-            input: alloc(cap * net.resolution * net.resolution * 3)?,
+            staging: [pinned()?, pinned()?],
+            input: [alloc(px)?, alloc(px)?],
             act: [alloc(act)?, alloc(act)?, alloc(act)?],
             cols: alloc(cap * net.max_cols * es)?,
             pooled: state.stream.alloc_zeros::<f32>(cap * net.head_in.max(net.head.n)).map_err(dev_err("alloc"))?,
@@ -165,24 +197,20 @@ struct Addrs {
 }
 
 impl GpuEngine {
-    fn run_chunk(&self, state: &mut State, chunk: &[u8], images: usize) -> Result<Vec<f32>> {
+    /// Enqueues the network on the compute stream for the chunk in input
+    /// buffer `slot`; the features land in the features buffer.
+    fn enqueue_chunk(&self, state: &mut State, slot: usize, images: usize) -> Result<()> {
         let stream = state.stream.clone();
-        let b = state.buffers.as_mut().expect("ensure() allocated the buffers");
-        stream.memcpy_htod(chunk, &mut b.input.slice_mut(..chunk.len())).map_err(dev_err("copying pixels"))?;
+        let b = state.buffers.as_ref().expect("ensure() allocated the buffers");
         let a = Addrs {
-            input: addr(&b.input, &stream),
+            input: addr(&b.input[slot], &stream),
             act: [addr(&b.act[0], &stream), addr(&b.act[1], &stream), addr(&b.act[2], &stream)],
             cols: addr(&b.cols, &stream),
             pooled: addr(&b.pooled, &stream),
             small: addr(&b.small, &stream),
             features: addr(&b.features, &stream),
         };
-        let fd = self.feature_dim();
-        self.forward(&stream, &state.blas, a, images)?;
-        let mut out = vec![0f32; images * fd];
-        stream.memcpy_dtoh(&b.features.slice(..images * fd), &mut out).map_err(dev_err("copying features back"))?;
-        stream.synchronize().map_err(dev_err("running the network"))?;
-        Ok(out)
+        self.forward(&stream, &state.blas, a, images)
     }
 
     fn forward(&self, stream: &Arc<CudaStream>, blas: &CudaBlas, a: Addrs, images: usize) -> Result<()> {
@@ -372,4 +400,20 @@ impl GpuEngine {
         }
         .map_err(|e| Error::Device(format!("cuBLAS GEMM ({rows}×{}×{}): {e:?}", d.k, d.n)))
     }
+}
+
+/// Copies `chunk` into staging buffer `slot` and sends it to input buffer
+/// `slot` on the upload stream; the event marks its arrival.
+fn stage(state: &mut State, slot: usize, chunk: &[u8]) -> Result<CudaEvent> {
+    let State { upload, buffers, .. } = state;
+    let b = buffers.as_mut().expect("ensure() allocated the buffers");
+    // Waits for this buffer's previous copy, if cudarc recorded one.
+    let host = b.staging[slot].as_mut_slice().map_err(dev_err("pinned host memory"))?;
+    host[..chunk.len()].copy_from_slice(chunk);
+    // From page-locked memory the copy is asynchronous: the caller keeps the
+    // slot untouched until the chunk it holds has been computed.
+    upload
+        .memcpy_htod(&host[..chunk.len()], &mut b.input[slot].slice_mut(..chunk.len()))
+        .map_err(dev_err("copying pixels"))?;
+    upload.record_event(None).map_err(dev_err("recording the upload"))
 }
