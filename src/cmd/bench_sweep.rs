@@ -70,13 +70,12 @@ pub fn sweep(a: SweepArgs, s3: &S3Options) -> anyhow::Result<std::process::ExitC
         vec![Dtype::F32, Dtype::F16]
     };
     let scratch = tempfile::Builder::new().prefix("fruits-bench-").tempdir()?;
-    let photos = photo_folder(a.photos.as_deref(), a.images, scratch.path())?;
-    let bytes: Vec<Vec<u8>> = photos.1.iter().map(std::fs::read).collect::<Result<_, _>>()?;
+    let (photos, bytes) = photo_folder(a.photos.as_deref(), a.images, scratch.path())?;
     let device = device_name(&target);
     let mut points = vec![decode(&bytes, a.model, a.images)?];
     print_point(&points[0]);
     let rgb = fruits::image::prepare(&bytes[0], a.model.resolution() as u32)
-        .map_err(|r| anyhow::anyhow!("{}: {r}", photos.1[0].display()))?
+        .map_err(|r| anyhow::anyhow!("the first photo: {r}"))?
         .rgb;
     for dtype in dtypes {
         m.set_engine(Engine::Native, dtype)?;
@@ -85,7 +84,7 @@ pub fn sweep(a: SweepArgs, s3: &S3Options) -> anyhow::Result<std::process::ExitC
             print_point(&p);
             points.push(p);
             if !a.no_end_to_end {
-                let p = end_to_end(&m, &photos.0, b as usize, scratch.path(), s3, &device, &target)?;
+                let p = end_to_end(&m, &photos, b as usize, scratch.path(), s3, &device, &target)?;
                 print_point(&p);
                 points.push(p);
             }
@@ -108,8 +107,8 @@ pub fn sweep(a: SweepArgs, s3: &S3Options) -> anyhow::Result<std::process::ExitC
 }
 
 /// A folder of `n` photos (the given ones or the embedded sample, cycled)
-/// under `scratch`, and its files.
-fn photo_folder(from: Option<&Path>, n: usize, scratch: &Path) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+/// under `scratch`, and the bytes of each (kept for the decode measurement).
+fn photo_folder(from: Option<&Path>, n: usize, scratch: &Path) -> anyhow::Result<(PathBuf, Vec<Vec<u8>>)> {
     let mut sources: Vec<(String, Vec<u8>)> = match from {
         Some(dir) => walkdir::WalkDir::new(dir)
             .sort_by_file_name()
@@ -131,9 +130,8 @@ fn photo_folder(from: Option<&Path>, n: usize, scratch: &Path) -> anyhow::Result
     let mut files = Vec::with_capacity(n.max(1));
     for i in 0..n.max(1) {
         let (name, bytes) = &sources[i % sources.len()];
-        let path = dir.join(format!("{i:06}-{name}"));
-        std::fs::write(&path, bytes)?;
-        files.push(path);
+        std::fs::write(dir.join(format!("{i:06}-{name}")), bytes)?;
+        files.push(bytes.clone());
     }
     Ok((dir, files))
 }

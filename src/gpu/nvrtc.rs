@@ -50,9 +50,8 @@ pub fn compile(arch: &str, output: Output) -> Result<Vec<u8>> {
     let options = [format!("--gpu-architecture={arch}"), "--std=c++14".to_string(), "-default-device".to_string()];
     // SAFETY: `prog` is a live program until destroyed below; every buffer
     // handed to NVRTC is sized by the matching *Size call.
-    let out = unsafe {
-        let compiled = result::compile_program(prog, &options);
-        let got = match compiled {
+    unsafe {
+        let got = match result::compile_program(prog, &options) {
             Ok(()) => fetch(prog, output),
             Err(e) => Err(Error::Device(format!(
                 "NVRTC could not compile src/gpu/kernels.cu for {arch} ({e:?}):\n{}",
@@ -61,11 +60,7 @@ pub fn compile(arch: &str, output: Output) -> Result<Vec<u8>> {
         };
         let _ = result::destroy_program(prog);
         got
-    };
-    out.map_err(|e| match e {
-        Error::Device(m) => Error::Device(m),
-        other => other,
-    })
+    }
 }
 
 /// # Safety
@@ -116,13 +111,4 @@ pub fn missing_library() -> String {
     "no libnvrtc.so.12 found (NVRTC, CUDA 12: the EMR bootstrap action installs it; elsewhere install the \
      nvidia-cuda-nvrtc-cu12 wheel or a CUDA 12 toolkit and put its lib folder on LD_LIBRARY_PATH)"
         .to_string()
-}
-
-/// The `extern "C" __global__` kernel names in [`SOURCE`], for one storage
-/// suffix (`f32` or `f16`), as the macros instantiate them.
-pub fn kernel_names(suffix: &str) -> Vec<String> {
-    ["normalise", "im2col", "epilogue", "depthwise", "mean_pool", "from_f32", "to_f32"]
-        .iter()
-        .map(|k| format!("{k}_{suffix}"))
-        .collect()
 }

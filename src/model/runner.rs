@@ -78,8 +78,16 @@ impl Model {
             return Ok(());
         }
         self.target = target.clone();
-        self.runs = Runs::Candle; // drop the old engine's copy first
         self.set_engine(Engine::Native, engine::Dtype::F32)
+    }
+
+    /// Does what runs the network run on its target? (Not right after
+    /// [`Model::place`] moved it.)
+    fn runs_on_target(&self) -> bool {
+        matches!(
+            (&self.target, &self.runs),
+            (Target::Cuda(_), Runs::Gpu(_)) | (Target::Cpu, Runs::CpuF32(_) | Runs::CpuBf16(_) | Runs::Candle)
+        )
     }
 
     /// Picks what runs the network on its target (default: native, f32).
@@ -87,7 +95,7 @@ impl Model {
     /// the CPU only.
     pub fn set_engine(&mut self, engine: Engine, dtype: engine::Dtype) -> Result<()> {
         use engine::Dtype::*;
-        if (engine, dtype) == self.current() {
+        if self.runs_on_target() && (engine, dtype) == self.current() {
             // Lowering copies and packs every weight: not twice at start-up.
             return Ok(());
         }
@@ -114,7 +122,14 @@ impl Model {
             }
             (Target::Cuda(gpu), Engine::Native, d) => {
                 let storage = if d == F16 { Storage::F16 } else { Storage::F32 };
-                Runs::Gpu(Box::new(GpuEngine::new(gpu.clone(), &self.net.plan::<f32>(res)?, storage)?))
+                // The CPU engine's f32 plan, made at load, is the plan to
+                // copy: not lowered twice. Any other engine is dropped here,
+                // before the new one takes device memory.
+                let plan = match std::mem::replace(&mut self.runs, Runs::Candle) {
+                    Runs::CpuF32(plan) => plan,
+                    _ => self.net.plan::<f32>(res)?,
+                };
+                Runs::Gpu(Box::new(GpuEngine::new(gpu.clone(), &plan, storage)?))
             }
         };
         Ok(())
