@@ -43,7 +43,10 @@ fn features_of(v: &serde_json::Value) -> Vec<Vec<f32>> {
 fn sample_to_parquet_read_by_pyarrow_and_duckdb() {
     for which in Which::ALL {
         let dir = Dir::new("sample");
-        let out = run(featurize(&dir, &sample_dir(), &["--model", which.name(), "--batch", "5"]), 0);
+        // On the CPU: the file must hold the CPU engine's numbers to 1e-5
+        // (the CUDA engine's own parity is tests/test_gpu.rs's).
+        let args = ["--model", which.name(), "--batch", "5", "--device", "cpu"];
+        let out = run(featurize(&dir, &sample_dir(), &args), 0);
         let err = stderr(&out);
         assert!(err.contains("featurised 19 of 19 images"), "{err}");
         assert!(err.contains("random weights"), "random weights must be announced: {err}");
@@ -419,7 +422,7 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         (vec!["--model", "resnet"], "--model"),
         (vec!["--weights", "random:abc"], "--weights"),
         (vec!["--bogus"], "--bogus"),
-        (vec!["--dtype", "f16"], "--dtype"),
+        (vec!["--dtype", "f16", "--device", "cpu"], "--dtype"),
         (vec!["--engine", "onnx"], "--engine"),
         (vec!["--dtype", "bf16", "--engine", "candle"], "--engine native"),
         (vec!["--threads", "0"], "--threads"),

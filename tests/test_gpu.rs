@@ -135,6 +135,19 @@ fn device_auto_and_cuda_say_why_there_is_no_gpu() {
     }
 }
 
+/// `auto` with an option that only the CPU runs (bf16) takes the CPU and
+/// says why, GPU or not, instead of refusing the option on a GPU machine.
+#[test]
+fn device_auto_takes_the_cpu_for_bf16() {
+    let dir = Dir::new("gpu-auto-bf16");
+    let mut cmd = featurize(&dir, "auto");
+    cmd.args(["--dtype", "bf16"]);
+    let err = stderr(&run(cmd, 0));
+    let line = "fruits: --device auto: running on the CPU: --dtype bf16 runs on the CPU only";
+    assert_eq!(err.matches(line).count(), 1, "one line saying why, got:\n{err}");
+    assert!(err.contains("cpu (native engine") && err.contains("bf16"), "{err}");
+}
+
 /// On a machine without libcuda (this repository's CI), the reason is that.
 #[test]
 fn info_names_the_missing_driver() {

@@ -38,8 +38,11 @@ fn featurize_cmd(input: &Path, output: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+/// One attempt of a race. On the CPU, whatever the machine: on a GPU the
+/// attempts finish in a fraction of a second and their writes may never
+/// overlap (seen on an H200); the protocol under test is the same.
 fn spawn(mut cmd: Command) -> Child {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    cmd.args(["--device", "cpu"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 /// The paths of a rows file, read back by pyarrow.

@@ -116,7 +116,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 }
 
 fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
-    let device = model::device(a.device)?;
+    let device = model::device(a.device, model::runner::cpu_only(a.engine, a.dtype))?;
     let mut m = fruits::weights::load(a.model, Some(&a.weights), &device)?;
     m.set_engine(a.engine, a.dtype)?;
     let (b, r) = (a.batch as usize, a.model.resolution());

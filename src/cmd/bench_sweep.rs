@@ -60,7 +60,7 @@ struct Point {
 }
 
 pub fn sweep(a: SweepArgs, s3: &S3Options) -> anyhow::Result<std::process::ExitCode> {
-    let target = model::device(a.device)?;
+    let target = model::device(a.device, None)?;
     let mut m = fruits::weights::load(a.model, Some(&a.weights), &target)?;
     let dtypes = if !a.dtypes.is_empty() {
         a.dtypes.clone()

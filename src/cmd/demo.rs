@@ -39,7 +39,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let at = |sub: &str| Location::Local(args.output.join(sub));
     let sample = args.output.join("sample");
     fruits::sample::write_to(&sample)?;
-    let model = weights::load(args.model, args.weights.as_ref(), &model::device(DeviceChoice::Auto)?)?;
+    let model = weights::load(args.model, args.weights.as_ref(), &model::device(DeviceChoice::Auto, None)?)?;
     if model.is_random() {
         eprintln!(
             "fruits: warning: random weights ({}): features are for testing only and mean nothing",

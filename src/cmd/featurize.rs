@@ -165,7 +165,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 }
 
 fn load_model(args: &Args) -> anyhow::Result<Model> {
-    let device = model::device(args.device)?;
+    let device = model::device(args.device, model::runner::cpu_only(args.engine, args.dtype))?;
     let mut model = weights::load(args.model, args.weights.as_ref(), &device)?;
     model.set_engine(args.engine, args.dtype)?;
     if model.is_random() {

@@ -57,15 +57,16 @@ pub fn open(args: &EngineArgs, storage: &Storage) -> anyhow::Result<Identifier> 
         (None, Some(seed)) => Some(Source::Random(seed)),
         (None, None) => None,
     };
-    let mut model = weights::load(which, source.as_ref(), &model::device(args.device)?)?;
-    if model.is_random() {
-        eprintln!("fruits: warning: random weights ({}): answers are for testing only", model.weights_id);
-    }
     let dtype = match index.meta.get(fruits::output::meta::DTYPE) {
         "bf16" => Dtype::Bf16,
         "f16" => Dtype::F16,
         _ => Dtype::F32,
     };
+    let target = model::device(args.device, model::runner::cpu_only(Engine::Native, dtype))?;
+    let mut model = weights::load(which, source.as_ref(), &target)?;
+    if model.is_random() {
+        eprintln!("fruits: warning: random weights ({}): answers are for testing only", model.weights_id);
+    }
     // The photo's features must be made as the index's were.
     model.set_engine(Engine::Native, dtype)?;
     let info = match &args.info {

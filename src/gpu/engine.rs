@@ -30,12 +30,22 @@ use super::storage::Storage;
 /// MobileNetV2 at 224², inside a T4's 16 GB with room for cuBLAS.
 pub const CHUNK: usize = 256;
 
+/// Output columns per thread of kernels.cu's depthwise2 (its DW_X).
+const DW_X: usize = 4;
+
 /// The kernels of one storage type.
 struct Kernels {
     normalise: CudaFunction,
     im2col: CudaFunction,
+    /// im2col when a pixel's values are whole 16-byte pieces.
+    im2col16: CudaFunction,
     epilogue: CudaFunction,
+    /// epilogue for an even column count, two values per thread.
+    epilogue2: CudaFunction,
     depthwise: CudaFunction,
+    /// depthwise for an even channel count: two channels × [`DW_X`] columns
+    /// per thread.
+    depthwise2: CudaFunction,
     mean_pool: CudaFunction,
     from_f32: CudaFunction,
     to_f32: CudaFunction,
@@ -90,8 +100,11 @@ impl GpuEngine {
         let kernels = Kernels {
             normalise: f("normalise")?,
             im2col: f("im2col")?,
+            im2col16: f("im2col16")?,
             epilogue: f("epilogue")?,
+            epilogue2: f("epilogue2")?,
             depthwise: f("depthwise")?,
+            depthwise2: f("depthwise2")?,
             mean_pool: f("mean_pool")?,
             from_f32: f("from_f32")?,
             to_f32: f("to_f32")?,
@@ -168,6 +181,11 @@ impl GpuEngine {
             small: alloc(cap * (net.head_in + net.head.n) * es)?,
             features: state.stream.alloc_zeros::<f32>(cap * net.head.n).map_err(dev_err("alloc"))?,
         };
+        // The buffers were allocated and zeroed in the compute stream's
+        // order; the upload stream writes the first chunk into them next,
+        // so they must exist before it does (an H200 run without this wait
+        // lost the race: the zeroing landed after the pixels).
+        state.stream.synchronize().map_err(dev_err("allocating the buffers"))?;
         state.buffers = Some(buffers);
         Ok(())
     }
@@ -179,10 +197,27 @@ fn addr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     s.device_ptr(stream).0
 }
 
-/// Grid-stride launch shape for `n` elements.
-fn grid(n: usize) -> LaunchConfig {
+/// Grid-stride launch shape for `n` elements. The kernels index elements
+/// with 32-bit integers (kernels.cu says why), so `n` must stay below 2^31:
+/// a chunk of [`CHUNK`] images of the largest activation is far below it.
+fn grid(n: usize, kernel: &str) -> Result<LaunchConfig> {
+    if n > i32::MAX as usize {
+        return Err(Error::Device(format!(
+            "CUDA: {kernel}: {n} elements in one launch, more than the kernels' 32-bit indices reach"
+        )));
+    }
     let blocks = n.div_ceil(256).clamp(1, 1 << 16) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    Ok(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })
+}
+
+/// What follows a dense layer's GEMM.
+#[derive(Clone, Copy)]
+enum After {
+    /// The epilogue kernel: bias, activation, and the residual if any.
+    Epilogue { skip: Option<u64> },
+    /// Nothing: the depthwise layer that follows applies the bias and the
+    /// activation to each value it reads (kernels.cu, `pre_bias`).
+    LeftToNext,
 }
 
 /// The addresses of one chunk's buffers.
@@ -223,10 +258,14 @@ impl GpuEngine {
         for v in scale.iter().chain(shift.iter()) {
             l.arg(v);
         }
+        let cfg = grid(n_in as usize, "normalise")?;
         // SAFETY: the arguments match normalise_* in kernels.cu; both
         // buffers hold `images` whole images (ensure()).
-        unsafe { l.launch(grid(n_in as usize)) }.map_err(dev_err("normalise"))?;
+        unsafe { l.launch(cfg) }.map_err(dev_err("normalise"))?;
         let (mut cur, mut hw, mut ch) = (0usize, Hw { h: r, w: r }, 3usize);
+        // The bias and activation of a dense layer whose epilogue was left
+        // to the depthwise layer after it.
+        let mut pending: Option<(u64, i32)> = None;
         for block in &net.blocks {
             let input = cur;
             for (li, layer) in block.layers.iter().enumerate() {
@@ -234,9 +273,18 @@ impl GpuEngine {
                 let skip = (li + 1 == block.layers.len() && block.skip).then_some(a.act[input]);
                 match layer {
                     GpuLayer::Dense(d) => {
-                        self.dense(stream, blas, d, a.act[cur], hw, images, skip, a.act[dst], a.cols)?
+                        let next_is_depthwise = matches!(block.layers.get(li + 1), Some(GpuLayer::Depthwise(_)));
+                        let after = if next_is_depthwise && skip.is_none() {
+                            pending = Some((addr(&d.bias, stream), d.act));
+                            After::LeftToNext
+                        } else {
+                            After::Epilogue { skip }
+                        };
+                        self.dense(stream, blas, d, a.act[cur], hw, images, after, a.act[dst], a.cols)?
                     }
-                    GpuLayer::Depthwise(d) => self.depthwise(stream, d, a.act[cur], hw, images, skip, a.act[dst])?,
+                    GpuLayer::Depthwise(d) => {
+                        self.depthwise(stream, d, a.act[cur], hw, images, skip, pending.take(), a.act[dst])?
+                    }
                 }
                 (cur, hw, ch) = (dst, layer.out_hw(hw), layer.cout());
             }
@@ -260,7 +308,8 @@ impl GpuEngine {
         match self.net.head_order {
             Head::BeforePool => {
                 let dst = (cur + 1) % 3;
-                self.dense(stream, blas, head, a.act[cur], hw, images, None, a.act[dst], a.cols)?;
+                let after = After::Epilogue { skip: None };
+                self.dense(stream, blas, head, a.act[cur], hw, images, after, a.act[dst], a.cols)?;
                 self.mean_pool(stream, a.act[dst], a.features, images, pixels, head.n)
             }
             Head::AfterPool => {
@@ -269,15 +318,18 @@ impl GpuEngine {
                 let (x, y) = (a.small, a.small + (images * ch * self.storage.size()) as u64);
                 let mut l = stream.launch_builder(&self.kernels.from_f32);
                 l.arg(&a.pooled).arg(&x).arg(&n);
+                let cfg = grid(n as usize, "from_f32")?;
                 // SAFETY: from_f32_*(const float*, T*, long long); `small` holds
                 // images·(head_in + n) elements.
-                unsafe { l.launch(grid(n as usize)) }.map_err(dev_err("from_f32"))?;
-                self.dense(stream, blas, head, x, Hw { h: 1, w: 1 }, images, None, y, a.cols)?;
+                unsafe { l.launch(cfg) }.map_err(dev_err("from_f32"))?;
+                let after = After::Epilogue { skip: None };
+                self.dense(stream, blas, head, x, Hw { h: 1, w: 1 }, images, after, y, a.cols)?;
                 let m = (images * head.n) as i64;
                 let mut l = stream.launch_builder(&self.kernels.to_f32);
                 l.arg(&y).arg(&a.features).arg(&m);
+                let cfg = grid(m as usize, "to_f32")?;
                 // SAFETY: to_f32_*(const T*, float*, long long), sizes as above.
-                unsafe { l.launch(grid(m as usize)) }.map_err(dev_err("to_f32"))?;
+                unsafe { l.launch(cfg) }.map_err(dev_err("to_f32"))?;
                 Ok(())
             }
         }
@@ -295,9 +347,10 @@ impl GpuEngine {
         let (b, p, cc) = (images as i32, pixels as i32, c as i32);
         let mut l = stream.launch_builder(&self.kernels.mean_pool);
         l.arg(&x).arg(&out).arg(&b).arg(&p).arg(&cc);
+        let cfg = grid(images * c, "mean_pool")?;
         // SAFETY: mean_pool_*(const T*, float*, int, int, int); `x` holds
         // images·pixels·c values, `out` images·c.
-        unsafe { l.launch(grid(images * c)) }.map_err(dev_err("mean_pool"))?;
+        unsafe { l.launch(cfg) }.map_err(dev_err("mean_pool"))?;
         Ok(())
     }
 
@@ -310,24 +363,34 @@ impl GpuEngine {
         i: Hw,
         images: usize,
         skip: Option<u64>,
+        pre: Option<(u64, i32)>,
         y: u64,
     ) -> Result<()> {
         let o = i.conv(d.kernel, d.stride, d.pad);
         let (w, bias, skip) = (addr(&d.weight, stream), addr(&d.bias, stream), skip.unwrap_or(0));
+        let (pre_bias, pre_act) = pre.unwrap_or((0, 0));
         let ints = [images, i.h, i.w, d.channels, o.h, o.w, d.kernel, d.stride, d.pad].map(|v| v as i32);
-        let mut l = stream.launch_builder(&self.kernels.depthwise);
-        l.arg(&x).arg(&y).arg(&w).arg(&bias).arg(&skip);
+        let (kernel, threads) = if d.channels.is_multiple_of(2) {
+            (&self.kernels.depthwise2, images * o.h * o.w.div_ceil(DW_X) * (d.channels / 2))
+        } else {
+            (&self.kernels.depthwise, images * o.h * o.w * d.channels)
+        };
+        let mut l = stream.launch_builder(kernel);
+        l.arg(&x).arg(&y).arg(&w).arg(&bias).arg(&skip).arg(&pre_bias).arg(&pre_act);
         for v in &ints {
             l.arg(v);
         }
         l.arg(&d.act);
-        // SAFETY: the arguments follow depthwise_* in kernels.cu; the
-        // buffers hold the shapes the plan computed (lower()).
-        unsafe { l.launch(grid(images * o.h * o.w * d.channels)) }.map_err(dev_err("depthwise"))?;
+        let cfg = grid(threads, "depthwise")?;
+        // SAFETY: the arguments follow depthwise_* and depthwise2_* (the same
+        // list) in kernels.cu; the buffers hold the shapes the plan computed
+        // (lower()); pre_bias, when set, holds the input's channels.
+        unsafe { l.launch(cfg) }.map_err(dev_err("depthwise"))?;
         Ok(())
     }
 
-    /// A dense convolution: (im2col) → cuBLAS → bias, activation, skip.
+    /// A dense convolution: (im2col) → cuBLAS → bias, activation, skip
+    /// (or those left to the next layer).
     #[allow(clippy::too_many_arguments)]
     fn dense(
         &self,
@@ -337,7 +400,7 @@ impl GpuEngine {
         x: u64,
         i: Hw,
         images: usize,
-        skip: Option<u64>,
+        after: After,
         y: u64,
         cols: u64,
     ) -> Result<()> {
@@ -346,23 +409,53 @@ impl GpuEngine {
         let a = if d.is_plain_gemm() {
             x
         } else {
-            let ints = [images, i.h, i.w, d.cin, o.h, o.w, d.kernel, d.stride, d.pad, d.k].map(|v| v as i32);
-            let mut l = stream.launch_builder(&self.kernels.im2col);
-            l.arg(&x).arg(&cols);
-            for v in &ints {
-                l.arg(v);
-            }
-            // SAFETY: im2col_*(const T*, T*, 10 ints); `cols` holds max_cols
-            // per image (lower()).
-            unsafe { l.launch(grid(rows * d.k)) }.map_err(dev_err("im2col"))?;
+            self.im2col(stream, d, x, i, images, cols)?;
             cols
         };
         self.gemm(stream, blas, d, a, rows, y)?;
+        let After::Epilogue { skip } = after else { return Ok(()) };
         let (bias, skip, total, n) = (addr(&d.bias, stream), skip.unwrap_or(0), (rows * d.n) as i64, d.n as i32);
-        let mut l = stream.launch_builder(&self.kernels.epilogue);
+        let (kernel, threads) = if d.n.is_multiple_of(2) {
+            (&self.kernels.epilogue2, total as usize / 2)
+        } else {
+            (&self.kernels.epilogue, total as usize)
+        };
+        let mut l = stream.launch_builder(kernel);
         l.arg(&y).arg(&bias).arg(&skip).arg(&total).arg(&n).arg(&d.act);
-        // SAFETY: epilogue_*(T*, const float*, const T*, long long, int, int).
-        unsafe { l.launch(grid(total as usize)) }.map_err(dev_err("epilogue"))?;
+        let cfg = grid(threads, "epilogue")?;
+        // SAFETY: epilogue_* and epilogue2_*(T*, const float*, const T*,
+        // long long, int, int).
+        unsafe { l.launch(cfg) }.map_err(dev_err("epilogue"))?;
+        Ok(())
+    }
+
+    /// The patch matrix of a k×k (or strided) convolution into `cols`.
+    fn im2col(&self, stream: &Arc<CudaStream>, d: &GpuDense, x: u64, i: Hw, images: usize, cols: u64) -> Result<()> {
+        let o = d.out_hw(i);
+        let rows = images * o.h * o.w;
+        grid(rows * d.k, "im2col")?; // the 32-bit bound on the whole matrix
+        let per_piece = 16 / self.storage.size();
+        let whole_pieces = d.cin.is_multiple_of(per_piece) && d.k.is_multiple_of(per_piece);
+        let (kernel, cfg) = if whole_pieces {
+            (&self.kernels.im2col16, grid(rows * d.k / per_piece, "im2col")?)
+        } else {
+            let threads = d.k.next_multiple_of(32).min(256) as u32;
+            let blocks = rows.clamp(1, 1 << 16) as u32;
+            (
+                &self.kernels.im2col,
+                LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 },
+            )
+        };
+        let ints = [images, i.h, i.w, d.cin, o.h, o.w, d.kernel, d.stride, d.pad, d.k].map(|v| v as i32);
+        let mut l = stream.launch_builder(kernel);
+        l.arg(&x).arg(&cols);
+        for v in &ints {
+            l.arg(v);
+        }
+        // SAFETY: im2col_* and im2col16_*(const T*, T*, 10 ints); `cols`
+        // holds max_cols per image (lower()); im2col16 only where cin and k
+        // are whole 16-byte pieces, so its 16-byte accesses are aligned.
+        unsafe { l.launch(cfg) }.map_err(dev_err("im2col"))?;
         Ok(())
     }
 

@@ -30,8 +30,14 @@ impl Target {
 }
 
 /// Resolves `--device`. `auto` says on stderr why it runs on the CPU, since
-/// a user who expected a GPU must learn what is missing.
-pub fn device(choice: DeviceChoice) -> Result<Target> {
+/// a user who expected a GPU must learn what is missing. `cpu_only` names an
+/// option of the run that the CPU alone runs (`runner::cpu_only`): `auto`
+/// then takes the CPU without looking for a GPU, saying so.
+pub fn device(choice: DeviceChoice, cpu_only: Option<&str>) -> Result<Target> {
+    if let (DeviceChoice::Auto, Some(why)) = (choice, cpu_only) {
+        eprintln!("fruits: --device auto: running on the CPU: {why}");
+        return Ok(Target::Cpu);
+    }
     match choice {
         DeviceChoice::Cpu => Ok(Target::Cpu),
         DeviceChoice::Cuda => {

@@ -45,6 +45,16 @@ pub enum Engine {
     Candle,
 }
 
+/// Why an engine and dtype run on the CPU only, if they do: `--device auto`
+/// then takes the CPU instead of refusing them on a GPU machine.
+pub fn cpu_only(engine: Engine, dtype: engine::Dtype) -> Option<&'static str> {
+    match (engine, dtype) {
+        (Engine::Candle, _) => Some("--engine candle runs on the CPU only"),
+        (_, engine::Dtype::Bf16) => Some("--dtype bf16 runs on the CPU only"),
+        _ => None,
+    }
+}
+
 impl Model {
     /// Memory-maps a safetensors file and folds its BatchNorms.
     pub fn from_file(which: Which, path: &std::path::Path) -> Result<Self> {
