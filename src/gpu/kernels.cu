@@ -75,6 +75,28 @@ __device__ void normalise(const unsigned char* rgb, T* out, long long n, float s
     }
 }
 
+// Output pixel p of a batch of oh×ow images → its image b and row/column.
+struct Pixel {
+    int b, y, x;
+};
+__device__ __forceinline__ Pixel pixel(unsigned p, int oh, int ow) {
+    unsigned q = p / (unsigned)ow;
+    return Pixel{(int)(q / (unsigned)oh), (int)(q % (unsigned)oh), (int)(p % (unsigned)ow)};
+}
+
+// Where column j of output pixel o's patch row reads its input ((ky, kx, ci)
+// order), or -1 for a zero: outside the image, or a padding column.
+__device__ __forceinline__ long long patch_source(Pixel o, int j, int h, int w, int cin, int k, int stride, int pad) {
+    if (j >= k * k * cin) return -1;
+    int ci = j % cin;
+    int kx = (j / cin) % k;
+    int ky = j / (cin * k);
+    int iy = o.y * stride + ky - pad;
+    int ix = o.x * stride + kx - pad;
+    if (iy < 0 || iy >= h || ix < 0 || ix >= w) return -1;
+    return (((long long)o.b * h + iy) * w + ix) * cin + ci;
+}
+
 // Patch rows of a k×k convolution, one per output pixel of every image:
 // `cols` is [images·oh·ow][kp], (ky, kx, ci) order, zero outside the image
 // and in the padding columns up to kp. A block per output pixel (block-
@@ -85,22 +107,10 @@ __device__ void im2col(const T* in, T* cols, int images, int h, int w, int cin, 
                        int pad, int kp) {
     unsigned rows = (unsigned)images * oh * ow;
     for (unsigned p = blockIdx.x; p < rows; p += gridDim.x) {
-        int ox = (int)(p % (unsigned)ow);
-        unsigned q = p / (unsigned)ow;
-        int oy = (int)(q % (unsigned)oh);
-        int b = (int)(q / (unsigned)oh);
+        Pixel o = pixel(p, oh, ow);
         for (int j = threadIdx.x; j < kp; j += blockDim.x) {
-            float v = 0.0f;
-            if (j < k * k * cin) {
-                int ci = j % cin;
-                int kx = (j / cin) % k;
-                int ky = j / (cin * k);
-                int iy = oy * stride + ky - pad;
-                int ix = ox * stride + kx - pad;
-                if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                    v = load(in[(((long long)b * h + iy) * w + ix) * cin + ci]);
-            }
-            store(cols + (long long)p * kp + j, v);
+            long long src = patch_source(o, j, h, w, cin, k, stride, pad);
+            store(cols + (long long)p * kp + j, src < 0 ? 0.0f : load(in[src]));
         }
     }
 }
@@ -120,20 +130,9 @@ __device__ void im2col16(const T* in, T* cols, int images, int h, int w, int cin
     FOR_EACH(i, n) {
         int j = (int)(i % pieces) * per;
         unsigned p = i / pieces;
-        int ox = (int)(p % (unsigned)ow);
-        unsigned q = p / (unsigned)ow;
-        int oy = (int)(q % (unsigned)oh);
-        int b = (int)(q / (unsigned)oh);
+        long long src = patch_source(pixel(p, oh, ow), j, h, w, cin, k, stride, pad);
         piece16 v = {0u, 0u, 0u, 0u};
-        if (j < k * k * cin) {
-            int ci = j % cin;
-            int kx = (j / cin) % k;
-            int ky = j / (cin * k);
-            int iy = oy * stride + ky - pad;
-            int ix = ox * stride + kx - pad;
-            if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-                v = *(const piece16*)(in + (((long long)b * h + iy) * w + ix) * cin + ci);
-        }
+        if (src >= 0) v = *(const piece16*)(in + src);
         *(piece16*)(cols + (long long)p * kp + j) = v;
     }
 }
@@ -182,11 +181,8 @@ __device__ void depthwise(const T* in, T* out, const float* weight, const float*
     long long n = (long long)images * oh * ow * c;
     FOR_EACH(i, n) {
         int ch = (int)(i % (unsigned)c);
-        unsigned p = i / (unsigned)c;
-        int ox = (int)(p % (unsigned)ow);
-        unsigned q = p / (unsigned)ow;
-        int oy = (int)(q % (unsigned)oh);
-        int b = (int)(q / (unsigned)oh);
+        Pixel o = pixel(i / (unsigned)c, oh, ow);
+        int b = o.b, oy = o.y, ox = o.x;
         float acc = bias[ch];
         float pb = pre_bias ? pre_bias[ch] : 0.0f;
         for (int ky = 0; ky < k; ky++) {
@@ -220,11 +216,8 @@ __device__ void depthwise2(const T* in, T* out, const float* weight, const float
     long long n = (long long)images * oh * tiles * pairs;
     FOR_EACH(i, n) {
         int ch = (int)(i % pairs) * 2;
-        unsigned p = i / pairs;
-        int ox0 = (int)(p % tiles) * DW_X;
-        unsigned q = p / tiles;
-        int oy = (int)(q % (unsigned)oh);
-        int b = (int)(q / (unsigned)oh);
+        Pixel o = pixel(i / pairs, oh, (int)tiles);  // x: the tile of DW_X columns
+        int b = o.b, oy = o.y, ox0 = o.x * DW_X;
         float a0[DW_X], a1[DW_X];
         float b0 = bias[ch], b1 = bias[ch + 1];
         float p0 = pre_bias ? pre_bias[ch] : 0.0f, p1 = pre_bias ? pre_bias[ch + 1] : 0.0f;
