@@ -9,11 +9,16 @@ use serde_json::Value;
 
 use crate::util::{fruits, part_file, python, repo, run, sample_dir, stderr, Dir, S3Server};
 
-/// Features (random:7) of the whole sample, and a PCA fitted on them.
+/// Features (random:7) of the whole sample, and a PCA fitted on them. On
+/// the CPU, as `identify` computes its query: the reference's neighbours come
+/// from these rows and identify's from the photo, compared below by path.
 fn features_and_pca(dir: &Dir, weights: &str) -> (PathBuf, PathBuf) {
     let (features, pca) = (dir.join("features"), dir.join("pca"));
     let mut cmd = fruits();
-    cmd.args(["featurize", "--weights", weights, "--input"]).arg(sample_dir()).arg("--output").arg(&features);
+    cmd.args(["featurize", "--device", "cpu", "--weights", weights, "--input"])
+        .arg(sample_dir())
+        .arg("--output")
+        .arg(&features);
     run(cmd, 0);
     let mut cmd = fruits();
     cmd.args(["pca", "fit", "--features"]).arg(&features).arg("--output").arg(&pca);
@@ -216,6 +221,8 @@ fn index_build_and_identify_through_s3() {
     let mut cmd = s3.fruits();
     cmd.args([
         "featurize",
+        "--device",
+        "cpu",
         "--weights",
         "random:7",
         "--input",
@@ -247,11 +254,15 @@ fn index_build_and_identify_through_s3() {
         "--json",
     ]);
     let answers: Vec<Value> = serde_json::from_slice(&run(cmd, 0).stdout).unwrap();
-    // The same answer as a local index of the same features.
+    // The same answer as a local index of the same features (both on the
+    // CPU engine, whose features do not depend on the order S3 answers in).
     let dir = Dir::new("index-s3");
     let local = dir.join("features");
     let mut cmd = fruits();
-    cmd.args(["featurize", "--weights", "random:7", "--input"]).arg(sample_dir()).arg("--output").arg(&local);
+    cmd.args(["featurize", "--device", "cpu", "--weights", "random:7", "--input"])
+        .arg(sample_dir())
+        .arg("--output")
+        .arg(&local);
     run(cmd, 0);
     build(&local, &dir.join("index"), &[]);
     let want = identify_json(&dir.join("index"), &[sample_dir().join("Test/Kiwi/f0_100.jpg")], &[]);
@@ -273,13 +284,16 @@ fn index_build_and_identify_through_s3() {
     assert!(dir.join("eval/confusion.svg").exists());
 }
 
-/// The demo's evaluation: the Training photos index the Test photos.
+/// The demo's evaluation: the Training photos index the Test photos, with
+/// the PCA index and k = 5, equals the numpy reference on the demo's own
+/// features and PCA.
 ///
 /// Random weights (random:7) still separate these fruits somewhat: colour
-/// and texture survive a random network. Chance is 1 in 5; measured:
-/// 3 of the 5 Test photos named right (60%), all 5 within the top five
-/// labels, with the PCA index and k = 5. The run is deterministic, so
-/// anything below is a regression in featurize, PCA, the index or the vote.
+/// and texture survive a random network. Chance is 1 in 5; measured with
+/// the init of issue 19 (the same on every CPU): 3 of the 5 Test photos
+/// named right (60%), 4 of 5 within the top five labels. The bound below
+/// is only "better than chance" (2 of 5): the exact figures are the
+/// reference's, and an init change moves them.
 #[test]
 fn demo_evaluates_the_index_on_the_test_split() {
     let dir = Dir::new("index-demo");
@@ -290,7 +304,11 @@ fn demo_evaluates_the_index_on_the_test_split() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("demo/eval/eval.json")).unwrap()).unwrap();
     assert_eq!(report["rows"], 5);
-    assert!(report["top1_accuracy"].as_f64().unwrap() >= 0.6, "{report}");
-    assert_eq!(report["top5_accuracy"].as_f64().unwrap(), 1.0, "{report}");
+    let want = reference(&dir.join("demo/features"), Some(&dir.join("demo/pca")), 5);
+    for key in ["top1", "top5"] {
+        let got = report[format!("{key}_accuracy")].as_f64().unwrap();
+        assert!((got - want[key].as_f64().unwrap()).abs() < 1e-9, "{key}: {report} vs the reference's {want}");
+    }
+    assert!(report["top1_accuracy"].as_f64().unwrap() >= 0.4, "no better than chance: {report}");
     assert!(out.contains("fruits serve --index"), "{out}");
 }

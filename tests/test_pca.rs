@@ -152,6 +152,10 @@ fn real_features_match_sklearn_and_transform_reproduces_bit_for_bit() {
     }
 
     // The loaded model gives the very same f32 values as the fitted one.
+    // Bit for bit because both fits run here, on one CPU, with one thread
+    // count (the binary sets RAYON_NUM_THREADS to the count rayon defaults
+    // to in this process), and the model file stores f64: nothing here is
+    // compared with numbers made on another machine.
     let mut moments = fruits::pca::Moments::new(model.n_features());
     let mut rows = Vec::new();
     fruits::part::read_rows(&features.join("part-00000.parquet"), "features", 1280, |r| {

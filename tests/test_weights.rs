@@ -25,6 +25,29 @@ fn init_is_deterministic_and_seed_dependent() {
     assert_ne!(a, c);
 }
 
+/// `random:SEED` is the same file on every machine (issue 19): the binary
+/// writes, for both models, the sha256 the parity fixtures record, under
+/// every `FRUITS_SIMD` cap and several thread counts. On another CPU (an
+/// AVX2 laptop, an aarch64 Mac) this test is the check: nothing in the
+/// init may depend on what the CPU offers.
+#[test]
+fn init_gives_the_committed_bytes_under_every_simd_level_and_thread_count() {
+    let dir = Dir::new("init-everywhere");
+    for which in Which::ALL {
+        let fixture = crate::util::repo().join(format!("tests/fixtures/parity/{which}.json"));
+        let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+        let (seed, want) = (info["seed"].as_u64().unwrap().to_string(), info["weights_sha256"].as_str().unwrap());
+        for (simd, threads) in [("portable", "1"), ("avx2", "3"), ("avx512", "2"), ("", "4")] {
+            let out = dir.join(format!("{which}-{simd}-{threads}.safetensors"));
+            let mut cmd = fruits();
+            cmd.args(["weights", "init", "--model", which.name(), "--seed", &seed, "--out"]).arg(&out);
+            let got = run(cmd.env("FRUITS_SIMD", simd).env("RAYON_NUM_THREADS", threads), 0);
+            let got = String::from_utf8(got.stdout).unwrap();
+            assert_eq!(got.trim(), want, "{which} seed {seed}, FRUITS_SIMD={simd:?}, {threads} threads");
+        }
+    }
+}
+
 #[test]
 fn init_writes_every_timm_tensor() {
     let t = init::random_weights(Which::MobileNetV2, 0).unwrap();

@@ -12,6 +12,25 @@
 //! statistics are calibrated on smooth random images ([`calibrate`]), so
 //! activations neither vanish nor explode through the ~60 layers and the
 //! features still depend on the image.
+//!
+//! **The same bytes on every machine.** `random:SEED` names a network: an
+//! index built on one machine is queried on another, and the parity
+//! fixtures record the sha256 of the file. So every number here is fixed
+//! by IEEE arithmetic alone:
+//! - random bits come from ChaCha8 (integer arithmetic), uniforms from
+//!   their bits by exact scaling, normals by Marsaglia's polar method with
+//!   the `libm` crate's pure-Rust `log` ([`Gaussian`]): not `rand_distr`'s
+//!   normal, whose ziggurat calls the platform's `exp`/`ln` (glibc picks an
+//!   FMA or SSE2 build of them at run time, macOS has its own);
+//! - the calibration's forward pass convolves and pools with
+//!   [`fixed_order`](super::fixed_order) (each output one fixed sequence of f64 operations), not
+//!   Candle's GEMM, which picks its kernels and blocking from the CPU;
+//! - the statistics are f64 sums in one order, and threads split work only
+//!   by whole output planes, so the thread count changes nothing.
+//!
+//! `tests/fixtures/parity/*.json` hold the sha256 for seed 7; the unit test
+//! below checks them under several thread counts, and `tests/test_weights.rs`
+//! checks the binary under every `FRUITS_SIMD` level.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,9 +38,9 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device, Module, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal, Uniform};
+use rand_distr::{Distribution, Uniform};
 
 use super::layers::{with_calibrator, Calibrator, BN_EPS};
 use super::registry::Which;
@@ -41,6 +60,41 @@ fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
+/// Standard normal samples by Marsaglia's polar method: uniforms from the
+/// generator's bits (exact), then `+ × ÷ √` (each one correctly rounded
+/// IEEE operation) and `libm::log` (pure Rust, no run-time dispatch).
+struct Gaussian {
+    spare: Option<f64>,
+}
+
+impl Gaussian {
+    fn new() -> Self {
+        Self { spare: None }
+    }
+
+    fn sample(&mut self, rng: &mut ChaCha8Rng) -> f64 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        loop {
+            // `random::<f64>()` is the top 53 bits scaled by 2^-53: exact.
+            let u = 2.0 * rng.random::<f64>() - 1.0;
+            let v = 2.0 * rng.random::<f64>() - 1.0;
+            let s = u * u + v * v;
+            if s > 0.0 && s < 1.0 {
+                let m = (-2.0 * libm::log(s) / s).sqrt();
+                self.spare = Some(v * m);
+                return u * m;
+            }
+        }
+    }
+
+    /// `n` samples of N(0, std²), as f32.
+    fn take(&mut self, rng: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
+        (0..n).map(|_| (self.sample(rng) * std as f64) as f32).collect()
+    }
+}
+
 /// Values for one tensor, chosen by what its name says it is.
 fn invent(seed: u64, name: &str, shape: &Shape, scale: f32) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ fnv1a(name));
@@ -49,10 +103,7 @@ fn invent(seed: u64, name: &str, shape: &Shape, scale: f32) -> Vec<f32> {
         let d = Uniform::new(lo, hi).expect("valid range");
         (0..n).map(|_| d.sample(rng)).collect()
     };
-    let normal = |rng: &mut ChaCha8Rng, std: f32| -> Vec<f32> {
-        let d = Normal::new(0.0, std).expect("valid std");
-        (0..n).map(|_| d.sample(rng)).collect()
-    };
+    let normal = |rng: &mut ChaCha8Rng, std: f32| Gaussian::new().take(rng, n, std);
     if name.ends_with("running_var") {
         vec![1.0; n] // replaced by calibration
     } else if name.ends_with("running_mean") {
@@ -115,41 +166,70 @@ pub fn random_weights(which: Which, seed: u64) -> Result<HashMap<String, Tensor>
 /// leave them. Without this, a random deep ReLU network maps every input to
 /// nearly the same output (cosine ≈ 1), and a parity test on its features
 /// could not tell one image, or one preprocessing, from another.
+///
+/// Every value is computed in one fixed order (module doc): the network's
+/// layers run on [`fixed_order`](super::fixed_order) while the calibrator is set, and the
+/// statistics below are f64 sums over (image, pixel) in order.
 fn calibrate(which: Which, seed: u64, tensors: &mut HashMap<String, Tensor>) -> Result<()> {
     let net = which.build(VarBuilder::from_tensors(tensors.clone(), DType::F32, &Device::Cpu))?;
-    let affine: HashMap<String, (Tensor, Tensor)> = tensors
-        .keys()
-        .filter_map(|k| k.strip_suffix(".running_mean"))
-        .map(|p| (p.to_string(), (tensors[&format!("{p}.weight")].clone(), tensors[&format!("{p}.bias")].clone())))
-        .collect();
+    let vec =
+        |name: &str| -> Result<Vec<f64>> { Ok(tensors[name].to_vec1::<f32>()?.into_iter().map(f64::from).collect()) };
+    let mut affine: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
+    for p in tensors.keys().filter_map(|k| k.strip_suffix(".running_mean")) {
+        affine.insert(p.to_string(), (vec(&format!("{p}.weight"))?, vec(&format!("{p}.bias"))?));
+    }
     let stats = Arc::new(Mutex::new(Vec::new()));
     let record = stats.clone();
     let calibrator: Calibrator = Box::new(move |name: &str, y: &Tensor| {
         let (gamma, beta) = &affine[name];
-        let c = gamma.dim(0)?;
-        let per_channel = |t: &Tensor| t.reshape((1, c, 1, 1));
+        let (n, c, h, w) = y.dims4()?;
+        let plane = h * w;
+        let count = (n * plane) as f64;
         // The layer ran with identity statistics (mean 0, var 1): undo γ, β.
-        let s0 = (gamma / (1.0 + BN_EPS).sqrt())?;
-        let raw = y.broadcast_sub(&per_channel(beta)?)?.broadcast_div(&per_channel(&s0)?)?;
-        let flat = raw.transpose(0, 1)?.flatten_from(1)?; // (c, n·h·w)
-        let mean = flat.mean(1)?;
-        let var = flat.broadcast_sub(&mean.unsqueeze(1)?)?.sqr()?.mean(1)?.clamp(1e-3f32, f32::MAX)?;
+        let raw: Vec<f64> = y
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .chunks(plane)
+            .enumerate()
+            .flat_map(|(i, p)| {
+                let ch = i % c;
+                let s0 = gamma[ch] / (1.0 + BN_EPS).sqrt();
+                p.iter().map(move |&v| (v as f64 - beta[ch]) / s0)
+            })
+            .collect();
+        // Per channel, over every image and pixel, in that order.
+        let channel = |ch: usize| (0..n).flat_map(move |img| (img * c + ch) * plane..(img * c + ch + 1) * plane);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(name) ^ 0xCA11_B4A7);
-        let shift = Normal::new(0f32, 0.1).expect("valid std");
+        let shift = Gaussian::new().take(&mut rng, c, 0.1);
         let scale = Uniform::new(0.8f32, 1.25).expect("valid range");
-        let shift: Vec<f32> = (0..c).map(|_| shift.sample(&mut rng)).collect();
         let scale: Vec<f32> = (0..c).map(|_| scale.sample(&mut rng)).collect();
-        let mean = (&mean + (Tensor::new(shift, &Device::Cpu)? * var.sqrt()?)?)?;
-        let var = (var * Tensor::new(scale, &Device::Cpu)?)?;
-        record.lock().expect("not poisoned").push((name.to_string(), mean.clone(), var.clone()));
-        let s = (gamma / (&var + BN_EPS)?.sqrt()?)?;
-        raw.broadcast_sub(&per_channel(&mean)?)?.broadcast_mul(&per_channel(&s)?)?.broadcast_add(&per_channel(beta)?)
+        let (mut means, mut vars) = (Vec::with_capacity(c), Vec::with_capacity(c));
+        for ch in 0..c {
+            let mean = channel(ch).map(|i| raw[i]).sum::<f64>() / count;
+            let var = (channel(ch).map(|i| (raw[i] - mean).powi(2)).sum::<f64>() / count).max(1e-3);
+            // Stored as f32, as a checkpoint holds them.
+            means.push((mean + shift[ch] as f64 * var.sqrt()) as f32);
+            vars.push((var * scale[ch] as f64) as f32);
+        }
+        let out: Vec<f32> = raw
+            .chunks(plane)
+            .enumerate()
+            .flat_map(|(i, p)| {
+                let ch = i % c;
+                let s = gamma[ch] / (vars[ch] as f64 + BN_EPS).sqrt();
+                let (m, b) = (means[ch] as f64, beta[ch]);
+                p.iter().map(move |&r| ((r - m) * s + b) as f32)
+            })
+            .collect();
+        record.lock().expect("not poisoned").push((name.to_string(), means, vars));
+        Tensor::from_vec(out, (n, c, h, w), &Device::Cpu)
     });
     let x = calibration_images(seed, which.resolution())?;
     with_calibrator(calibrator, || net.forward(&x))?;
     for (name, mean, var) in stats.lock().expect("not poisoned").drain(..) {
-        tensors.insert(format!("{name}.running_mean"), mean);
-        tensors.insert(format!("{name}.running_var"), var);
+        let c = mean.len();
+        tensors.insert(format!("{name}.running_mean"), Tensor::from_vec(mean, c, &Device::Cpu)?);
+        tensors.insert(format!("{name}.running_var"), Tensor::from_vec(var, c, &Device::Cpu)?);
     }
     Ok(())
 }
@@ -160,10 +240,10 @@ fn calibration_images(seed: u64, res: usize) -> Result<Tensor> {
     const N: usize = 8;
     const GRID: usize = 8;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1A6E);
-    let normal = Normal::new(0f32, 1.0).expect("valid std");
+    let mut normal = Gaussian::new();
     let mut out = Vec::with_capacity(N * 3 * res * res);
     for _ in 0..N * 3 {
-        let grid: Vec<f32> = (0..GRID * GRID).map(|_| normal.sample(&mut rng)).collect();
+        let grid: Vec<f32> = normal.take(&mut rng, GRID * GRID, 1.0);
         for y in 0..res {
             let gy = y as f32 / res as f32 * (GRID - 1) as f32;
             let (y0, fy) = (gy as usize, gy.fract());
@@ -173,7 +253,7 @@ fn calibration_images(seed: u64, res: usize) -> Result<Tensor> {
                 let at = |r: usize, c: usize| grid[r.min(GRID - 1) * GRID + c.min(GRID - 1)];
                 let v = (1.0 - fy) * ((1.0 - fx) * at(y0, x0) + fx * at(y0, x0 + 1))
                     + fy * ((1.0 - fx) * at(y0 + 1, x0) + fx * at(y0 + 1, x0 + 1));
-                out.push(v + 0.3 * normal.sample(&mut rng));
+                out.push(v + 0.3 * (normal.sample(&mut rng) as f32));
             }
         }
     }
@@ -185,4 +265,50 @@ pub fn write_random_weights(which: Which, seed: u64, path: &std::path::Path) -> 
     let tensors = random_weights(which, seed)?;
     candle_core::safetensors::save(&tensors, path)
         .map_err(|e| crate::error::Error::Output { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sha256 the parity fixture (made by timm on these weights) records
+    /// for `which` and its seed: the one place that holds it.
+    fn committed(which: Which) -> (u64, String) {
+        let json = match which {
+            Which::MobileNetV2 => include_str!("../../tests/fixtures/parity/mobilenetv2.json"),
+            Which::MobileNetV4Small => include_str!("../../tests/fixtures/parity/mobilenetv4-small.json"),
+        };
+        let v: serde_json::Value = serde_json::from_str(json).expect("fixture JSON");
+        (v["seed"].as_u64().expect("seed"), v["weights_sha256"].as_str().expect("sha256").to_string())
+    }
+
+    /// The bytes of `random:SEED` do not depend on how many threads make
+    /// them (the SIMD levels: tests/test_weights.rs, through the binary).
+    #[test]
+    fn same_bytes_under_any_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for which in [Which::MobileNetV2, Which::MobileNetV4Small] {
+            let (seed, want) = committed(which);
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let path = dir.path().join(format!("{which}-{threads}.safetensors"));
+                pool.install(|| write_random_weights(which, seed, &path)).unwrap();
+                let got = crate::digest::sha256_file(&path).unwrap();
+                assert_eq!(got, want, "{which} seed {seed} on {threads} threads: rerun tests/fixtures/make_parity.py?");
+            }
+        }
+    }
+
+    /// The polar method's samples have the moments of N(0, 1).
+    #[test]
+    fn gaussian_is_standard_normal() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let z = Gaussian::new().take(&mut rng, 200_000, 1.0);
+        let n = z.len() as f64;
+        let mean = z.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = z.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let kurt = z.iter().map(|&v| (v as f64 - mean).powi(4)).sum::<f64>() / n / var.powi(2);
+        // Standard errors at n = 200k: mean 0.0022, variance 0.0032, kurtosis 0.011.
+        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.015 && (kurt - 3.0).abs() < 0.06, "{mean} {var} {kurt}");
+    }
 }

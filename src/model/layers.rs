@@ -4,7 +4,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::engine;
+use super::{engine, fixed_order};
 
 /// timm's BatchNorm2d epsilon for every layer of both models.
 pub const BN_EPS: f64 = 1e-5;
@@ -155,7 +155,9 @@ thread_local! {
 }
 
 /// Runs `body` with `calibrator` seeing (and replacing) every layer's
-/// pre-activation output, in forward order, on this thread. Only the random
+/// pre-activation output, in forward order, on this thread; the layers then
+/// convolve and pool by [`fixed_order`], whose results are the same on every
+/// CPU. Only the random
 /// initialiser uses it, to give BatchNorm the statistics a trained network
 /// would have (`init.rs`); outside it a layer pays one thread-local read.
 pub fn with_calibrator<R>(calibrator: Calibrator, body: impl FnOnce() -> R) -> R {
@@ -174,9 +176,41 @@ fn calibrating() -> bool {
     CALIBRATOR.with(|c| c.borrow().is_some())
 }
 
+impl ConvBn {
+    /// The convolution (BatchNorm folded, no activation) by
+    /// [`fixed_order::conv2d`]: what calibration runs, so that its result
+    /// does not depend on the CPU.
+    fn conv_fixed_order(&self, x: &Tensor) -> Result<Tensor> {
+        let s = &self.spec;
+        let (n, c, h, w) = x.dims4()?;
+        let conv = fixed_order::Conv {
+            cout: s.cout,
+            kernel: s.kernel,
+            stride: s.stride,
+            pad: s.pad(),
+            depthwise: s.depthwise,
+        };
+        let (y, shape) = fixed_order::conv2d(
+            &x.flatten_all()?.to_vec1::<f32>()?,
+            [n, c, h, w],
+            &self.weight.flatten_all()?.to_vec1::<f32>()?,
+            &self.bias.to_vec1::<f32>()?,
+            conv,
+        );
+        Tensor::from_vec(y, shape.to_vec(), x.device())
+    }
+}
+
 impl Module for ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = &self.spec;
+        if calibrating() {
+            // The calibrator rewrites the output (BatchNorm statistics); the
+            // activation after it is element-wise (max/min), exact anywhere.
+            let y = self.conv_fixed_order(x)?;
+            let y = CALIBRATOR.with(|c| c.borrow_mut().as_mut().map_or(Ok(y.clone()), |f| f(&self.bn_name, &y)))?;
+            return apply_act(s.act, &y);
+        }
         let y = if s.kernel == 1 && s.stride == 1 && !s.depthwise {
             // A 1×1 convolution is one GEMM per image: (cout, cin) × (cin, h·w).
             let (n, c, h, w) = x.dims4()?;
@@ -187,16 +221,17 @@ impl Module for ConvBn {
             let y = x.conv2d(&self.weight, s.pad(), s.stride, 1, groups)?;
             y.broadcast_add(&self.bias.reshape((s.cout, 1, 1))?)?
         };
-        let y = if calibrating() {
-            CALIBRATOR.with(|c| c.borrow_mut().as_mut().map_or(Ok(y.clone()), |f| f(&self.bn_name, &y)))?
-        } else {
-            y
-        };
         apply_act(s.act, &y)
     }
 }
 
 /// Global average pooling, (n, c, h, w) → (n, c).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    if calibrating() {
+        // MobileNetV4 calibrates `norm_head` after this pooling.
+        let (n, c, h, w) = x.dims4()?;
+        let pooled = fixed_order::mean_pool(&x.flatten_all()?.to_vec1::<f32>()?, [n, c, h, w]);
+        return Tensor::from_vec(pooled, (n, c), x.device());
+    }
     x.mean(D::Minus1)?.mean(D::Minus1)
 }

@@ -1,6 +1,7 @@
 //! The networks: the registry of models ([`Which`]), their Candle builders
 //! (`mobilenetv2`, `mobilenetv4`, on the blocks in `layers`), random
-//! weights for offline use (`init`), the CPU engine they lower to
+//! weights for offline use (`init`, calibrated on the CPU-independent ops of
+//! `fixed_order`), the CPU engine they lower to
 //! (`engine`), and a loaded network ready to run ([`Model`]).
 //!
 //! This file only declares and re-exports: the children never import
@@ -8,6 +9,7 @@
 
 pub mod device;
 pub mod engine;
+pub mod fixed_order;
 pub mod init;
 pub mod layers;
 pub mod mobilenetv2;
