@@ -14,8 +14,7 @@ use crate::util::{repo, Dir};
 /// features for them and their largest magnitude.
 pub(crate) fn parity_inputs(which: Which) -> (Model, Vec<u8>, Vec<Vec<f32>>, f32) {
     let fixtures = repo().join("tests/fixtures/parity");
-    let info: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join(format!("{which}.json"))).unwrap()).unwrap();
+    let info = parity_fixture(which);
     let seed = info["seed"].as_u64().unwrap();
 
     // The weights the reference ran on must be the ones init writes today.
@@ -44,6 +43,13 @@ pub(crate) fn parity_inputs(which: Which) -> (Model, Vec<u8>, Vec<Vec<f32>>, f32
     let max_abs = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
     assert!(max_abs > 0.1, "reference features are degenerate (max |f| = {max_abs})");
     (model, rgb, want, max_abs)
+}
+
+/// `tests/fixtures/parity/<model>.json`: the seed, the sha256 of its
+/// random weights, the images and the timm/torch versions.
+pub(crate) fn parity_fixture(which: Which) -> serde_json::Value {
+    let path = repo().join(format!("tests/fixtures/parity/{which}.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn check(which: Which) {

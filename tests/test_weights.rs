@@ -34,8 +34,7 @@ fn init_is_deterministic_and_seed_dependent() {
 fn init_gives_the_committed_bytes_under_every_simd_level_and_thread_count() {
     let dir = Dir::new("init-everywhere");
     for which in Which::ALL {
-        let fixture = crate::util::repo().join(format!("tests/fixtures/parity/{which}.json"));
-        let info: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+        let info = crate::test_parity::parity_fixture(which);
         let (seed, want) = (info["seed"].as_u64().unwrap().to_string(), info["weights_sha256"].as_str().unwrap());
         for (simd, threads) in [("portable", "1"), ("avx2", "3"), ("avx512", "2"), ("", "4")] {
             let out = dir.join(format!("{which}-{simd}-{threads}.safetensors"));

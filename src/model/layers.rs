@@ -157,9 +157,9 @@ thread_local! {
 /// Runs `body` with `calibrator` seeing (and replacing) every layer's
 /// pre-activation output, in forward order, on this thread; the layers then
 /// convolve and pool by [`fixed_order`], whose results are the same on every
-/// CPU. Only the random
-/// initialiser uses it, to give BatchNorm the statistics a trained network
-/// would have (`init.rs`); outside it a layer pays one thread-local read.
+/// CPU. Only the random initialiser uses it, to give BatchNorm the
+/// statistics a trained network would have (`init.rs`); outside it a layer
+/// pays one thread-local read.
 pub fn with_calibrator<R>(calibrator: Calibrator, body: impl FnOnce() -> R) -> R {
     struct Clear;
     impl Drop for Clear {
