@@ -31,5 +31,6 @@ t = time.perf_counter()
 for i in range(0, queries, 32):
     nearest(q[i:i + 32])
 batched = (time.perf_counter() - t) * 1e3 / queries
-print(f"numpy {np.__version__}: {n} vectors x {dim} f32, k {k}: one query per call p50 {times[len(times) // 2]:.2f} ms, "
+p50 = times[len(times) // 2]
+print(f"numpy {np.__version__}: {n} vectors x {dim} f32, k {k}: one query per call p50 {p50:.2f} ms, "
       f"p99 {times[int(0.99 * (len(times) - 1))]:.2f} ms; 32 queries per call {batched:.2f} ms per query")

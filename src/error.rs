@@ -44,6 +44,11 @@ pub enum Error {
     #[error("cannot fetch {repo}/{file} from the model hub: {reason}")]
     Fetch { repo: String, file: String, reason: String },
 
+    /// `serve` cannot listen on its address (in use, not this machine's, no
+    /// permission): the run cannot proceed, though the flag parsed (exit 1).
+    #[error("cannot listen on {addr}")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+
     /// Writing an output file failed.
     #[error("cannot write {path}: {reason}")]
     Output { path: PathBuf, reason: String },

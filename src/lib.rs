@@ -1,44 +1,38 @@
-//! `fruits`: fruit photos → MobileNet features → PCA.
+//! `fruits`: fruit photos → MobileNet features → PCA, and the app on top.
 //!
-//! The flow of `fruits featurize` ([`featurize`], one job = one part):
-//! [`input`] lists the images and accounts for every file, [`storage`]
-//! reads their bytes (local or S3, memory bounded), [`image`] decodes and
-//! resizes each, [`model`] turns batches into feature vectors (the CPU engine,
-//! or [`gpu`]'s CUDA engine), [`output`] writes Parquet, errors and statistics;
-//! [`pipeline`] streams these together, and [`part`] commits the files as
-//! one atomic part behind a manifest. [`weights`] says where the model
-//! weights come from.
+//! The rooms, each a folder with one job (the dependencies run one way:
+//! `tests/test_layout.rs` fails on a cycle between files or folders):
 //!
-//! `fruits pca` ([`pca_job`]): [`part`] reads the committed parts and their
-//! statistics, [`pca`] merges statistics and fits, [`pca_model`] persists
-//! the model and draws its pictures.
+//! - [`features`]: `fruits featurize`, one job = one part: list and account
+//!   for every input, stream bytes → pixels → batches → features, write the
+//!   Parquet, the rejections and the statistics.
+//! - [`part`]: the unit a task writes: its Parquet schema, file names,
+//!   manifest and atomic commit, and a folder of parts read as a dataset.
+//! - [`pca`]: mergeable statistics → components (maths, job, files, pictures).
+//! - [`model`]: the registry, the timm-named Candle builders, weights, and the
+//!   lowered plan every engine runs. No engine code.
+//! - [`engine`]: a loaded [`engine::Model`], the device and dtype choice, and
+//!   the CPU ([`engine::cpu`]) and CUDA ([`engine::cuda`]) engines.
+//! - [`app`]: the classifier the phone app talks to: index, identify, fruit
+//!   information, `serve`.
+//! - [`storage`]: local folders and S3 behind one type, Europe-only regions,
+//!   local files written safely.
+//! - [`image`]: bytes → a normalised model input, or the reason it cannot be
+//!   one (shared by `features` and `app`).
 //!
-//! The app's engine: [`index`] turns labelled features into an exact
-//! nearest-neighbour classifier, [`identify`] answers a photo with it
-//! (the CLI, `index eval` and `serve` all through it), [`fruit_info`]
-//! says what the fruit is.
+//! And three small facts every room may use: [`error`] (the typed errors),
+//! [`digest`] (the one hash), [`guard`] (third-party panics as values).
 
-pub mod budget;
+pub mod app;
 pub mod digest;
+pub mod engine;
 pub mod error;
-pub mod featurize;
-pub mod fruit_info;
-pub mod gpu;
+pub mod features;
 pub mod guard;
-pub mod identify;
 pub mod image;
-pub mod index;
-pub mod input;
 pub mod model;
-pub mod output;
 pub mod part;
 pub mod pca;
-pub mod pca_job;
-pub mod pca_model;
-pub mod pipeline;
-pub mod sample;
-pub mod serve;
 pub mod storage;
-pub mod weights;
 
 pub use error::{Error, Result};

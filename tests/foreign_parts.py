@@ -16,7 +16,8 @@ def meta(dim=DIM):
     return {b"fruits.model": b"mobilenetv2", b"fruits.weights": b"random:0", b"fruits.feature_dim": str(dim).encode()}
 
 
-def table(features, path=None, dim=DIM, feature_type=pa.list_(pa.float32())):
+def table(features, path=None, dim=DIM, feature_type=None):
+    feature_type = feature_type if feature_type is not None else pa.list_(pa.float32())
     n = len(features)
     path = path if path is not None else pa.array([f"/photos/Kiwi/{i}.jpg" for i in range(n)])
     t = pa.table(

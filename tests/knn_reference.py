@@ -27,10 +27,14 @@ if pca_dir:
     mean = np.array(center["mean"])
     scale = center["scale"]
     scale = np.array(scale) if scale[0] is not None else 1.0
-    project = lambda v: ((v - mean) / scale) @ comps.T
+
+    def project(v):
+        return ((v - mean) / scale) @ comps.T
 else:
     mean = x[train].mean(axis=0)
-    project = lambda v: v - mean
+
+    def project(v):
+        return v - mean
 
 
 def unit(v):
@@ -49,15 +53,16 @@ for qi, row in enumerate(test):
         lab = t["label"][train[j]]
         votes[lab] = votes.get(lab, 0.0) + max(sims[qi, j], 0.0)
     total = sum(votes.values())
-    ranked = sorted(((l, v / total) for l, v in votes.items() if v > 0), key=lambda lv: (-lv[1], lv[0])) if total > 0 else []
+    scored = [(lab, v / total) for lab, v in votes.items() if v > 0] if total > 0 else []
+    ranked = sorted(scored, key=lambda lv: (-lv[1], lv[0]))
     unknown = not ranked or ranked[0][1] < min_score
     truth = t["label"][row]
     top1 += (not unknown and ranked[0][0] == truth)
-    top5 += any(l == truth for l, _ in ranked[:5])
+    top5 += any(lab == truth for lab, _ in ranked[:5])
     out[t["path"][row]] = {
         "label": truth,
         "neighbours": [{"path": t["path"][train[j]], "similarity": float(sims[qi, j])} for j in order],
-        "ranked": [{"label": l, "score": s} for l, s in ranked],
+        "ranked": [{"label": lab, "score": s} for lab, s in ranked],
         "unknown": bool(unknown),
     }
 print(json.dumps({"rows": out, "top1": top1 / len(test), "top5": top5 / len(test), "n": len(test)}))

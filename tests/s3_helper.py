@@ -98,7 +98,8 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_lis
             if home and signed != home and not (self.command == "GET" and query.startswith("location")):
                 body = b"" if self.command == "HEAD" else (
                     b"<Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access "
-                    b"must be addressed using the specified endpoint.</Message><Bucket>" + bucket.encode() + b"</Bucket></Error>")
+                    b"must be addressed using the specified endpoint.</Message>"
+                    b"<Bucket>" + bucket.encode() + b"</Bucket></Error>")
                 self.answer(301, body, {"x-amz-bucket-region": home})
                 return
             if fail_every and n % fail_every == 0:
@@ -110,7 +111,8 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_lis
                 self.wfile.write(msg)
                 return
             conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=60)
-            extra = {"x-amz-bucket-region": home} if home and self.command == "HEAD" and path.strip("/") == bucket else {}
+            bucket_head = home and self.command == "HEAD" and path.strip("/") == bucket
+            extra = {"x-amz-bucket-region": home} if bucket_head else {}
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use fruits::model::{Model, Which};
+use fruits::engine::Model;
+use fruits::model::Which;
 
 use crate::util::{files_under, fruits, manifest, part_file, read_parquet, repo, run, sample_dir, stderr, Dir};
 

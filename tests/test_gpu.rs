@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use fruits::gpu::{self, Gpu};
-use fruits::model::engine::Dtype;
-use fruits::model::{Engine, Model, Target, Which};
+use fruits::engine::cuda::{self, Gpu};
+use fruits::engine::{Dtype, Engine, Model, Target};
+use fruits::model::Which;
 
 use crate::test_parity::{parity_inputs, sample_photos, worst_cosine};
 use crate::util::{fruits, repo, run, sample_dir, stderr, Dir};
@@ -19,7 +19,7 @@ use crate::util::{fruits, repo, run, sample_dir, stderr, Dir};
 /// The first GPU, or `None` after saying on the terminal why the test did
 /// not run. Written past the test harness's capture, so `cargo test` shows it.
 fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
-    match gpu::open(0) {
+    match cuda::open(0) {
         Ok(g) => Some(g),
         Err(why) => {
             let _ = writeln!(std::io::stderr(), "test_gpu::{test}: skipped: no CUDA device ({why})");
@@ -44,7 +44,7 @@ fn f32_matches_timm(which: Which, test: &str) {
         1e-4 * max_abs
     );
     let images = rgb.len() / (3 * which.resolution().pow(2));
-    let copies = gpu::engine::CHUNK / images + 2;
+    let copies = cuda::run::CHUNK / images + 2;
     let many: Vec<u8> = std::iter::repeat_n(rgb.as_slice(), copies).flatten().copied().collect();
     let rows = model.features(&many).unwrap();
     for (i, row) in rows.chunks(d).enumerate() {
@@ -181,7 +181,7 @@ pub(crate) fn nvrtc_lib_dir() -> PathBuf {
 /// The kernel names kernels.cu instantiates: every `__global__ void NAME_##S`
 /// for every `INSTANTIATE(T, S)`.
 fn kernel_names_in_source() -> Vec<String> {
-    let src = std::fs::read_to_string(repo().join("src/gpu/kernels.cu")).unwrap();
+    let src = std::fs::read_to_string(repo().join("src/engine/cuda/kernels.cu")).unwrap();
     let bases: Vec<&str> = src
         .split("__global__ void ")
         .skip(1)
@@ -207,7 +207,9 @@ fn kernels_compile_for_a_t4_with_nvrtc() {
     for arch in ["compute_75", "sm_75"] {
         let out =
             run(fruits().env("LD_LIBRARY_PATH", &lib).args(["info", "--kernels", arch, "--out"]).arg(dir.join("k")), 0);
-        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("compiled src/gpu/kernels.cu for {arch}")));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&format!("compiled src/engine/cuda/kernels.cu for {arch}"))
+        );
     }
     let ptx = std::fs::read_to_string(dir.join("k/kernels.compute_75.ptx")).unwrap();
     assert!(ptx.contains(".target sm_75"), "{}", &ptx[..ptx.len().min(400)]);

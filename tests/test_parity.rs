@@ -5,8 +5,8 @@
 //! Expected features: tests/fixtures/make_parity.py (needs timm; CI does not).
 
 use candle_core::Device;
-use fruits::model::engine::Dtype;
-use fruits::model::{init, Engine, Model, Which};
+use fruits::engine::{Dtype, Engine, Model};
+use fruits::model::{init, Which};
 
 use crate::util::{repo, Dir};
 

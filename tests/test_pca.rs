@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use fruits::pca_model;
+use fruits::pca::files as pca_model;
 
 use crate::util::{fruits, part_file, read_parquet, repo, run, sample_dir, stderr, Dir};
 
@@ -164,7 +164,7 @@ fn real_features_match_sklearn_and_transform_reproduces_bit_for_bit() {
         Ok(())
     })
     .unwrap();
-    let fitted = fruits::pca::fit(&moments, fruits::pca::Keep::Variance(0.95), false).unwrap();
+    let fitted = fruits::pca::maths::fit(&moments, fruits::pca::Keep::Variance(0.95), false).unwrap();
     let from_fit = fitted.transform(&rows);
     let from_file: Vec<f32> = got.iter().flatten().map(|&v| v as f32).collect();
     assert_eq!(from_fit, from_file, "transform after loading must be bit for bit the fitted one");

@@ -113,6 +113,13 @@ fn the_api_answers_photos_and_refuses_bad_uploads() {
     let s = start(&index, &cwd, &["--max-body", "1M", "--header-timeout", "1", "--request-timeout", "2"]);
     let a = &s.addr;
 
+    // A second server on the same address: not a bad command line (exit 1,
+    // not 2), and the message names the address and the system's reason.
+    let mut second = fruits();
+    second.args(["serve", "--addr", a, "--index"]).arg(&index).current_dir(&cwd);
+    let err = crate::util::stderr(&run(second, 1));
+    assert!(err.contains(&format!("cannot listen on {a}: ")) && err.to_lowercase().contains("in use"), "{err}");
+
     // A good photo, raw and as a phone's multipart form: the same answer as `identify`.
     let apple = photo("Test/Apple/f0_100.jpg");
     let (status, raw) = post(a, "image/jpeg", &apple);

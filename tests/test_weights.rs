@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use fruits::model::{init, Model, Which};
+use fruits::engine::Model;
+use fruits::model::{init, Which};
 
 use crate::util::{fruits, run, Dir};
 
@@ -82,9 +83,9 @@ fn a_missing_tensor_is_named() {
 fn a_wrong_checksum_is_refused() {
     let dir = Dir::new("checksum");
     let p = dir.write("w.safetensors", b"not the weights");
-    let err = fruits::weights::verify(&p, Some(&"0".repeat(64)), Which::MobileNetV2).unwrap_err();
+    let err = fruits::model::weights::verify(&p, Some(&"0".repeat(64)), Which::MobileNetV2).unwrap_err();
     assert!(err.to_string().contains("sha256 mismatch"), "{err}");
-    let err = fruits::weights::verify(&p, None, Which::MobileNetV4Small).unwrap_err();
+    let err = fruits::model::weights::verify(&p, None, Which::MobileNetV4Small).unwrap_err();
     assert!(err.to_string().contains("--sha256"), "{err}");
 }
 
@@ -101,17 +102,17 @@ fn a_fetched_file_is_checked_against_the_hash_the_hub_published() {
     std::fs::create_dir_all(dir.join("snapshots/rev")).unwrap();
     let link = dir.join("snapshots/rev/model.safetensors");
     std::os::unix::fs::symlink(&blob, &link).unwrap();
-    assert_eq!(fruits::weights::hub_sha256(&link).as_deref(), Some(sha.as_str()));
+    assert_eq!(fruits::model::weights::hub_sha256(&link).as_deref(), Some(sha.as_str()));
     // mobilenetv4-small has no hash in the manifest: the hub's hash is the check.
-    fruits::weights::verify_pinned(&link, None, Which::MobileNetV4Small).unwrap();
+    fruits::model::weights::verify_pinned(&link, None, Which::MobileNetV4Small).unwrap();
 
     // Content that does not match the hub's hash (a corrupted download) is refused.
     let bad_blob = dir.write(&format!("blobs2/{sha}"), b"corrupted weights");
     let bad_link = dir.join("snapshots/rev/bad.safetensors");
     std::os::unix::fs::symlink(&bad_blob, &bad_link).unwrap();
-    let err = fruits::weights::verify_pinned(&bad_link, None, Which::MobileNetV4Small).unwrap_err();
+    let err = fruits::model::weights::verify_pinned(&bad_link, None, Which::MobileNetV4Small).unwrap_err();
     assert!(err.to_string().contains("sha256 mismatch"), "{err}");
     // mobilenetv2's manifest hash must agree with the hub's.
-    let err = fruits::weights::verify_pinned(&link, None, Which::MobileNetV2).unwrap_err();
+    let err = fruits::model::weights::verify_pinned(&link, None, Which::MobileNetV2).unwrap_err();
     assert!(err.to_string().contains("sha256 mismatch"), "{err}");
 }

@@ -16,7 +16,6 @@ import sys
 import time
 
 import numpy as np
-
 from ort_pipeline import ARCH
 
 

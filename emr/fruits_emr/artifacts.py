@@ -125,7 +125,7 @@ def build(binary: str, cuda_driver_min=None, cuda_wheels=()) -> Artifact:
     }
     ident = hashlib.sha256("".join([shas[n] for n in sorted(shas)] + [w["sha256"] for w in cuda_libs])
                            .encode()).hexdigest()[:16]
-    cuda = tuple((cuda_key(w["name"], w["sha256"]), p) for w, p in zip(cuda_libs, cuda_wheels))
+    cuda = tuple((cuda_key(w["name"], w["sha256"]), p) for w, p in zip(cuda_libs, cuda_wheels, strict=True))
     return Artifact(id=ident, files=files, manifest=manifest, cuda=cuda)
 
 

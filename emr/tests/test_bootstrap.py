@@ -13,7 +13,6 @@ import stat
 import subprocess
 
 import pytest
-
 from conftest import EMR, FAKE_CUDA_MEMBERS, fake_cuda_wheels, fake_wheel
 
 BOOTSTRAP = os.path.join(EMR, "bootstrap.sh")
@@ -35,7 +34,7 @@ def fake_fruits(info=T4, kernels="ok"):
     info_case = (f"echo '{json.dumps(info)}'" if info is not None
                  else "echo \"error: unrecognized subcommand 'info'\" >&2; exit 2")
     compiled = ('echo "cuda:0 Tesla T4, 14.6 GiB, sm_75"; '
-                'echo "kernels: compiled src/gpu/kernels.cu for $3; LD_LIBRARY_PATH ${LD_LIBRARY_PATH-unset}"'
+                'echo "kernels: compiled src/engine/cuda/kernels.cu for $3; LD_LIBRARY_PATH ${LD_LIBRARY_PATH-unset}"'
                 if kernels == "ok" else f'echo "{kernels}" >&2; exit 1')
     return f'''case "${{1:-}} ${{2:-}}" in
   "info --json") {info_case};;
@@ -75,7 +74,8 @@ src=${{1#s3://demo/}}; echo "$src" >> "{copies}"; cp "{tmp_path}/bucket/$src" "$
 ''')
     ldconfig_calls = tmp_path / "ldconfig.calls"
     script(bin_dir / "ldconfig", f'echo "ldconfig $*" >> "{ldconfig_calls}"\n')
-    script(bin_dir / "lspci", '[ -n "${FAKE_GPU:-}" ] && echo "00:1e.0 3D controller: NVIDIA Corporation TU104GL [Tesla T4]"; true\n')
+    script(bin_dir / "lspci",
+           '[ -n "${FAKE_GPU:-}" ] && echo "00:1e.0 3D controller: NVIDIA Corporation TU104GL [Tesla T4]"; true\n')
     script(bin_dir / "nvidia-smi", '''case "$*" in
   *driver_version*) echo "${FAKE_DRIVER:?}";;
   *name*) echo "Tesla T4";;
@@ -176,7 +176,7 @@ def test_a_gpu_node_installs_the_cuda_libraries_from_the_bucket(node):
     # `fruits info` found the T4 and compiled the kernels for it, run as Spark runs the binary: no
     # LD_LIBRARY_PATH, the loader's cache only.
     assert "fruits info: cuda:0 Tesla T4, 14.6 GiB, sm_75" in out.stdout
-    assert "fruits info: kernels: compiled src/gpu/kernels.cu for sm_75; LD_LIBRARY_PATH unset" in out.stdout
+    assert "fruits info: kernels: compiled src/engine/cuda/kernels.cu for sm_75; LD_LIBRARY_PATH unset" in out.stdout
     # Again: the installed wheels are kept, the cache is rebuilt.
     again = node.run(FAKE_GPU="1", FAKE_DRIVER="535.104.05")
     assert again.returncode == 0, again.stdout + again.stderr
@@ -238,7 +238,7 @@ def test_fruits_info_fails_a_gpu_node_where_cuda_is_unusable_unless_the_binary_p
     assert out.returncode == 1
     assert "fruits finds no usable CUDA device on this GPU node: no libcublas.so.12 found" in out.stdout + out.stderr
     # One whose kernels do not compile for the device.
-    node.set_fruits(fake_fruits(kernels="NVRTC could not compile src/gpu/kernels.cu for sm_75"))
+    node.set_fruits(fake_fruits(kernels="NVRTC could not compile src/engine/cuda/kernels.cu for sm_75"))
     out = node.run(FAKE_GPU="1", FAKE_DRIVER="535.104.05")
     assert out.returncode == 1
     assert "fruits cannot compile its CUDA kernels for sm_75 on this node: NVRTC could not compile" \

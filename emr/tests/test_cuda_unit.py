@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import EMR, fake_cuda_wheels, fake_wheel
 from fruits_emr import artifacts, cluster, commands, prices
 
@@ -20,8 +19,8 @@ def test_the_pins_are_exact_hashed_12x_wheels_of_cublas_and_nvrtc():
     assert [p for p, _ in pins.wheels] == ["nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12"]
     assert all(v.startswith("12.") for _, v in pins.wheels)
     assert pins.driver_min == "525.60.13"  # CUDA 12 minor-version compatibility
-    lines = [l for l in open(artifacts.CUDA_LIBS_TXT) if l.strip() and not l.startswith("#")]
-    assert len(lines) == 2 and all("==" in l and "--hash=sha256:" in l for l in lines), lines
+    lines = [line for line in open(artifacts.CUDA_LIBS_TXT) if line.strip() and not line.startswith("#")]
+    assert len(lines) == 2 and all("==" in line and "--hash=sha256:" in line for line in lines), lines
 
 
 def test_a_bad_pins_file_is_refused(tmp_path):
@@ -69,7 +68,7 @@ def test_the_manifest_lists_the_wheels_and_the_id_changes_with_them(tmp_path):
     gpu = artifacts.build(str(binary), cuda_wheels=wheels)
     assert gpu.id != plain.id
     assert gpu.manifest["cuda_driver_min"] == artifacts.cuda_pins().driver_min
-    for entry, path, (key, local) in zip(gpu.manifest["cuda_libs"], wheels, gpu.cuda):
+    for entry, path, (key, local) in zip(gpu.manifest["cuda_libs"], wheels, gpu.cuda, strict=True):
         assert entry == {"name": os.path.basename(path), "sha256": artifacts.sha256_of(path)}
         assert key == f"emr/cuda/{entry['sha256']}/{entry['name']}" and local == path
 
@@ -78,7 +77,9 @@ def test_the_fetch_script_runs_the_pinned_pip_download(tmp_path):
     # A stand-in python: notes its arguments, makes a wheel where pip would.
     fake = tmp_path / "python"
     fake.write_text('#!/usr/bin/env bash\necho "$@" > "$FAKE_LOG"\n'
-                    'while [ $# -gt 0 ]; do [ "$1" = -d ] && touch "$2/x-py3-none-manylinux2014_x86_64.whl"; shift; done\n')
+                    'while [ $# -gt 0 ]; do\n'
+                    '  [ "$1" = -d ] && touch "$2/x-py3-none-manylinux2014_x86_64.whl"; shift\n'
+                    'done\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     log = tmp_path / "args"
     home = tmp_path / "home"

@@ -11,7 +11,6 @@ import threading
 import time
 
 import pyarrow.parquet as pq
-
 from conftest import EMR, REPO, aws_env, helper, spark_env, spark_home
 
 SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")

@@ -7,9 +7,8 @@ import os
 import re
 import subprocess
 
-import pytest
-
 import featurize_job as job
+import pytest
 from conftest import REPO
 
 SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import EMR, REPO
 
 sys.path.insert(0, EMR)

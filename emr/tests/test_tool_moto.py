@@ -13,7 +13,6 @@ from urllib.parse import parse_qs
 
 import boto3
 import pytest
-
 from conftest import EMR, aws_env, fake_cuda_wheels
 
 TOOL = os.path.join(EMR, "fruits-emr")
@@ -222,8 +221,8 @@ def test_dry_run_prints_the_requests_and_sends_none(recorder, binary):
                "s3://fruits-demo/photos/fruits-360/Training/", "--output", "s3://fruits-demo/runs/run-1/",
                "--binary", binary)
     assert out.returncode == 0, out.stderr
-    lines = [l for l in out.stdout.splitlines() if l.startswith("aws ")]
-    ops = [l.split()[1] + " " + l.split()[2] for l in lines]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("aws ")]
+    ops = [line.split()[1] + " " + line.split()[2] for line in lines]
     assert ops == ["s3 HeadObject", "s3 PutObject"] * 2 + ["s3 PutObject"] * 4 + ["emr RunJobFlow"], ops
     assert "/cuda/" in json.loads(lines[0].split(" ", 3)[3])["Key"]
     req = json.loads(lines[-1].split(" ", 3)[3])

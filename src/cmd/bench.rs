@@ -3,11 +3,12 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use fruits::input::list_location;
-use fruits::model::engine::Dtype;
-use fruits::model::{self, DeviceChoice, Engine, Which};
+use fruits::engine::Dtype;
+use fruits::engine::{self, DeviceChoice, Engine};
+use fruits::features::input::list_location;
+use fruits::model::weights::Source;
+use fruits::model::Which;
 use fruits::storage::{FetchLimits, Location, S3Options, Storage};
-use fruits::weights::Source;
 
 /// Measure one stage of the pipeline on its own.
 #[derive(Debug, clap::Args)]
@@ -116,8 +117,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 }
 
 fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
-    let device = model::device(a.device, model::runner::cpu_only(a.engine, a.dtype))?;
-    let mut m = fruits::weights::load(a.model, Some(&a.weights), &device)?;
+    let device = engine::device(a.device, engine::cpu_only(a.engine, a.dtype))?;
+    let mut m = fruits::engine::load(a.model, Some(&a.weights), &device)?;
     m.set_engine(a.engine, a.dtype)?;
     let (b, r) = (a.batch as usize, a.model.resolution());
     // Fixed pseudo-random pixels: the kernels' cost does not depend on what
@@ -204,9 +205,9 @@ fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
         }
         v
     };
-    let vectors = fruits::index::search::Vectors::from_rows(&unit(&mut rng, a.vectors), a.dim);
+    let vectors = fruits::app::index::search::Vectors::from_rows(&unit(&mut rng, a.vectors), a.dim);
     let queries = unit(&mut rng, a.queries.max(1));
-    let nearest = fruits::index::search::nearest;
+    let nearest = fruits::app::index::search::nearest;
     nearest(&vectors, &queries[..a.dim], a.k); // warm-up: pages touched
     let mut single = Vec::new();
     for q in queries.chunks(a.dim) {
@@ -231,7 +232,7 @@ fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
         (a.vectors * a.dim * 4) as f64 / 1e6,
         a.k,
         rayon::current_num_threads(),
-        fruits::model::engine::elem::simd().name()
+        fruits::engine::simd::simd().name()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use fruits::featurize::{self, Input, Job, Report};
-use fruits::model::engine::Dtype;
-use fruits::model::{self, DeviceChoice, Engine, Model, Target, Which};
-use fruits::pipeline;
+use fruits::engine::Dtype;
+use fruits::engine::{self, DeviceChoice, Engine, Model, Target};
+use fruits::features::job::{self as featurize, Input, Job, Report};
+use fruits::features::pipeline;
+use fruits::model::weights::Source;
+use fruits::model::Which;
 use fruits::storage::{FetchLimits, Location, S3Options, Storage};
-use fruits::weights::Source;
 
 /// images/s for decode+resize, inference only and end to end (`featurize` into a
 /// scratch folder), for every dtype and batch size asked, with peak host memory (the
@@ -60,8 +61,8 @@ struct Point {
 }
 
 pub fn sweep(a: SweepArgs, s3: &S3Options) -> anyhow::Result<std::process::ExitCode> {
-    let target = model::device(a.device, None)?;
-    let mut m = fruits::weights::load(a.model, Some(&a.weights), &target)?;
+    let target = engine::device(a.device, None)?;
+    let mut m = engine::load(a.model, Some(&a.weights), &target)?;
     let dtypes = if !a.dtypes.is_empty() {
         a.dtypes.clone()
     } else if target.is_cpu() {
@@ -117,7 +118,7 @@ fn photo_folder(from: Option<&Path>, n: usize, scratch: &Path) -> anyhow::Result
             .filter(|e| e.file_type().is_file())
             .map(|e| Ok((e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path())?)))
             .collect::<std::io::Result<_>>()?,
-        None => fruits::sample::FILES.iter().map(|(name, b)| (name.replace('/', "_"), b.to_vec())).collect(),
+        None => fruits::features::sample::FILES.iter().map(|(name, b)| (name.replace('/', "_"), b.to_vec())).collect(),
     };
     sources.retain(|(_, b)| fruits::image::prepare(b, 8).is_ok());
     anyhow::ensure!(
@@ -139,7 +140,7 @@ fn photo_folder(from: Option<&Path>, n: usize, scratch: &Path) -> anyhow::Result
 fn device_name(target: &Target) -> String {
     match target {
         Target::Cpu => {
-            format!("cpu ({} threads, {})", rayon::current_num_threads(), fruits::model::engine::elem::simd().name())
+            format!("cpu ({} threads, {})", rayon::current_num_threads(), fruits::engine::simd::simd().name())
         }
         Target::Cuda(g) => format!("cuda:{} ({})", g.info.ordinal, g.info.name),
     }

@@ -3,17 +3,18 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fruits::featurize::{self, Input, Job, Report, DEFAULT_RUN_ID};
-use fruits::index::build::{build, BuildJob};
-use fruits::index::eval::{self, EvalJob};
-use fruits::index::vote;
-use fruits::model::{self, DeviceChoice, Which};
+use fruits::app::index::build::{build, BuildJob};
+use fruits::app::index::eval::{self, EvalJob};
+use fruits::app::index::vote;
+use fruits::engine::{self, DeviceChoice};
+use fruits::features::job::{self as featurize, Input, Job, Report, DEFAULT_RUN_ID};
+use fruits::features::pipeline;
+use fruits::model::weights::Source;
+use fruits::model::Which;
 use fruits::part::Role;
+use fruits::pca::job::{FitJob, TransformJob};
 use fruits::pca::Keep;
-use fruits::pca_job::{FitJob, TransformJob};
-use fruits::pipeline;
 use fruits::storage::{FetchLimits, Location, S3Options, Storage};
-use fruits::weights::{self, Source};
 
 /// The whole job on the 19 fruit photos built into the binary: featurize, fit a PCA
 /// keeping 95% of the variance, reduce the features and draw them, then build the app's
@@ -38,8 +39,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let storage = Storage::new(s3.clone());
     let at = |sub: &str| Location::Local(args.output.join(sub));
     let sample = args.output.join("sample");
-    fruits::sample::write_to(&sample)?;
-    let model = weights::load(args.model, args.weights.as_ref(), &model::device(DeviceChoice::Auto, None)?)?;
+    fruits::features::sample::write_to(&sample)?;
+    let model = engine::load(args.model, args.weights.as_ref(), &engine::device(DeviceChoice::Auto, None)?)?;
     if model.is_random() {
         eprintln!(
             "fruits: warning: random weights ({}): features are for testing only and mean nothing",

@@ -3,15 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fruits::featurize::{self, Input, Job, Report, DEFAULT_RUN_ID};
-use fruits::model::engine::{elem, Dtype};
-use fruits::model::{self, DeviceChoice, Engine, Model, Which};
+use fruits::engine::simd::{simd, Simd};
+use fruits::engine::{self, DeviceChoice, Dtype, Engine, Model};
+use fruits::features::job::{self as featurize, Input, Job, Report, DEFAULT_RUN_ID};
+use fruits::features::pipeline;
+use fruits::model::weights::Source;
+use fruits::model::Which;
 use fruits::part::Role;
-use fruits::pipeline;
 use fruits::storage::{FetchLimits, Location, S3Options, Storage, DEFAULT_MAX_IMAGE_BYTES};
-use fruits::weights::{self, Source};
 
-use super::{parse_bytes, parse_fraction, parse_run_id, parse_sha256, usage, EXIT_TOO_MANY_REJECTED};
+use super::parse::{parse_bytes, parse_fraction, parse_run_id, parse_sha256};
+use super::{usage, EXIT_TOO_MANY_REJECTED};
 
 /// Turn fruit photos into MobileNet feature vectors: one part of a Parquet dataset.
 ///
@@ -99,8 +101,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
 
-    /// What runs the network on the CPU: native (fused NHWC kernels, one image per core)
-    /// or candle (Candle's CPU backend, for comparison). The GPU always runs Candle.
+    /// What runs the network: native (on the CPU fused NHWC kernels, one image per core; on
+    /// CUDA cuBLAS and NVRTC kernels) or candle (Candle's CPU backend, for comparison; CPU only).
     #[arg(long, value_enum, default_value_t = Engine::Native)]
     engine: Engine,
 
@@ -142,7 +144,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     if let Some(to) = &args.report {
-        write_report(to, &super::report::featurize(&report, &model, args.part_id))?;
+        write_report(to, &super::featurize_json::featurize(&report, &model, args.part_id))?;
     }
     let done = match report {
         Report::Skipped(manifest, _) => {
@@ -165,8 +167,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 }
 
 fn load_model(args: &Args) -> anyhow::Result<Model> {
-    let device = model::device(args.device, model::runner::cpu_only(args.engine, args.dtype))?;
-    let mut model = weights::load(args.model, args.weights.as_ref(), &device)?;
+    let device = engine::device(args.device, engine::cpu_only(args.engine, args.dtype))?;
+    let mut model = engine::load(args.model, args.weights.as_ref(), &device)?;
     model.set_engine(args.engine, args.dtype)?;
     if model.is_random() {
         eprintln!(
@@ -175,7 +177,7 @@ fn load_model(args: &Args) -> anyhow::Result<Model> {
         );
     }
     eprintln!("fruits: model {}, {}", args.model, model.describe());
-    if args.dtype == Dtype::Bf16 && elem::simd() < elem::Simd::Avx512Bf16 {
+    if args.dtype == Dtype::Bf16 && simd() < Simd::Avx512Bf16 {
         eprintln!("fruits: warning: this CPU has no AVX512-BF16: bf16 runs portable loops, slower than --dtype f32");
     }
     Ok(model)

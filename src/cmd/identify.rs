@@ -5,16 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use fruits::fruit_info::Table;
-use fruits::identify::{Answer, Identifier, Options};
-use fruits::index::{files, vote};
-use fruits::model::engine::Dtype;
-use fruits::model::{self, DeviceChoice, Engine, Which};
+use fruits::app::fruit_info::Table;
+use fruits::app::identify::{Answer, Identifier, Options};
+use fruits::app::index::{files, vote};
+use fruits::engine::{self, DeviceChoice, Dtype, Engine};
+use fruits::model::weights::Source;
+use fruits::model::Which;
 use fruits::storage::{Location, S3Options, Storage};
-use fruits::weights::{self, Source};
 use serde::Serialize;
 
-use super::{parse_fraction, usage};
+use super::parse::parse_fraction;
+use super::usage;
 
 /// What `identify` and `serve` answer with.
 #[derive(Debug, clap::Args)]
@@ -46,24 +47,24 @@ pub struct EngineArgs {
 pub fn open(args: &EngineArgs, storage: &Storage) -> anyhow::Result<Identifier> {
     let scratch = tempfile::tempdir()?;
     let index = files::open(storage, &args.index, scratch.path())?;
-    let name = index.meta.get(fruits::output::meta::MODEL).to_string();
+    let name = index.meta.get(fruits::part::schema::meta::MODEL).to_string();
     let which = Which::ALL
         .into_iter()
         .find(|w| w.name() == name)
         .ok_or_else(|| usage(format!("the index was built with model {name}, which this build does not know")))?;
-    let recorded = index.meta.get(fruits::output::meta::WEIGHTS).to_string();
+    let recorded = index.meta.get(fruits::part::schema::meta::WEIGHTS).to_string();
     let source = match (&args.weights, recorded.strip_prefix("random:").and_then(|s| s.parse().ok())) {
         (Some(s), _) => Some(s.clone()),
         (None, Some(seed)) => Some(Source::Random(seed)),
         (None, None) => None,
     };
-    let dtype = match index.meta.get(fruits::output::meta::DTYPE) {
+    let dtype = match index.meta.get(fruits::part::schema::meta::DTYPE) {
         "bf16" => Dtype::Bf16,
         "f16" => Dtype::F16,
         _ => Dtype::F32,
     };
-    let target = model::device(args.device, model::runner::cpu_only(Engine::Native, dtype))?;
-    let mut model = weights::load(which, source.as_ref(), &target)?;
+    let target = engine::device(args.device, engine::cpu_only(Engine::Native, dtype))?;
+    let mut model = engine::load(which, source.as_ref(), &target)?;
     if model.is_random() {
         eprintln!("fruits: warning: random weights ({}): answers are for testing only", model.weights_id);
     }

@@ -3,12 +3,12 @@
 use clap::builder::TypedValueParser as _;
 use std::process::ExitCode;
 
-use fruits::index::build::{build, BuildJob};
-use fruits::index::eval::{self, EvalJob};
-use fruits::index::{files, vote};
+use fruits::app::index::build::{build, BuildJob};
+use fruits::app::index::eval::{self, EvalJob};
+use fruits::app::index::{files, vote};
 use fruits::storage::{Location, S3Options, Storage};
 
-use super::parse_fraction;
+use super::parse::parse_fraction;
 
 /// The app's classifier: labelled feature vectors searched for the nearest neighbours.
 ///

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fruits::gpu::{self, nvrtc};
-use fruits::model::engine::elem;
+use fruits::engine::cuda::{self, nvrtc};
+use fruits::engine::simd::simd;
 
 /// Print what this machine offers the engines: the CPU's vector instructions, and the
 /// CUDA devices found (name, memory, compute capability; driver, cuBLAS and NVRTC
@@ -33,9 +33,9 @@ fn parse_arch(s: &str) -> Result<String, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cuda = match gpu::probe() {
+    let cuda = match cuda::probe() {
         Ok(found) => serde_json::json!({
-            "driver_cuda_api": gpu::probe::api_version(found.driver_api),
+            "driver_cuda_api": cuda::probe::api_version(found.driver_api),
             "cublas_major": found.cublas_version,
             "nvrtc": format!("{}.{}", found.nvrtc_version.0, found.nvrtc_version.1),
             "devices": found.devices.iter().map(|d| serde_json::json!({
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "cpu": { "threads": rayon::current_num_threads(), "simd": elem::simd().name() },
+        "cpu": { "threads": rayon::current_num_threads(), "simd": simd().name() },
         "cuda": cuda,
     });
     if args.json {
@@ -94,7 +94,7 @@ fn compile_kernels(arch: &str, out: Option<&std::path::Path>) -> anyhow::Result<
     let image = nvrtc::compile(arch, output)?;
     let (major, minor) = nvrtc::version()?;
     println!(
-        "kernels: compiled src/gpu/kernels.cu for {arch} with NVRTC {major}.{minor}: {} bytes of {ext}",
+        "kernels: compiled src/engine/cuda/kernels.cu for {arch} with NVRTC {major}.{minor}: {} bytes of {ext}",
         image.len()
     );
     if let Some(dir) = out {

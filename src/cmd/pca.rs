@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
+use fruits::pca::job::{self as pca_job, FitJob, TransformJob};
 use fruits::pca::Keep;
-use fruits::pca_job::{self, FitJob, TransformJob};
 use fruits::storage::{Location, S3Options, Storage};
 
-use super::parse_positive_fraction;
+use super::parse::parse_positive_fraction;
 
 /// Principal components of feature parts: fit a model, or reduce features with one.
 ///

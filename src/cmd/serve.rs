@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fruits::serve::batcher::BatchOptions;
-use fruits::serve::{serve, stop_signal, Config};
+use fruits::app::serve::batcher::BatchOptions;
+use fruits::app::serve::{serve, stop_signal, Config};
 use fruits::storage::{S3Options, Storage};
 
 use super::identify::EngineArgs;
-use super::parse_bytes;
+use super::parse::parse_bytes;
 
 /// Serve the app's engine over HTTP: a page for phones and a JSON API.
 ///

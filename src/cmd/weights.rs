@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use fruits::model::weights;
 use fruits::model::{init, Which};
-use fruits::weights;
 
 /// Get model weights: fetch the pinned file from the model hub, or write random ones.
 #[derive(Debug, clap::Args)]

@@ -17,6 +17,7 @@
 //! both models. An image already at that size is not resampled. Then
 //! `/255` and ImageNet mean/std, as the timm weights expect.
 
+pub mod budget;
 pub mod format;
 mod reject;
 
@@ -24,7 +25,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 
-use crate::budget::Budget;
+use budget::Budget;
 pub use reject::{RejectKind, Rejection};
 
 /// Largest side accepted, in pixels: 4× a 48 MP phone photo's long side.

@@ -4,7 +4,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
-use super::{engine, fixed_order};
+use super::{fixed_order, plan};
 
 /// timm's BatchNorm2d epsilon for every layer of both models.
 pub const BN_EPS: f64 = 1e-5;
@@ -13,7 +13,7 @@ pub const BN_EPS: f64 = 1e-5;
 /// after it; used only to initialise random weights.
 pub const BRANCH_END_SCALE: f64 = 0.25;
 
-pub use super::engine::act::Act;
+pub use super::plan::Act;
 
 /// `act` on a Candle tensor (the Candle path; the engine's kernels apply it
 /// in their epilogues).
@@ -94,9 +94,9 @@ impl ConvBn {
 }
 
 impl ConvBn {
-    /// The same layer for the CPU engine: weights copied out, laid out for
-    /// NHWC (`[ky][kx][c]` depthwise, `[(ky, kx, ci)][cout]` packed dense).
-    pub fn lower<T: engine::Elem>(&self) -> Result<engine::Layer<T>> {
+    /// The same layer for the engines' plan: weights copied out, laid out
+    /// for NHWC (`[ky][kx][c]` depthwise, `[(ky, kx, ci)][cout]` dense).
+    pub fn lower(&self) -> Result<plan::Layer> {
         let s = &self.spec;
         let w: Vec<f32> = self.weight.flatten_all()?.to_vec1()?;
         let bias: Vec<f32> = self.bias.to_vec1()?;
@@ -109,7 +109,7 @@ impl ConvBn {
                     weight[t * s.cout + c] = w[c * k * k + t];
                 }
             }
-            return Ok(engine::Layer::Depthwise(engine::depthwise::Depthwise {
+            return Ok(plan::Layer::Depthwise(plan::Depthwise {
                 channels: s.cout,
                 kernel: k,
                 stride: s.stride,
@@ -129,19 +129,23 @@ impl ConvBn {
                 }
             }
         }
-        Ok(engine::Layer::Dense(self.lower_dense(engine::gemm::Packed::new(kdim, s.cout, &wt, &bias))))
-    }
-
-    fn lower_dense<T: engine::Elem>(&self, weight: engine::gemm::Packed<T>) -> engine::Dense<T> {
-        let s = &self.spec;
-        engine::Dense { cin: s.cin, kernel: s.kernel, stride: s.stride, pad: s.pad(), act: s.act, weight }
+        Ok(plan::Layer::Dense(plan::Dense {
+            cin: s.cin,
+            cout: s.cout,
+            kernel: s.kernel,
+            stride: s.stride,
+            pad: s.pad(),
+            act: s.act,
+            weight: wt,
+            bias,
+        }))
     }
 
     /// [`ConvBn::lower`] for a layer known to be dense (a head).
-    pub fn lower_dense_layer<T: engine::Elem>(&self) -> Result<engine::Dense<T>> {
+    pub fn lower_dense_layer(&self) -> Result<plan::Dense> {
         match self.lower()? {
-            engine::Layer::Dense(d) => Ok(d),
-            engine::Layer::Depthwise(_) => candle_core::bail!("{} is depthwise, not dense", self.bn_name),
+            plan::Layer::Dense(d) => Ok(d),
+            plan::Layer::Depthwise(_) => candle_core::bail!("{} is depthwise, not dense", self.bn_name),
         }
     }
 }

@@ -11,8 +11,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::engine;
 use super::layers::{global_avg_pool, Act, ConvBn, ConvSpec};
+use super::plan;
 
 pub const FEATURES: usize = 1280;
 const STEM: usize = 32;
@@ -94,18 +94,18 @@ impl MobileNetV2 {
         Ok(Self { stem, blocks, head })
     }
 
-    /// The same network for the CPU engine.
-    pub fn plan<T: engine::Elem>(&self, resolution: usize) -> Result<engine::Plan<T>> {
-        let mut blocks = vec![engine::Block { layers: vec![self.stem.lower()?], skip: false }];
+    /// The same network as the engines' plan.
+    pub fn plan(&self, resolution: usize) -> Result<plan::Plan> {
+        let mut blocks = vec![plan::Block { layers: vec![self.stem.lower()?], skip: false }];
         for b in &self.blocks {
             blocks.push(match b {
-                Block::Separable { dw, pw } => engine::Block { layers: vec![dw.lower()?, pw.lower()?], skip: false },
+                Block::Separable { dw, pw } => plan::Block { layers: vec![dw.lower()?, pw.lower()?], skip: false },
                 Block::Inverted { pw, dw, pwl, skip } => {
-                    engine::Block { layers: vec![pw.lower()?, dw.lower()?, pwl.lower()?], skip: *skip }
+                    plan::Block { layers: vec![pw.lower()?, dw.lower()?, pwl.lower()?], skip: *skip }
                 }
             });
         }
-        Ok(engine::Plan::new(resolution, blocks, self.head.lower_dense_layer()?, engine::Head::BeforePool))
+        Ok(plan::Plan { resolution, blocks, head: self.head.lower_dense_layer()?, head_order: plan::Head::BeforePool })
     }
 }
 

@@ -14,8 +14,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::engine;
 use super::layers::{global_avg_pool, Act, ConvBn, ConvSpec};
+use super::plan;
 
 pub const FEATURES: usize = 1280;
 const STEM: usize = 32;
@@ -138,18 +138,18 @@ impl MobileNetV4 {
         Ok(Self { stem, blocks, head })
     }
 
-    /// The same network for the CPU engine.
-    pub fn plan<T: engine::Elem>(&self, resolution: usize) -> Result<engine::Plan<T>> {
-        let mut blocks = vec![engine::Block { layers: vec![self.stem.lower()?], skip: false }];
+    /// The same network as the engines' plan.
+    pub fn plan(&self, resolution: usize) -> Result<plan::Plan> {
+        let mut blocks = vec![plan::Block { layers: vec![self.stem.lower()?], skip: false }];
         for b in &self.blocks {
             blocks.push(match b {
-                Block::Conv(c) => engine::Block { layers: vec![c.lower()?], skip: false },
+                Block::Conv(c) => plan::Block { layers: vec![c.lower()?], skip: false },
                 Block::Uir { layers, skip } => {
-                    engine::Block { layers: layers.iter().map(ConvBn::lower).collect::<Result<_>>()?, skip: *skip }
+                    plan::Block { layers: layers.iter().map(ConvBn::lower).collect::<Result<_>>()?, skip: *skip }
                 }
             });
         }
-        Ok(engine::Plan::new(resolution, blocks, self.head.lower_dense_layer()?, engine::Head::AfterPool))
+        Ok(plan::Plan { resolution, blocks, head: self.head.lower_dense_layer()?, head_order: plan::Head::AfterPool })
     }
 }
 

@@ -1,22 +1,22 @@
-//! The networks: the registry of models ([`Which`]), their Candle builders
-//! (`mobilenetv2`, `mobilenetv4`, on the blocks in `layers`), random
-//! weights for offline use (`init`, calibrated on the CPU-independent ops of
-//! `fixed_order`), the CPU engine they lower to
-//! (`engine`), and a loaded network ready to run ([`Model`]).
+//! The networks, engine-free: the registry of models ([`Which`]), their
+//! Candle builders with timm's tensor names (`mobilenetv2`, `mobilenetv4`,
+//! on the blocks in `layers`), the lowered [`plan`] every engine runs,
+//! where weights come from ([`weights`]), and random weights for offline
+//! use (`init`, calibrated on the CPU-independent ops of `fixed_order`).
+//! What runs a plan is `crate::engine`, which depends on this folder and
+//! never the reverse.
 //!
 //! This file only declares and re-exports: the children never import
 //! through it, so the module graph has no cycle.
 
-pub mod device;
-pub mod engine;
 pub mod fixed_order;
 pub mod init;
 pub mod layers;
 pub mod mobilenetv2;
 pub mod mobilenetv4;
+pub mod plan;
 pub mod registry;
-pub mod runner;
+pub mod weights;
 
-pub use device::{device, DeviceChoice, Target};
+pub use plan::Plan;
 pub use registry::{Net, Which};
-pub use runner::{Engine, Model};

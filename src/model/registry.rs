@@ -4,7 +4,7 @@
 use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::engine;
+use super::plan::Plan;
 use super::{mobilenetv2, mobilenetv4};
 
 /// `--model`: the networks `fruits` can featurize with.
@@ -71,8 +71,8 @@ pub enum Net {
 }
 
 impl Net {
-    /// The network lowered for the CPU engine.
-    pub fn plan<T: engine::Elem>(&self, resolution: usize) -> candle_core::Result<engine::Plan<T>> {
+    /// The network lowered for the engines.
+    pub fn plan(&self, resolution: usize) -> candle_core::Result<Plan> {
         match self {
             Net::V2(m) => m.plan(resolution),
             Net::V4(m) => m.plan(resolution),

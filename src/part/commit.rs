@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use super::manifest::{FileEntry, Manifest, FORMAT};
 use super::names::{self, Role};
 use crate::error::{Error, Result};
-use crate::output::{output_err, write_file};
+use crate::storage::files::{output_err, write_file};
 use crate::storage::{Location, Storage};
 
 /// One attempt at writing part `part` into `folder`.

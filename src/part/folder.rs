@@ -199,7 +199,7 @@ pub fn peek(storage: &Storage, folder: &Location, part: u32) -> Result<Peek> {
 }
 
 /// A folder holds one run: refuses when `peek` shows a part of another
-/// (`ours`: the run's [`crate::output::meta::RUN`] values).
+/// (`ours`: the run's [`crate::part::schema::meta::RUN`] values).
 pub fn check_run(peek: &Peek, ours: &BTreeMap<String, String>) -> Result<()> {
     let own = peek.own.iter().map(|m| (format!("part {}", m.part), m));
     let other = peek.other.iter().map(|(at, m)| (at.to_string(), m));

@@ -23,7 +23,7 @@ pub struct Manifest {
     pub written_at: String,
     pub fruits_version: String,
     /// How the rows were made: the Parquet metadata keys
-    /// ([`crate::output::meta::RUN`]) and their values. Parts of one folder
+    /// ([`crate::part::schema::meta::RUN`]) and their values. Parts of one folder
     /// must agree on all of them.
     pub run: BTreeMap<String, String>,
     /// What happened to the inputs: `inputs`, `featurised`, `rejected`,

@@ -14,7 +14,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::ParquetMetaDataReader;
 
 use crate::error::{Error, Result};
-use crate::output::{meta, RowId};
+use crate::part::schema::{meta, RowId};
 use crate::storage::{Location, Storage};
 
 /// Rows per batch when streaming a part.

@@ -10,6 +10,7 @@
 //! writes data.
 
 pub mod fetch;
+pub mod files;
 mod location;
 pub mod region;
 mod s3;

@@ -31,7 +31,8 @@ def browser_paths():
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
         # Loud, not a skip: .ci/run installs both.
-        raise RuntimeError("Chromium and chromedriver are needed (Debian: apt-get install chromium chromium-driver; .ci/run does it)")
+        raise RuntimeError("Chromium and chromedriver are needed "
+                           "(Debian: apt-get install chromium chromium-driver; .ci/run does it)")
     return chromium, driver
 
 

@@ -1,0 +1,146 @@
+//! The engine the app calls: photo bytes → the fruit, its score, the
+//! nearest indexed photos and what the fruit is. One [`Identifier`] holds
+//! the network, the index and the fruit table; `fruits identify`, `fruits
+//! serve` and `index eval` all answer through it, so they cannot differ.
+
+use serde::Serialize;
+
+use crate::app::fruit_info::{Info, Table};
+use crate::app::index::build::MUST_MATCH;
+use crate::app::index::search::{self, Hit};
+use crate::app::index::vote::{self, Prediction};
+use crate::app::index::Index;
+use crate::engine::model::Model;
+use crate::error::{Error, Result};
+use crate::features::job::run_meta;
+use crate::image::{prepare, Prepared, Rejection};
+
+/// How answers are made.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Neighbours that vote.
+    pub k: usize,
+    /// Below this share of the vote the answer is "unknown".
+    pub min_score: f64,
+    /// Labels listed in an answer.
+    pub top: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { k: vote::DEFAULT_K, min_score: vote::DEFAULT_MIN_SCORE, top: 5 }
+    }
+}
+
+pub struct Identifier {
+    pub model: Model,
+    pub index: Index,
+    pub info: Table,
+    pub options: Options,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Scored {
+    pub label: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Neighbour {
+    pub path: String,
+    pub label: String,
+    pub similarity: f32,
+}
+
+/// One photo's answer (the JSON of `identify --json` and of the API).
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The best label, or `None` when unknown.
+    pub fruit: Option<String>,
+    pub unknown: bool,
+    /// The best label's share of the vote (also when unknown).
+    pub score: f64,
+    pub info: Option<Info>,
+    pub top: Vec<Scored>,
+    pub neighbours: Vec<Neighbour>,
+}
+
+/// Refuses a model that makes features differently from the index's.
+pub fn check_compatible(model: &Model, index: &Index) -> Result<()> {
+    // The keys featurize writes for this model, the run id aside.
+    let ours: std::collections::BTreeMap<String, String> = run_meta(model, "").key_values().into_iter().collect();
+    for key in MUST_MATCH {
+        let ours = &ours[key];
+        let theirs = index.meta.get(key);
+        if theirs != ours {
+            return Err(Error::Refused(format!(
+                "the index was built from features with {key} {theirs}, this model has {ours}: \
+                 its answers would be meaningless (pass the index's --model, --weights and --dtype)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Identifier {
+    pub fn new(model: Model, index: Index, info: Table, options: Options) -> Result<Self> {
+        check_compatible(&model, &index)?;
+        if options.k == 0 {
+            return Err(Error::Usage("--k must be at least 1".into()));
+        }
+        Ok(Self { model, index, info, options })
+    }
+
+    /// Decodes one photo for the network (never panics).
+    pub fn prepare(&self, bytes: &[u8]) -> std::result::Result<Prepared, Rejection> {
+        prepare(bytes, self.model.which.resolution() as u32)
+    }
+
+    /// The network on a batch of prepared photos: n × feature_dim.
+    pub fn features(&self, photos: &[&Prepared]) -> Result<Vec<f32>> {
+        let rgb: Vec<u8> = photos.iter().flat_map(|p| p.rgb.iter().copied()).collect();
+        self.model.features(&rgb)
+    }
+
+    /// The neighbours of n feature vectors (one scan of the index for all).
+    pub fn nearest(&self, features: &[f32], k: usize) -> Vec<Vec<Hit>> {
+        let queries = self.index.projection.apply(features);
+        search::nearest(&self.index.vectors, &queries, k)
+    }
+
+    /// Answers for n feature vectors.
+    pub fn answer(&self, features: &[f32]) -> Vec<Answer> {
+        let k = self.options.k;
+        self.nearest(features, k).iter().map(|hits| self.answer_one(hits)).collect()
+    }
+
+    pub fn predict(&self, hits: &[Hit]) -> Prediction {
+        vote::vote(hits, |row| self.index.entries[row as usize].class, self.options.min_score)
+    }
+
+    fn answer_one(&self, hits: &[Hit]) -> Answer {
+        let p = self.predict(hits);
+        let label = |c: u32| self.index.label(c).to_string();
+        let best = p.best();
+        let fruit = best.filter(|_| !p.unknown).map(|b| label(b.class));
+        Answer {
+            info: fruit.as_deref().and_then(|f| self.info.lookup(f)).cloned(),
+            fruit,
+            unknown: p.unknown,
+            score: best.map_or(0.0, |b| b.score),
+            top: p
+                .ranked
+                .iter()
+                .take(self.options.top)
+                .map(|r| Scored { label: label(r.class), score: r.score })
+                .collect(),
+            neighbours: hits
+                .iter()
+                .map(|h| {
+                    let e = &self.index.entries[h.row as usize];
+                    Neighbour { path: e.path.clone(), label: label(e.class), similarity: h.similarity }
+                })
+                .collect(),
+        }
+    }
+}

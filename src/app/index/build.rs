@@ -1,0 +1,245 @@
+//! `index build`: the labelled rows of one or more features folders, in
+//! the index's space. Folders must agree on how their features were made
+//! (model, weights, preprocessing, width, dtype: as `pca` demands of
+//! parts; run ids may differ), and a PCA model must have been fitted on
+//! features made the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::{files, Entry, Index, Meta, Projection, FORMAT};
+use crate::error::{Error, Result};
+use crate::part::dataset::{sources, Source};
+use crate::part::rows::read_rows;
+use crate::part::schema::meta;
+use crate::pca::files::load_model;
+use crate::storage::{Location, Storage};
+
+/// The run keys an index and a query must share (the run id may differ).
+pub const MUST_MATCH: [&str; 5] = [meta::MODEL, meta::WEIGHTS, meta::PREPROCESSING, meta::FEATURE_DIM, meta::DTYPE];
+
+#[derive(Debug, Clone)]
+pub struct BuildJob {
+    pub features: Vec<Location>,
+    pub pca: Option<Location>,
+    /// Keep only the first n PCA components (a narrower, faster index).
+    pub components: Option<usize>,
+    /// Only rows of this split (`Training`).
+    pub split: Option<String>,
+    pub output: Location,
+}
+
+pub struct Built {
+    pub index: Index,
+    pub written: Vec<String>,
+}
+
+/// Every part of every folder, the run keys they share, their run ids.
+type Gathered = (Vec<Source>, BTreeMap<String, String>, Vec<String>);
+
+fn gather(storage: &Storage, folders: &[Location]) -> Result<Gathered> {
+    let mut parts: Vec<Source> = Vec::new();
+    let mut run_ids = BTreeSet::new();
+    let mut first: Option<(Location, BTreeMap<String, String>)> = None;
+    for folder in folders {
+        let src = sources(storage, folder)?;
+        let run = &src.parts[0].run;
+        let keys: BTreeMap<String, String> =
+            MUST_MATCH.iter().map(|k| (k.to_string(), run.get(*k).cloned().unwrap_or_else(|| "?".into()))).collect();
+        if let Some(k) = keys.iter().find(|(_, v)| *v == "?").map(|(k, _)| k) {
+            return Err(Error::Data(format!(
+                "{folder}: its parts do not say their {k} (not made by fruits featurize?): \
+                 an index must know how its features were made to check every query"
+            )));
+        }
+        match &first {
+            None => first = Some((folder.clone(), keys)),
+            Some((f0, k0)) => {
+                if let Some(k) = MUST_MATCH.iter().find(|k| k0.get(**k) != keys.get(**k)) {
+                    return Err(Error::Data(format!(
+                        "features folders differ in {k}: {f0} has {}, {folder} has {}",
+                        k0[*k], keys[*k]
+                    )));
+                }
+            }
+        }
+        run_ids.insert(run.get(meta::RUN_ID).cloned().unwrap_or_else(|| "?".into()));
+        parts.extend(src.parts);
+    }
+    let (_, keys) = first.ok_or_else(|| Error::Usage("index build needs at least one --features folder".into()))?;
+    Ok((parts, keys, run_ids.into_iter().collect()))
+}
+
+/// The projection from a fitted PCA model, checked against the features.
+fn pca_projection(
+    storage: &Storage,
+    at: &Location,
+    keys: &BTreeMap<String, String>,
+    keep: Option<usize>,
+    scratch: &Path,
+) -> Result<(Projection, String)> {
+    let (pca, summary) = load_model(storage, at, scratch)?;
+    for k in [meta::MODEL, meta::WEIGHTS, meta::PREPROCESSING, meta::DTYPE] {
+        let (theirs, ours) = (summary.source.get(k).map(String::as_str).unwrap_or("?"), keys[k].as_str());
+        if theirs != ours {
+            return Err(Error::Data(format!(
+                "--pca {at} was fitted on features with {k} {theirs}, the features have {ours}"
+            )));
+        }
+    }
+    let d = pca.n_features();
+    if d.to_string() != keys[meta::FEATURE_DIM] {
+        return Err(Error::Data(format!(
+            "--pca {at} takes {d} features, the features have {}",
+            keys[meta::FEATURE_DIM]
+        )));
+    }
+    let k = match keep {
+        Some(k) if k == 0 || k > pca.n_components() => {
+            return Err(Error::Usage(format!(
+                "--components must be between 1 and the model's {} components, got {k}",
+                pca.n_components()
+            )))
+        }
+        Some(k) => k,
+        None => pca.n_components(),
+    };
+    let projection = Projection {
+        mean: pca.mean.iter().map(|v| *v as f32).collect(),
+        scale: pca.scale.as_ref().map(|s| s.iter().map(|v| *v as f32).collect()),
+        components: pca.components[..k].iter().flatten().map(|v| *v as f32).collect(),
+    };
+    Ok((projection, format!("pca: {k} of {} components of {at}", pca.n_components())))
+}
+
+/// Whether a row goes into the index; if not, why.
+fn keep_row(
+    label: &Option<String>,
+    split: &Option<String>,
+    want: &Option<String>,
+) -> std::result::Result<(), &'static str> {
+    match label {
+        None => Err("no_label"),
+        Some(l) if l.is_empty() => Err("no_label"),
+        _ if want.as_ref().is_some_and(|w| split.as_ref() != Some(w)) => Err("other_split"),
+        _ => Ok(()),
+    }
+}
+
+/// Reads each part once into scratch space (S3), so both passes read local files.
+fn localize_all(storage: &Storage, parts: &[Source], scratch: &Path) -> Result<Vec<PathBuf>> {
+    let dir = scratch.join("parts");
+    std::fs::create_dir_all(&dir)?;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match &p.rows {
+            Location::Local(path) => Ok(path.clone()),
+            s3 => {
+                let local = storage.localize(s3, &dir)?;
+                let named = dir.join(format!("{i}.parquet"));
+                std::fs::rename(&local, &named)?;
+                Ok(named)
+            }
+        })
+        .collect()
+}
+
+pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
+    for f in &job.features {
+        if f.contains(&job.output) {
+            return Err(Error::Usage(format!("--output {} is inside --features {f}", job.output)));
+        }
+    }
+    let scratch = tempfile::tempdir()?;
+    let (parts, keys, run_ids) = gather(storage, &job.features)?;
+    let d: usize = keys[meta::FEATURE_DIM].parse().map_err(|_| Error::Data("feature width is not a number".into()))?;
+    let local = localize_all(storage, &parts, scratch.path())?;
+    let (projection, described) = match &job.pca {
+        Some(at) => pca_projection(storage, at, &keys, job.components, scratch.path())?,
+        None if job.components.is_some() => return Err(Error::Usage("--components needs --pca".into())),
+        None => {
+            (Projection { mean: mean_of(&local, d, &job.split)?, scale: None, components: Vec::new() }, "centre".into())
+        }
+    };
+    let (rows, vectors, skipped) = read_indexed(&local, &projection, d, &job.split)?;
+    if rows.is_empty() {
+        let which = job.split.as_deref().map(|s| format!(" of split {s}")).unwrap_or_default();
+        return Err(Error::Data(format!("no labelled rows{which} in the features (skipped: {skipped:?})")));
+    }
+    let classes: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut class_rows = vec![0u64; classes.len()];
+    let entries: Vec<Entry> = rows
+        .into_iter()
+        .map(|(path, label)| {
+            let class = classes.binary_search(&label).expect("every label is a class") as u32;
+            class_rows[class as usize] += 1;
+            Entry { path, class }
+        })
+        .collect();
+    let meta = Meta {
+        format: FORMAT.into(),
+        metric: "cosine".into(),
+        run: keys,
+        run_ids,
+        sources: job.features.iter().map(|f| f.to_string()).collect(),
+        split: job.split.clone(),
+        dim: projection.output_dim(),
+        rows: entries.len(),
+        projection: described,
+        pca: job.pca.as_ref().map(|p| p.to_string()),
+        skipped,
+        classes,
+        class_rows,
+    };
+    let vectors = super::search::Vectors::from_rows(&vectors, meta.dim);
+    let index = Index { meta, projection, vectors, entries };
+    index.validate()?;
+    let written = files::publish(storage, &index, &job.output, scratch.path())?;
+    Ok(Built { index, written })
+}
+
+/// The mean of the rows that will be indexed (first pass).
+fn mean_of(local: &[PathBuf], d: usize, want: &Option<String>) -> Result<Vec<f32>> {
+    let mut sum = vec![0f64; d];
+    let mut n = 0u64;
+    for path in local {
+        read_rows(path, "features", d, |batch| {
+            for (id, x) in batch.ids.iter().zip(batch.values.chunks_exact(d)) {
+                if keep_row(&id.label, &id.split, want).is_ok() {
+                    sum.iter_mut().zip(x).for_each(|(s, v)| *s += *v as f64);
+                    n += 1;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(sum.iter().map(|s| if n > 0 { (s / n as f64) as f32 } else { 0.0 }).collect())
+}
+
+/// The kept rows' (path, label), their projected vectors, and the rows left out, by reason.
+type Indexed = (Vec<(String, String)>, Vec<f32>, BTreeMap<String, u64>);
+
+/// Second pass: every kept row, projected.
+fn read_indexed(local: &[PathBuf], projection: &Projection, d: usize, want: &Option<String>) -> Result<Indexed> {
+    let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut vectors = Vec::new();
+    for path in local {
+        read_rows(path, "features", d, |batch| {
+            let mut kept = Vec::with_capacity(batch.values.len());
+            for (id, x) in batch.ids.into_iter().zip(batch.values.chunks_exact(d)) {
+                match keep_row(&id.label, &id.split, want) {
+                    Ok(()) => {
+                        kept.extend_from_slice(x);
+                        rows.push((id.path, id.label.unwrap_or_default()));
+                    }
+                    Err(why) => *skipped.entry(why.into()).or_default() += 1,
+                }
+            }
+            vectors.extend(projection.apply(&kept));
+            Ok(())
+        })?;
+    }
+    Ok((rows, vectors, skipped))
+}

@@ -1,0 +1,256 @@
+//! Depthwise k×k convolution on one NHWC image, BatchNorm folded into
+//! `weight`/`bias`, activation fused: vectorised across channels (contiguous
+//! in NHWC), padding handled by clipping the tap ranges, never by copying.
+
+use super::elem::Elem;
+#[cfg(target_arch = "x86_64")]
+use super::lanes::{act, mask, Lanes};
+use crate::model::plan::{Depthwise, Hw};
+
+// The plan's layer, run here: the engine adds its kernels to the plan's
+// type (the plan itself knows no engine).
+impl Depthwise {
+    pub fn out_hw(&self, i: Hw) -> Hw {
+        i.conv(self.kernel, self.stride, self.pad)
+    }
+
+    /// The taps of output coordinate `o` that land inside `0..len`.
+    fn taps(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = (o * self.stride) as isize - self.pad as isize;
+        let lo = (-start).max(0) as usize;
+        let hi = ((len as isize - start).min(self.kernel as isize)).max(0) as usize;
+        (lo, hi)
+    }
+
+    /// `input` is `[i.h][i.w][c]`, `out` is `[o.h][o.w][c]`; f32 arithmetic
+    /// whatever `T` stores.
+    pub fn run<T: Elem>(&self, input: &[T], i: Hw, out: &mut [T]) {
+        let o = self.out_hw(i);
+        let c = self.channels;
+        assert!(input.len() >= i.h * i.w * c && out.len() >= o.h * o.w * c);
+        #[cfg(target_arch = "x86_64")]
+        if T::avx512() {
+            use super::elem::{bf16, same, same_mut};
+            // SAFETY: the CPU has the features `T::avx512` checks; every
+            // index stays inside the shapes asserted above (tap ranges are
+            // clipped). `same` only converts a slice to its own type.
+            unsafe {
+                if let (Some(x), Some(y)) = (same::<T, f32>(input), same_mut::<T, f32>(out)) {
+                    return self.avx512_f32(x, i, o, y);
+                }
+                if let (Some(x), Some(y)) = (same::<T, bf16>(input), same_mut::<T, bf16>(out)) {
+                    return self.avx512_bf16(x, i, o, y);
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { self.portable_avx2(input, i, o, out) };
+        }
+        self.run_portable(input, i, o, out);
+    }
+
+    /// The portable loops compiled for AVX2 (the channel loop vectorises).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn portable_avx2<T: Elem>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
+        self.run_portable(input, i, o, out)
+    }
+
+    #[inline(always)]
+    fn run_portable<T: Elem>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
+        let (c, k) = (self.channels, self.kernel);
+        let mut acc = vec![0f32; c];
+        for oy in 0..o.h {
+            let (ky0, ky1) = self.taps(oy, i.h);
+            let iy0 = oy * self.stride + ky0 - self.pad;
+            for ox in 0..o.w {
+                let (kx0, kx1) = self.taps(ox, i.w);
+                let ix0 = ox * self.stride + kx0 - self.pad;
+                acc.copy_from_slice(&self.bias);
+                for ky in ky0..ky1 {
+                    for kx in kx0..kx1 {
+                        let src = &input[((iy0 + ky - ky0) * i.w + ix0 + kx - kx0) * c..][..c];
+                        let wt = &self.weight[(ky * k + kx) * c..][..c];
+                        for ((d, s), w) in acc.iter_mut().zip(src).zip(wt) {
+                            *d += s.to_f32() * w;
+                        }
+                    }
+                }
+                let dst = &mut out[(oy * o.w + ox) * c..][..c];
+                for (d, &v) in dst.iter_mut().zip(&acc) {
+                    *d = T::from_f32(self.act.apply_one(v));
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn avx512_f32(&self, input: &[f32], i: Hw, o: Hw, out: &mut [f32]) {
+        self.avx512_body(input, i, o, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn avx512_bf16(&self, input: &[super::elem::bf16], i: Hw, o: Hw, out: &mut [super::elem::bf16]) {
+        self.avx512_body(input, i, o, out)
+    }
+
+    /// Inlined into the entry points above, which carry the CPU features
+    /// (hence no closures here: a closure would not inherit them).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512_body<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
+        use std::arch::x86_64::*;
+        const GROUP: usize = 4;
+        let (c, k, s) = (self.channels, self.kernel, self.stride);
+        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
+        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
+        // Output columns whose taps all land inside the row: no clipping.
+        let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
+        let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
+        for oy in 0..o.h {
+            let (ky0, ky1) = self.taps(oy, i.h);
+            let mut ox = 0;
+            while ox < first_full.min(o.w) {
+                self.avx512_pixel(input, i, o, out, oy, ox);
+                ox += 1;
+            }
+            // GROUP pixels at once share every weight load.
+            let row0 = oy * s + ky0 - self.pad; // input row of tap ky0
+            while ox + GROUP <= full_end {
+                let col0 = ox * s - self.pad;
+                for c0 in (0..c).step_by(16) {
+                    let m = mask(c - c0);
+                    let b = _mm512_maskz_loadu_ps(m, bp.add(c0));
+                    let mut acc = [b; GROUP];
+                    for ky in ky0..ky1 {
+                        let line = inp.add(((row0 + ky - ky0) * i.w + col0) * c + c0);
+                        for kx in 0..k {
+                            let w = _mm512_maskz_loadu_ps(m, wp.add((ky * k + kx) * c + c0));
+                            for (g, acc) in acc.iter_mut().enumerate() {
+                                let x = T::load16(line.add((g * s + kx) * c), m);
+                                *acc = _mm512_fmadd_ps(x, w, *acc);
+                            }
+                        }
+                    }
+                    for (g, acc) in acc.iter().enumerate() {
+                        T::store16(outp.add((oy * o.w + ox + g) * c + c0), m, act(*acc, self.act));
+                    }
+                }
+                ox += GROUP;
+            }
+            while ox < o.w {
+                self.avx512_pixel(input, i, o, out, oy, ox);
+                ox += 1;
+            }
+        }
+    }
+
+    /// One output pixel with clipped taps (the borders).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512_pixel<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T], oy: usize, ox: usize) {
+        use std::arch::x86_64::*;
+        let (c, k, s) = (self.channels, self.kernel, self.stride);
+        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
+        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let (ky0, ky1) = self.taps(oy, i.h);
+        let (kx0, kx1) = self.taps(ox, i.w);
+        let (iy0, ix0) = (oy * s + ky0 - self.pad, ox * s + kx0 - self.pad);
+        for c0 in (0..c).step_by(16) {
+            let m = mask(c - c0);
+            let mut acc = _mm512_maskz_loadu_ps(m, bp.add(c0));
+            for ky in ky0..ky1 {
+                for kx in kx0..kx1 {
+                    let x = T::load16(inp.add(((iy0 + ky - ky0) * i.w + ix0 + kx - kx0) * c + c0), m);
+                    let w = _mm512_maskz_loadu_ps(m, wp.add((ky * k + kx) * c + c0));
+                    acc = _mm512_fmadd_ps(x, w, acc);
+                }
+            }
+            T::store16(outp.add((oy * o.w + ox) * c + c0), m, act(acc, self.act));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::plan::Act;
+
+    #[test]
+    fn avx512_and_portable_agree_with_a_direct_sum() {
+        let mut seed = 7u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for &(h, w, c, k, s) in
+            &[(7, 9, 20, 3, 1), (8, 8, 16, 3, 2), (11, 13, 48, 5, 1), (9, 10, 3, 5, 2), (1, 1, 16, 3, 1)]
+        {
+            for act in [Act::None, Act::Relu6] {
+                let pad = ((s - 1) + (k - 1)) / 2;
+                let dw = Depthwise {
+                    channels: c,
+                    kernel: k,
+                    stride: s,
+                    pad,
+                    act,
+                    weight: (0..k * k * c).map(|_| rnd()).collect(),
+                    bias: (0..c).map(|_| rnd()).collect(),
+                };
+                let i = Hw { h, w };
+                let o = dw.out_hw(i);
+                let input: Vec<f32> = (0..h * w * c).map(|_| rnd() * 10.0).collect();
+                let mut want = vec![0f32; o.h * o.w * c];
+                for oy in 0..o.h {
+                    for ox in 0..o.w {
+                        for ch in 0..c {
+                            let mut acc = dw.bias[ch] as f64;
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) =
+                                        ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                        acc += input[((iy as usize * w) + ix as usize) * c + ch] as f64
+                                            * dw.weight[(ky * k + kx) * c + ch] as f64;
+                                    }
+                                }
+                            }
+                            want[(oy * o.w + ox) * c + ch] = act.apply_one(acc as f32);
+                        }
+                    }
+                }
+                let mut got = vec![f32::NAN; want.len() + 1];
+                dw.run(&input, i, &mut got);
+                let mut portable = vec![f32::NAN; want.len() + 1];
+                dw.run_portable(&input, i, o, &mut portable);
+                for out in [&got, &portable] {
+                    assert!(out[want.len()].is_nan(), "wrote past the end");
+                    for (x, y) in out.iter().zip(&want) {
+                        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{h}x{w}x{c} k{k} s{s}: {x} vs {y}");
+                    }
+                }
+                // bf16 storage, f32 arithmetic: the same within the input's
+                // and the output's rounding (2⁻⁸ relative each, plus the sum
+                // of |terms| for cancellation).
+                use crate::engine::cpu::elem::bf16;
+                let input16: Vec<bf16> = input.iter().map(|&x| bf16::from_f32(x)).collect();
+                let nan = bf16::from_f32(f32::NAN);
+                let (mut got16, mut portable16) = (vec![nan; want.len() + 1], vec![nan; want.len() + 1]);
+                dw.run(&input16, i, &mut got16);
+                dw.run_portable(&input16, i, o, &mut portable16);
+                let scale = input.iter().fold(0f32, |m, x| m.max(x.abs())) * k as f32 * k as f32;
+                for out in [&got16, &portable16] {
+                    assert!(out[want.len()].is_nan(), "wrote past the end");
+                    for (x, y) in out.iter().zip(&want) {
+                        let x = x.to_f32();
+                        assert!((x - y).abs() <= 4e-3 * (y.abs() + scale), "bf16 {h}x{w}x{c} k{k} s{s}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! Dense convolution as a GEMM over pixels, with the epilogue fused:
+//!
+//! `out[p, n] = act(bias[n] + Σ_k a[p, k] · w[k, n]) (+ skip[p, n])`
+//!
+//! Activations are NHWC, so a 1×1 convolution's input *is* `a` (one row per
+//! pixel) and a k×k convolution's `a` is an im2col tile. Weights are packed
+//! once, at load, into column panels of [`NR`] so the micro-kernel reads them
+//! sequentially; bias, activation and the residual add happen while the tile
+//! is still in registers, so an activation is written once and never re-read
+//! by a separate pass.
+
+use super::elem::Elem;
+use crate::model::plan::Act;
+
+/// Panel width: two AVX-512 vectors of f32 accumulators.
+pub const NR: usize = 32;
+/// Rows (pixels) per micro-kernel call: 12 × 2 accumulators + 2 weight
+/// vectors + 1 broadcast fit the 32 vector registers.
+pub const MR: usize = 12;
+/// Rows per cache block: a block of `a` (≤ 120 × 960 f32 = 450 KiB) and one
+/// weight panel stay in L2 while every panel passes over them.
+const ROW_BLOCK: usize = 10 * MR;
+
+/// Weights of one dense convolution, BatchNorm folded, packed for [`gemm`].
+#[derive(Debug, Clone)]
+pub struct Packed<T> {
+    /// Reduction length (cin · k · k), rounded up to `T::K_STEP`; rows of
+    /// `a` must be at least this long (zero-padded).
+    pub k: usize,
+    /// Output channels.
+    pub n: usize,
+    /// `ceil(n / NR)` panels, each `[k / S][NR][S]` with `S = T::K_STEP`
+    /// (a bf16 vector holds 16 columns × 2 consecutive k), zero-padded.
+    panels: Vec<T>,
+    /// `ceil(n / NR) · NR`, zero beyond `n`.
+    bias: Vec<f32>,
+}
+
+impl<T: Elem> Packed<T> {
+    /// `w` is row-major `[k][n]`.
+    pub fn new(k: usize, n: usize, w: &[f32], bias: &[f32]) -> Self {
+        assert_eq!(w.len(), k * n);
+        assert_eq!(bias.len(), n);
+        let s = T::K_STEP;
+        let kp = k.div_ceil(s) * s;
+        let np = n.div_ceil(NR);
+        let mut panels = vec![T::default(); np * kp * NR];
+        for (kk, row) in w.chunks_exact(n).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                panels[(j / NR) * kp * NR + (kk / s) * NR * s + (j % NR) * s + kk % s] = T::from_f32(v);
+            }
+        }
+        let mut b = vec![0f32; np * NR];
+        b[..n].copy_from_slice(bias);
+        Self { k: kp, n, panels, bias: b }
+    }
+
+    fn panel(&self, j: usize) -> &[T] {
+        &self.panels[j * self.k * NR..(j + 1) * self.k * NR]
+    }
+}
+
+/// `rows` pixels: `a` is `[rows][lda]` (first `w.k` used), `out` and `skip`
+/// are `[rows][w.n]`.
+pub fn gemm<T: Elem>(a: &[T], lda: usize, rows: usize, w: &Packed<T>, act: Act, skip: Option<&[T]>, out: &mut [T]) {
+    if rows == 0 {
+        return;
+    }
+    assert!(lda >= w.k && a.len() >= (rows - 1) * lda + w.k);
+    assert!(out.len() >= rows * w.n);
+    if let Some(s) = skip {
+        assert!(s.len() >= rows * w.n);
+    }
+    // SAFETY: bounds asserted above and kept by `drive`; the kernel picked
+    // runs on this CPU (`kernel_for`).
+    unsafe { drive(a, lda, rows, w, act, skip, out, kernel_for::<T>()) };
+}
+
+/// The fastest kernel this CPU runs for `T`.
+fn kernel_for<T: Elem>() -> Kernel<T> {
+    #[cfg(target_arch = "x86_64")]
+    if T::avx512() {
+        use std::any::TypeId;
+        // Monomorphised away: exactly one branch survives per `T`.
+        if TypeId::of::<T>() == TypeId::of::<f32>() {
+            // SAFETY: same signature with `T` = f32.
+            return unsafe { std::mem::transmute::<Kernel<f32>, Kernel<T>>(avx512::kernel_f32) };
+        }
+        if TypeId::of::<T>() == TypeId::of::<super::elem::bf16>() {
+            // SAFETY: same signature with `T` = bf16.
+            return unsafe { std::mem::transmute::<Kernel<super::elem::bf16>, Kernel<T>>(avx512::kernel_bf16) };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
+        if let Some(k) = avx2::kernel::<T>() {
+            return k;
+        }
+    }
+    portable::kernel::<T>
+}
+
+/// One micro-kernel call: `rows ≤ MR` rows × one panel, `cols ≤ NR` of it valid.
+type Kernel<T> =
+    unsafe fn(rows: usize, k: usize, a: *const T, lda: usize, w: *const T, bias: *const f32, tile: Tile<T>);
+
+/// Where a tile's results go, and what happens to them on the way.
+#[derive(Clone, Copy)]
+pub struct Tile<T> {
+    out: *mut T,
+    skip: *const T,
+    ld: usize,
+    cols: usize,
+    act: Act,
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn drive<T: Elem>(
+    a: &[T],
+    lda: usize,
+    rows: usize,
+    w: &Packed<T>,
+    act: Act,
+    skip: Option<&[T]>,
+    out: &mut [T],
+    kernel: Kernel<T>,
+) {
+    let np = w.n.div_ceil(NR);
+    let skip_ptr = skip.map_or(std::ptr::null(), |s| s.as_ptr());
+    for r0 in (0..rows).step_by(ROW_BLOCK) {
+        let r1 = (r0 + ROW_BLOCK).min(rows);
+        for j in 0..np {
+            let panel = w.panel(j).as_ptr();
+            let bias = w.bias[j * NR..].as_ptr();
+            let c0 = j * NR;
+            let cols = (w.n - c0).min(NR);
+            for i in (r0..r1).step_by(MR) {
+                let m = (r1 - i).min(MR);
+                let off = i * w.n + c0;
+                let tile = Tile {
+                    out: out.as_mut_ptr().add(off),
+                    skip: if skip_ptr.is_null() { skip_ptr } else { skip_ptr.add(off) },
+                    ld: w.n,
+                    cols,
+                    act,
+                };
+                kernel(m, w.k, a.as_ptr().add(i * lda), lda, panel, bias, tile);
+            }
+        }
+    }
+}
+
+/// The same arithmetic with plain loops: every CPU without AVX-512, and the
+/// reference the AVX-512 kernels are tested against.
+mod portable {
+    use super::*;
+
+    pub unsafe fn kernel<T: Elem>(
+        rows: usize,
+        k: usize,
+        a: *const T,
+        lda: usize,
+        w: *const T,
+        bias: *const f32,
+        t: Tile<T>,
+    ) {
+        let s = T::K_STEP;
+        let mut acc = [[0f32; NR]; MR];
+        for kk in 0..k {
+            let base = w.add((kk / s) * NR * s + kk % s);
+            for (i, acc) in acc.iter_mut().enumerate().take(rows) {
+                let av = (*a.add(i * lda + kk)).to_f32();
+                for (j, x) in acc.iter_mut().enumerate() {
+                    *x += av * (*base.add(j * s)).to_f32();
+                }
+            }
+        }
+        let bias = std::slice::from_raw_parts(bias, NR);
+        for (i, acc) in acc.iter().enumerate().take(rows) {
+            for j in 0..t.cols {
+                let mut v = t.act.apply_one(acc[j] + bias[j]);
+                if !t.skip.is_null() {
+                    v += (*t.skip.add(i * t.ld + j)).to_f32();
+                }
+                *t.out.add(i * t.ld + j) = T::from_f32(v);
+            }
+        }
+    }
+}
+
+/// AVX2 + FMA (16 vector registers): a 12 × 32 tile as four 6 × 16
+/// sub-tiles, each 12 accumulators + 2 weight vectors + 1 broadcast. f32
+/// only; bf16 storage on such CPUs takes the portable kernel.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    pub fn kernel<T: Elem>() -> Option<Kernel<T>> {
+        // SAFETY: same signature with `T` = f32.
+        (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+            .then(|| unsafe { std::mem::transmute::<Kernel<f32>, Kernel<T>>(kernel_f32) })
+    }
+
+    pub unsafe fn kernel_f32(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        for r0 in (0..rows).step_by(6) {
+            let m = (rows - r0).min(6);
+            for h in 0..2 {
+                let cols = t.cols.saturating_sub(h * 16).min(16);
+                if cols == 0 {
+                    break;
+                }
+                let sub = Tile {
+                    out: t.out.add(r0 * t.ld + h * 16),
+                    skip: if t.skip.is_null() { t.skip } else { t.skip.add(r0 * t.ld + h * 16) },
+                    cols,
+                    ..t
+                };
+                let (a, w, bias) = (a.add(r0 * lda), w.add(h * 16), bias.add(h * 16));
+                match m {
+                    1 => half::<1>(k, a, lda, w, bias, sub),
+                    2 => half::<2>(k, a, lda, w, bias, sub),
+                    3 => half::<3>(k, a, lda, w, bias, sub),
+                    4 => half::<4>(k, a, lda, w, bias, sub),
+                    5 => half::<5>(k, a, lda, w, bias, sub),
+                    _ => half::<6>(k, a, lda, w, bias, sub),
+                }
+            }
+        }
+    }
+
+    /// `M` rows × 16 columns of a panel (row stride `NR`).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn half<const M: usize>(k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, t: Tile<f32>) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; M];
+        for kk in 0..k {
+            let w0 = _mm256_loadu_ps(w.add(kk * NR));
+            let w1 = _mm256_loadu_ps(w.add(kk * NR + 8));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let av = _mm256_set1_ps(*a.add(i * lda + kk));
+                acc[0] = _mm256_fmadd_ps(av, w0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(av, w1, acc[1]);
+            }
+        }
+        let b = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))];
+        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+        for (i, acc) in acc.iter().enumerate() {
+            let mut v = [0f32; 16];
+            for h in 0..2 {
+                let mut x = _mm256_add_ps(acc[h], b[h]);
+                x = match t.act {
+                    Act::None => x,
+                    Act::Relu => _mm256_max_ps(x, zero),
+                    Act::Relu6 => _mm256_min_ps(_mm256_max_ps(x, zero), six),
+                };
+                _mm256_storeu_ps(v.as_mut_ptr().add(h * 8), x);
+            }
+            let out = std::slice::from_raw_parts_mut(t.out.add(i * t.ld), t.cols);
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = if t.skip.is_null() { v[j] } else { v[j] + *t.skip.add(i * t.ld + j) };
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::super::elem::bf16;
+    use super::super::lanes::{act, mask, Lanes};
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Dispatches on the row count so every loop below has a constant trip
+    /// count and the accumulators live in registers.
+    macro_rules! by_rows {
+        ($rows:expr, $f:ident, $($arg:expr),*) => {
+            match $rows {
+                1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
+                10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), 12 => $f::<12>($($arg),*),
+                _ => unreachable!("at most MR rows"),
+            }
+        };
+    }
+
+    pub unsafe fn kernel_f32(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        by_rows!(rows, tile_f32, k, a, lda, w, bias, t)
+    }
+
+    pub unsafe fn kernel_bf16(
+        rows: usize,
+        k: usize,
+        a: *const bf16,
+        lda: usize,
+        w: *const bf16,
+        bias: *const f32,
+        t: Tile<bf16>,
+    ) {
+        by_rows!(rows, tile_bf16, k, a, lda, w, bias, t)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_f32<const M: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        for kk in 0..k {
+            let w0 = _mm512_loadu_ps(w.add(kk * NR));
+            let w1 = _mm512_loadu_ps(w.add(kk * NR + 16));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(i * lda + kk));
+                acc[0] = _mm512_fmadd_ps(av, w0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(av, w1, acc[1]);
+            }
+        }
+        epilogue(&acc, bias, t);
+    }
+
+    /// `vdpbf16ps`: each f32 lane adds the products of one pair of
+    /// consecutive k, so a step covers two k for 16 columns. The pair of `a`
+    /// is adjacent in memory (NHWC rows), read as one 32-bit broadcast.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn tile_bf16<const M: usize>(
+        k: usize,
+        a: *const bf16,
+        lda: usize,
+        w: *const bf16,
+        bias: *const f32,
+        t: Tile<bf16>,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        for kp in 0..k / 2 {
+            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(kp * NR * 2) as *const _));
+            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(kp * NR * 2 + 32) as *const _));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let pair = (a.add(i * lda + 2 * kp) as *const i32).read_unaligned();
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+                acc[0] = _mm512_dpbf16_ps(acc[0], av, w0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], av, w1);
+            }
+        }
+        epilogue(&acc, bias, t);
+    }
+
+    /// Bias, activation, skip, store: on registers, once per output.
+    #[inline(always)]
+    unsafe fn epilogue<T: Lanes, const M: usize>(acc: &[[__m512; 2]; M], bias: *const f32, t: Tile<T>) {
+        let b = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
+        let masks = [mask(t.cols), mask(t.cols.saturating_sub(16))];
+        for (i, acc) in acc.iter().enumerate() {
+            for h in 0..2 {
+                if masks[h] == 0 {
+                    continue;
+                }
+                let mut v = act(_mm512_add_ps(acc[h], b[h]), t.act);
+                let at = i * t.ld + h * 16;
+                if !t.skip.is_null() {
+                    v = _mm512_add_ps(v, T::load16(t.skip.add(at), masks[h]));
+                }
+                T::store16(t.out.add(at), masks[h], v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd_source(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        }
+    }
+
+    const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (13, 27, 24), (25, 96, 16), (121, 33, 70), (7, 960, 160)];
+
+    /// One problem: `a` (rows × k) times `w` (k × n), plus bias and skip.
+    struct Case {
+        rows: usize,
+        k: usize,
+        n: usize,
+        a: Vec<f32>,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        skip: Vec<f32>,
+    }
+
+    impl Case {
+        /// Random operands; `q` rounds the ones a kernel stores in its own
+        /// type (bias is always f32).
+        fn random(rnd: &mut impl FnMut() -> f32, (rows, k, n): (usize, usize, usize), q: fn(f32) -> f32) -> Self {
+            let a = (0..rows * k).map(|_| q(rnd() * 8.0)).collect();
+            let w = (0..k * n).map(|_| q(rnd())).collect();
+            let bias = (0..n).map(|_| rnd()).collect();
+            let skip = (0..rows * n).map(|_| q(rnd())).collect();
+            Self { rows, k, n, a, w, bias, skip }
+        }
+
+        /// Plain triple loop, in f64.
+        fn reference(&self, act: Act) -> Vec<f32> {
+            let Case { rows, k, n, .. } = *self;
+            let mut out = vec![0f32; rows * n];
+            for p in 0..rows {
+                for j in 0..n {
+                    let s: f64 = (0..k).map(|kk| self.a[p * k + kk] as f64 * self.w[kk * n + j] as f64).sum::<f64>()
+                        + self.bias[j] as f64;
+                    out[p * n + j] = act.apply_one(s as f32) + self.skip[p * n + j];
+                }
+            }
+            out
+        }
+
+        /// `kernel` on `T` copies of the operands (`a` rows padded to the
+        /// packed k with zeros), results back in f32.
+        fn run<T: Elem>(&self, kernel: Kernel<T>, act: Act) -> Vec<f32> {
+            let Case { rows, k, n, .. } = *self;
+            let packed = Packed::<T>::new(k, n, &self.w, &self.bias);
+            let lda = packed.k;
+            let mut at = vec![T::default(); rows * lda];
+            for p in 0..rows {
+                for kk in 0..k {
+                    at[p * lda + kk] = T::from_f32(self.a[p * k + kk]);
+                }
+            }
+            let skip: Vec<T> = self.skip.iter().map(|&x| T::from_f32(x)).collect();
+            // A sentinel after the output shows nothing is written past it.
+            let sentinel = T::from_f32(12345.0);
+            let mut out = vec![sentinel; rows * n + 1];
+            unsafe { drive(&at, lda, rows, &packed, act, Some(&skip), &mut out, kernel) };
+            assert_eq!(out[rows * n].to_f32(), sentinel.to_f32(), "wrote past the end");
+            out[..rows * n].iter().map(|x| x.to_f32()).collect()
+        }
+    }
+
+    #[test]
+    fn f32_kernels_match_the_triple_loop_on_ragged_shapes() {
+        let mut rnd = rnd_source(1);
+        for &(rows, k, n) in &SHAPES {
+            for act in [Act::None, Act::Relu, Act::Relu6] {
+                let case = Case::random(&mut rnd, (rows, k, n), |x| x);
+                let want = case.reference(act);
+                let mut kernels: Vec<Kernel<f32>> = vec![portable::kernel::<f32>];
+                #[cfg(target_arch = "x86_64")]
+                if f32::avx512() {
+                    kernels.push(avx512::kernel_f32);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
+                    kernels.push(avx2::kernel_f32);
+                }
+                for kernel in kernels {
+                    let got = case.run(kernel, act);
+                    for (x, y) in got.iter().zip(&want) {
+                        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{rows}x{k}x{n} {act:?}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// bf16 operands, f32 accumulation, bf16 result: the triple loop on the
+    /// same (rounded) operands, within the output's rounding (2⁻⁸ relative).
+    #[test]
+    fn bf16_kernels_match_the_triple_loop_within_bf16_rounding() {
+        use super::super::elem::bf16;
+        let mut rnd = rnd_source(2);
+        for &(rows, k, n) in &SHAPES {
+            for act in [Act::None, Act::Relu6] {
+                let case = Case::random(&mut rnd, (rows, k, n), |x| bf16::from_f32(x).to_f32());
+                let want = case.reference(act);
+                let mut kernels: Vec<Kernel<bf16>> = vec![portable::kernel::<bf16>];
+                #[cfg(target_arch = "x86_64")]
+                if bf16::avx512() {
+                    kernels.push(avx512::kernel_bf16);
+                }
+                for kernel in kernels {
+                    let got = case.run(kernel, act);
+                    for (x, y) in got.iter().zip(&want) {
+                        assert!(
+                            (x - y).abs() <= 4e-3 * y.abs() + 1e-5 * (k as f32),
+                            "{rows}x{k}x{n} {act:?}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! 16 lanes of `T` to and from f32 vectors, for the AVX-512 kernels; only
+//! ever inlined into functions compiled with the features [`Elem::avx512`](super::elem::Elem::avx512)
+//! checked.
+
+use super::elem::{bf16, Elem};
+use std::arch::x86_64::*;
+
+pub trait Lanes: Elem {
+    /// The lanes of `m` from `p`, widened to f32 (others zero).
+    ///
+    /// # Safety
+    /// The CPU has the features [`Elem::avx512`] checks for `Self`, and
+    /// the lanes of `m` at `p` are readable.
+    unsafe fn load16(p: *const Self, m: __mmask16) -> __m512;
+    /// The lanes of `m` of `v`, rounded to `Self`, to `p`.
+    ///
+    /// # Safety
+    /// As [`Lanes::load16`], with the lanes writable.
+    unsafe fn store16(p: *mut Self, m: __mmask16, v: __m512);
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32, m: __mmask16) -> __m512 {
+        _mm512_maskz_loadu_ps(m, p)
+    }
+    #[inline(always)]
+    unsafe fn store16(p: *mut f32, m: __mmask16, v: __m512) {
+        _mm512_mask_storeu_ps(p, m, v)
+    }
+}
+
+impl Lanes for bf16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const bf16, m: __mmask16) -> __m512 {
+        let h = _mm256_maskz_loadu_epi16(m, p as *const i16);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+    #[inline(always)]
+    unsafe fn store16(p: *mut bf16, m: __mmask16, v: __m512) {
+        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+        _mm256_mask_storeu_epi16(p as *mut i16, m, h)
+    }
+}
+
+/// ReLU / ReLU6 / nothing on 16 lanes.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[inline(always)]
+pub unsafe fn act(v: __m512, a: crate::model::plan::Act) -> __m512 {
+    use crate::model::plan::Act;
+    match a {
+        Act::None => v,
+        Act::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
+        Act::Relu6 => _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
+    }
+}
+
+/// The first `n` (≤ 16, saturating) lanes.
+#[inline(always)]
+pub fn mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}

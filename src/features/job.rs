@@ -1,0 +1,137 @@
+//! `featurize` as a job, in named steps: check the output folder (whose
+//! run it is, nothing of another run overwritten unless asked), skip a part
+//! already complete, take the inventory, stream, commit the part.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::engine::model::Model;
+use crate::error::{Error, Result};
+use crate::features::input::{list_location, read_key_list, Inventory};
+use crate::features::pipeline::{self, Streamed};
+use crate::image::preprocessing_description;
+use crate::part::folder::{self, Peek};
+use crate::part::schema::RunMeta;
+use crate::part::{Attempt, Committed, Role};
+use crate::storage::{Location, Storage};
+
+/// The run id `featurize` writes when none is given: local reruns with the
+/// same model, weights, dtype and preprocessing are one run.
+pub const DEFAULT_RUN_ID: &str = "default";
+
+/// What to featurise.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Every file under a folder or `s3://bucket/prefix`.
+    Folder(Location),
+    /// The locations listed in a file (`-`: stdin).
+    Keys(PathBuf),
+}
+
+/// One `featurize` run: one part of a folder.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub input: Input,
+    pub output: Location,
+    pub part: u32,
+    pub run_id: String,
+    /// Do nothing if this part is already complete (same run).
+    pub skip_existing: bool,
+    /// Remove the folder's parts of other runs instead of refusing.
+    pub overwrite: bool,
+    pub stream: pipeline::Options,
+}
+
+/// What a job did.
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// `--skip-existing` found the part complete: where its manifest is, and what it says.
+    Skipped(Location, Box<crate::part::manifest::Manifest>),
+    Done(Box<Done>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub streamed: Streamed,
+    pub not_images: Vec<String>,
+    pub duplicates: usize,
+    /// Parts of other runs removed (`--overwrite`).
+    pub removed: usize,
+    pub committed: Committed,
+}
+
+/// How the features of `model` are made, for the Parquet metadata and the manifest.
+pub fn run_meta(model: &Model, run_id: &str) -> RunMeta {
+    RunMeta {
+        model: model.which.name().to_string(),
+        weights: model.weights_id.clone(),
+        preprocessing: preprocessing_description(model.which.resolution()),
+        feature_dim: model.which.feature_dim(),
+        dtype: model.dtype().name().to_string(),
+        run_id: run_id.to_string(),
+    }
+}
+
+pub fn run(job: &Job, model: &Model, storage: &Storage, on_batch: &(dyn Fn(usize, usize) + Sync)) -> Result<Report> {
+    let run = run_meta(model, &job.run_id);
+    let out = folder::as_folder(&job.output);
+    refuse_output_inside_input(job)?;
+    let peek = folder::peek(storage, &out, job.part)?;
+    let ours: BTreeMap<String, String> = run.key_values().into_iter().collect();
+    let removed = if job.overwrite {
+        folder::remove_other_runs(storage, &out, &ours)?
+    } else {
+        folder::check_run(&peek, &ours)?;
+        0
+    };
+    if job.skip_existing && is_complete(&peek, &ours) {
+        let manifest = peek.own.expect("a complete part has its manifest");
+        return Ok(Report::Skipped(out.join(&crate::part::names::manifest_name(job.part)), Box::new(manifest)));
+    }
+    let inventory = take_inventory(job, storage)?;
+    let attempt = Attempt::begin(storage, &out, job.part)?;
+    let paths = [Role::Rows, Role::Errors, Role::Stats].map(|r| attempt.staging_path(r));
+    let outputs = pipeline::Outputs { features: &paths[0], errors: &paths[1], stats: &paths[2] };
+    let streamed = pipeline::stream(&inventory.items, model, &run, &outputs, &job.stream, storage, on_batch)?;
+    let committed = commit(attempt, &run, &inventory, &streamed)?;
+    let Inventory { not_images, duplicates, .. } = inventory;
+    Ok(Report::Done(Box::new(Done { streamed, not_images, duplicates, removed, committed })))
+}
+
+/// Featurising into the input folder would read its own output next time.
+fn refuse_output_inside_input(job: &Job) -> Result<()> {
+    match &job.input {
+        Input::Folder(input) if input.contains(&job.output) => Err(Error::Usage(format!(
+            "--output {} is inside --input {input}: the next run would read its own output",
+            job.output
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn is_complete(peek: &Peek, ours: &BTreeMap<String, String>) -> bool {
+    peek.own_complete() && peek.own.as_ref().is_some_and(|m| m.run_difference(ours).is_none())
+}
+
+fn take_inventory(job: &Job, storage: &Storage) -> Result<Inventory> {
+    match &job.input {
+        Input::Folder(loc) => list_location(storage, loc),
+        Input::Keys(list) => read_key_list(list),
+    }
+}
+
+fn commit(attempt: Attempt, run: &RunMeta, inventory: &Inventory, streamed: &Streamed) -> Result<Committed> {
+    let (rows, rejected) = (streamed.featurised as u64, streamed.rejected.len() as u64);
+    let counts: BTreeMap<String, u64> = [
+        ("inputs", inventory.items.len() as u64),
+        ("featurised", rows),
+        ("rejected", rejected),
+        ("not_images", inventory.not_images.len() as u64),
+        ("duplicates", inventory.duplicates as u64),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let roles = [(Role::Rows, rows), (Role::Errors, rejected), (Role::Stats, rows)];
+    attempt.commit("features", run.key_values().into_iter().collect(), counts, &roles)
+}

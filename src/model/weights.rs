@@ -1,0 +1,110 @@
+//! Where model weights come from: a file the user names, the pinned file on
+//! the model hub (checked against `weights/manifest.json`), or random init
+//! (`crate::engine::load` turns a `--weights` choice into a running model).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::registry::Which;
+use crate::digest::sha256_file;
+use crate::error::{Error, Result};
+
+/// The pinned hub files, compiled in so the binary needs no checkout.
+const MANIFEST: &str = include_str!("../../weights/manifest.json");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pin {
+    pub repo: String,
+    pub revision: String,
+    pub file: String,
+    /// `None` where no hash has been verified yet: fetching then needs an
+    /// explicit `--sha256`.
+    pub sha256: Option<String>,
+}
+
+/// The manifest entry for `which`.
+pub fn pin(which: Which) -> Pin {
+    let all: serde_json::Value = serde_json::from_str(MANIFEST).expect("weights/manifest.json is valid JSON");
+    serde_json::from_value(all[which.name()].clone())
+        .unwrap_or_else(|e| panic!("weights/manifest.json has no valid entry for {which}: {e}"))
+}
+
+/// `--weights`: a path, or `random:SEED`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(PathBuf),
+    Random(u64),
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.strip_prefix("random:") {
+            Some(seed) => seed
+                .parse()
+                .map(Source::Random)
+                .map_err(|_| format!("'{s}': the seed after random: must be a non-negative integer")),
+            None => Ok(Source::File(PathBuf::from(s))),
+        }
+    }
+}
+
+fn hub_repo(pin: &Pin) -> hf_hub::Repo {
+    hf_hub::Repo::with_revision(pin.repo.clone(), hf_hub::RepoType::Model, pin.revision.clone())
+}
+
+/// The pinned file if it is already in the local hub cache (no network).
+pub fn cached(which: Which) -> Option<PathBuf> {
+    let pin = pin(which);
+    hf_hub::Cache::from_env().repo(hub_repo(&pin)).get(&pin.file)
+}
+
+/// Downloads (or finds in the cache) the pinned file and checks its sha256.
+/// `expected` overrides the manifest's hash, for a pin that has none yet.
+pub fn fetch(which: Which, expected: Option<&str>) -> Result<PathBuf> {
+    let pin = pin(which);
+    let fail = |reason: String| Error::Fetch { repo: pin.repo.clone(), file: pin.file.clone(), reason };
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| fail(e.to_string()))?;
+    let path = api.repo(hub_repo(&pin)).get(&pin.file).map_err(|e| fail(e.to_string()))?;
+    verify_pinned(&path, expected, which)?;
+    Ok(path)
+}
+
+/// The sha256 the hub published for a cached file: hf-hub stores each file
+/// as `blobs/<etag>`, and a Git LFS file's etag is its sha256 (the `oid` of
+/// its LFS pointer). At a pinned revision the pointer is part of the commit,
+/// so this hash is pinned too.
+pub fn hub_sha256(path: &Path) -> Option<String> {
+    let blob = std::fs::canonicalize(path).ok()?;
+    let name = blob.file_name()?.to_str()?.to_string();
+    (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
+}
+
+/// Checks a file fetched at the pinned revision: against `expected`, else
+/// the manifest's hash, else the hash the hub published for that revision.
+pub fn verify_pinned(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
+    let pin = pin(which);
+    let hub = hub_sha256(path);
+    if let (Some(want), Some(hub)) = (expected.or(pin.sha256.as_deref()), &hub) {
+        if !want.eq_ignore_ascii_case(hub) {
+            return Err(Error::Checksum { path: path.to_path_buf(), expected: want.to_string(), actual: hub.clone() });
+        }
+    }
+    verify(path, expected.or(pin.sha256.as_deref()).or(hub.as_deref()), which)
+}
+
+/// Checks `path` against `expected`; with no expected hash at all, refuses
+/// and prints the hash so a person can compare it with the hub's page.
+pub fn verify(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
+    let actual = sha256_file(path)?;
+    match expected {
+        Some(e) if e.eq_ignore_ascii_case(&actual) => Ok(()),
+        Some(e) => Err(Error::Checksum { path: path.to_path_buf(), expected: e.to_string(), actual }),
+        None => Err(Error::Usage(format!(
+            "no sha256 is pinned for {which} in weights/manifest.json; {} hashes to {actual}: \
+             compare it with the hub's Git LFS pointer and pass --sha256 {actual} (or pin it in the manifest)",
+            path.display()
+        ))),
+    }
+}
