@@ -1,5 +1,5 @@
 """Cost per million images and cluster start-up against work, for
-docs/REVIEW.md: every price from emr/prices.json (dated, with its source),
+docs/REVIEW.md: every price from emr/fruits_emr/prices.json (dated, with its source),
 every rate from a measurement or labelled as an estimate.
 
     python3 benches/cost.py [--cpu-rate IMAGES_PER_S_PER_VCPU] [--gpu-rate IMAGES_PER_S]
@@ -78,7 +78,7 @@ def main():
     if a.json:
         print(json.dumps({"prices_as_of": t["as_of"], "per_million": rows, "start_vs_work": starts}, indent=1))
         return
-    print(f"prices of {t['as_of']} (emr/prices.json), {a.region}; CPU {a.cpu_rate:g}/s per vCPU (measured), "
+    print(f"prices of {t['as_of']} (emr/fruits_emr/prices.json), {a.region}; CPU {a.cpu_rate:g}/s per vCPU (measured), "
           f"decode {a.decode_rate:g}/s per vCPU, T4 {a.gpu_rate:g}/s (ESTIMATE, not measured)")
     print("| node | price | images/s per node | bound by | node $ per 1M | S3 requests $ per 1M | total $ per 1M |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Spark's overhead: the PySpark driver (emr/featurize_job.py) on a Spark
+# Spark's overhead: the PySpark driver (emr/fruits_emr/featurize_job.py) on a Spark
 # standalone cluster on this machine (a master, two one-core workers) against
 # the binary run directly with the same two cores, on the same N images.
 #
@@ -48,7 +48,7 @@ done
 until [ "$(grep -c 'Registering worker' "$work/master.log")" -ge 2 ]; do sleep 0.5; done
 t=$(now)
 "$SPARK_HOME/bin/spark-submit" --master spark://127.0.0.1:$port --conf spark.ui.enabled=false \
-  emr/featurize_job.py --input "$data" --output "$work/spark" --weights "$weights" --fruits "$bin" \
+  emr/fruits_emr/featurize_job.py --input "$data" --output "$work/spark" --weights "$weights" --fruits "$bin" \
   --stage-dir "file://$work/stage" --variance 0.95 > "$work/spark.log" 2>&1 || { tail -50 "$work/spark.log"; exit 1; }
 total_spark=$(since "$t")
 featurize_spark=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["stages"]["featurize_s"])' "$work/spark/run.json")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Downloads the CUDA wheels GPU nodes install (cuBLAS and NVRTC, pinned with
-# their sha256 in emr/cuda_libs.txt) into a local folder, once, for
+# their sha256 in emr/fruits_emr/cuda_libs.txt) into a local folder, once, for
 # `fruits-emr run/up/demo` to upload with a GPU cluster's artifact:
 #
 #   emr/fetch_cuda_wheels.sh [DIR]
@@ -22,6 +22,6 @@ mkdir -p "$dir"
 # Linux x86_64 wheels whatever this machine is; no dependencies (the
 # wheels' own, nvidia-cuda-nvcc and the like, are not needed at run time).
 "$python" -m pip download --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
-  --require-hashes -r "$here/cuda_libs.txt" -d "$dir"
+  --require-hashes -r "$here/fruits_emr/cuda_libs.txt" -d "$dir"
 echo "fetch_cuda_wheels: the CUDA wheels are in $dir"
 ls -l "$dir"/*.whl

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     match dispatch(cli.command, &cli.s3) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("fruits: error: {e:#}");
+            eprintln!("fruits: error: {}", cmd::message(&e));
             let code = cmd::exit_code(&e);
             if code == cmd::EXIT_USAGE {
                 eprintln!("\nFor more information, try '--help'.");

@@ -436,7 +436,7 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
         (vec!["--bogus"], "--bogus"),
         (vec!["--dtype", "f16", "--device", "cpu"], "--dtype"),
         (vec!["--engine", "onnx"], "--engine"),
-        (vec!["--dtype", "bf16", "--engine", "candle"], "--engine native"),
+        (vec!["--dtype", "bf16", "--engine", "candle"], "--dtype bf16 needs the native engine"),
         (vec!["--threads", "0"], "--threads"),
         (vec!["--max-image-bytes", "12X"], "--max-image-bytes"),
         (vec!["--max-image-bytes", "0"], "--max-image-bytes"),

@@ -143,7 +143,7 @@ fn device_auto_takes_the_cpu_for_bf16() {
     let mut cmd = featurize(&dir, "auto");
     cmd.args(["--dtype", "bf16"]);
     let err = stderr(&run(cmd, 0));
-    let line = "fruits: --device auto: running on the CPU: --dtype bf16 runs on the CPU only";
+    let line = "fruits: --device auto: running on the CPU: bf16 runs on the CPU only";
     assert_eq!(err.matches(line).count(), 1, "one line saying why, got:\n{err}");
     assert!(err.contains("cpu (native engine") && err.contains("bf16"), "{err}");
 }

@@ -391,3 +391,62 @@ fn no_function_is_a_wall_of_code() {
     }
     assert!(long.is_empty(), "functions over {MAX_FN_LINES} lines:\n  {}", long.join("\n  "));
 }
+
+/// Whether a string literal names a command-line flag (`--k`, `--dtype`).
+fn names_a_flag(s: &str) -> bool {
+    s.match_indices("--").any(|(i, _)| {
+        let before = s[..i].chars().last();
+        let after = s[i + 2..].chars().next();
+        !before.is_some_and(|c| c.is_alphanumeric() || c == '-') && after.is_some_and(|c| c.is_ascii_lowercase())
+    })
+}
+
+/// The library knows nothing of the command line: no string of its code
+/// names a flag (the CLI words its errors: src/cmd/mod.rs, `message`).
+/// Doc comments and clap's attributes may, and tests may.
+#[test]
+fn library_strings_name_no_flag() {
+    /// NVRTC's own options, not ours.
+    const NOT_OURS: [&str; 2] = ["--gpu-architecture=", "--std=c++14"];
+    struct Strings {
+        found: Vec<String>,
+    }
+    impl Strings {
+        fn check(&mut self, s: &str) {
+            if names_a_flag(s) && !NOT_OURS.iter().any(|n| s.starts_with(n)) {
+                self.found.push(s.to_string());
+            }
+        }
+    }
+    impl<'ast> Visit<'ast> for Strings {
+        fn visit_attribute(&mut self, _: &'ast syn::Attribute) {}
+        fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+            if !is_cfg_test(&m.attrs) {
+                syn::visit::visit_item_mod(self, m);
+            }
+        }
+        fn visit_lit_str(&mut self, l: &'ast syn::LitStr) {
+            self.check(&l.value());
+        }
+        fn visit_macro(&mut self, m: &'ast syn::Macro) {
+            // format!, eprintln!, ...: their arguments are expressions.
+            use syn::punctuated::Punctuated;
+            if let Ok(args) = m.parse_body_with(Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated) {
+                for a in &args {
+                    self.visit_expr(a);
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for f in source_files().into_iter().filter(|f| f.crate_name == "lib") {
+        let ast = syn::parse_file(&std::fs::read_to_string(&f.path).unwrap()).unwrap();
+        let mut v = Strings { found: Vec::new() };
+        v.visit_file(&ast);
+        found.extend(v.found.into_iter().map(|s| format!("{}: {s:?}", f.path.display())));
+    }
+    assert!(found.is_empty(), "library strings naming a flag:\n  {}", found.join("\n  "));
+    // The check sees what it looks for.
+    assert!(names_a_flag("--k must be at least 1") && names_a_flag("pass --weights PATH"));
+    assert!(!names_a_flag("a -- b") && !names_a_flag("x86_64--linux") && !names_a_flag("2026-12--04"));
+}

@@ -85,8 +85,11 @@ fn a_wrong_checksum_is_refused() {
     let p = dir.write("w.safetensors", b"not the weights");
     let err = fruits::model::weights::verify(&p, Some(&"0".repeat(64)), Which::MobileNetV2).unwrap_err();
     assert!(err.to_string().contains("sha256 mismatch"), "{err}");
+    // Nothing pinned: refused, with the file's own hash for a person to
+    // compare (the CLI adds which flag takes it: src/cmd/mod.rs's tests).
     let err = fruits::model::weights::verify(&p, None, Which::MobileNetV4Small).unwrap_err();
-    assert!(err.to_string().contains("--sha256"), "{err}");
+    let fruits::Error::Unpinned { actual, path, .. } = &err else { panic!("{err:?}") };
+    assert_eq!((actual.as_str(), path), (fruits::digest::sha256_bytes(b"not the weights").as_str(), &p), "{err}");
 }
 
 #[test]

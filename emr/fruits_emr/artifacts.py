@@ -4,7 +4,7 @@ go to s3://BUCKET/emr/<artifact id>/, the id a hash of their hashes, so a
 changed binary never overwrites the one a running cluster uses.
 
 A cluster with GPU nodes also gets the CUDA libraries the binary loads at
-run time (cuBLAS, NVRTC: the pinned wheels of emr/cuda_libs.txt, from a
+run time (cuBLAS, NVRTC: the pinned wheels of cuda_libs.txt, from a
 local folder emr/fetch_cuda_wheels.sh fills; nothing here downloads them).
 They are large (~420 MB) and the same from one binary to the next, so they
 go to s3://BUCKET/emr/cuda/<sha256>/<wheel>, content-addressed, uploaded
@@ -17,25 +17,23 @@ import json
 import os
 import re
 import subprocess
-import sys
 
-EMR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, EMR)
-from featurize_job import sha256_of  # noqa: E402  (the driver's, so one hash function)
+from . import files
+from .featurize_job import sha256_of  # the driver's, so one hash function
 
-CUDA_LIBS_TXT = os.path.join(EMR, "cuda_libs.txt")
 FETCH_SCRIPT = "emr/fetch_cuda_wheels.sh"
 
 
 @dataclasses.dataclass(frozen=True)
 class Pins:
-    """emr/cuda_libs.txt: (package, version) of each wheel, and the oldest
+    """emr/fruits_emr/cuda_libs.txt: (package, version) of each wheel, and the oldest
     NVIDIA driver that runs them."""
     wheels: tuple
     driver_min: str
 
 
-def cuda_pins(path: str = CUDA_LIBS_TXT) -> Pins:
+def cuda_pins(path: str = None) -> Pins:
+    path = path or files.data("cuda_libs.txt")
     wheels, driver_min = [], None
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -52,14 +50,6 @@ def cuda_pins(path: str = CUDA_LIBS_TXT) -> Pins:
     if not wheels or not driver_min:
         raise ValueError(f"{path}: no pinned wheels or no `# cuda_driver_min:` line")
     return Pins(wheels=tuple(wheels), driver_min=driver_min)
-
-
-def default_cuda_wheels() -> str:
-    """Where emr/fetch_cuda_wheels.sh puts the wheels when given no folder."""
-    if os.environ.get("FRUITS_CUDA_WHEELS"):
-        return os.environ["FRUITS_CUDA_WHEELS"]
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "fruits", "cuda-wheels")
 
 
 def find_cuda_wheels(folder: str, why: str, pins: Pins = None) -> list:
@@ -101,16 +91,16 @@ def cuda_key(name: str, sha256: str) -> str:
 
 
 def build(binary: str, cuda_driver_min=None, cuda_wheels=()) -> Artifact:
-    """The artifact of `binary` and this checkout's driver and bootstrap,
+    """The artifact of `binary` and this package's driver and bootstrap,
     with `cuda_wheels` (paths, from find_cuda_wheels) for GPU nodes."""
     if not os.path.isfile(binary):
         raise FileNotFoundError(f"no fruits binary at {binary}: build it first (cargo build --release)")
-    files = {
+    shipped = {
         "fruits": binary,
-        "featurize_job.py": os.path.join(EMR, "featurize_job.py"),
-        "bootstrap.sh": os.path.join(EMR, "bootstrap.sh"),
+        "featurize_job.py": files.data("featurize_job.py"),
+        "bootstrap.sh": files.data("bootstrap.sh"),
     }
-    shas = {name: sha256_of(path) for name, path in files.items()}
+    shas = {name: sha256_of(path) for name, path in shipped.items()}
     cuda_libs = [{"name": os.path.basename(p), "sha256": sha256_of(p)} for p in cuda_wheels]
     if cuda_libs and cuda_driver_min is None:
         cuda_driver_min = cuda_pins().driver_min
@@ -126,7 +116,7 @@ def build(binary: str, cuda_driver_min=None, cuda_wheels=()) -> Artifact:
     ident = hashlib.sha256("".join([shas[n] for n in sorted(shas)] + [w["sha256"] for w in cuda_libs])
                            .encode()).hexdigest()[:16]
     cuda = tuple((cuda_key(w["name"], w["sha256"]), p) for w, p in zip(cuda_libs, cuda_wheels, strict=True))
-    return Artifact(id=ident, files=files, manifest=manifest, cuda=cuda)
+    return Artifact(id=ident, files=shipped, manifest=manifest, cuda=cuda)
 
 
 def _exists(aws, bucket: str, key: str) -> bool:

@@ -6,7 +6,7 @@ sends nothing."""
 import json
 import sys
 
-from . import regions
+from .regions import Europe
 
 
 def render(service: str, operation: str, params: dict) -> str:
@@ -14,8 +14,9 @@ def render(service: str, operation: str, params: dict) -> str:
 
 
 class Aws:
-    def __init__(self, region: str, dry_run: bool = False, out=None):
-        self.region = regions.check(region)  # raises before any client exists
+    def __init__(self, region: str, europe: Europe, dry_run: bool = False, out=None):
+        self.region = europe.check(region)  # raises before any client exists
+        self.europe = europe
         self.dry_run = dry_run
         self.out = out or sys.stdout
         self._clients = {}

@@ -1,15 +1,13 @@
-"""The RunJobFlow request, from emr/cluster.json (the cluster in one file)
+"""The RunJobFlow request, from emr/fruits_emr/cluster.json (the cluster in one file)
 and the command's choices; and the spark-submit step that runs the driver."""
 
 import dataclasses
 import json
-import os
 import re
 import time
 
-from . import prices
+from . import files, prices
 
-CLUSTER_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cluster.json")
 DRIVER_ON_NODES = "/usr/local/lib/fruits/featurize_job.py"  # where bootstrap.sh installs it
 FRUITS_ON_NODES = "/usr/local/bin/fruits"
 DEFAULT_IDLE_TIMEOUT_S = 30 * 60
@@ -53,8 +51,8 @@ def placement(core_type: str) -> dict:
 
 
 def run_job_flow(*, bucket: str, roles: dict, artifact: str, purpose: str, shape: Shape, keep_alive: bool,
-                 idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S, steps=(), path: str = CLUSTER_JSON) -> dict:
-    with open(path, encoding="utf-8") as f:
+                 idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S, steps=(), path: str = None) -> dict:
+    with open(path or files.data("cluster.json"), encoding="utf-8") as f:
         template = json.load(f)
     values = {
         "purpose": purpose,

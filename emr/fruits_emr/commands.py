@@ -1,19 +1,21 @@
-"""The commands: deploy, run, up, status, down, demo, report. Each reads as
-its steps; every AWS request goes through `Aws.call` (dry-run, region)."""
+"""The commands: deploy, run, up, status, down, demo, report. Each takes
+typed parameters (the dataclasses below; `cli` makes them) and reads as its
+steps; every AWS request goes through `Aws.call` (dry-run, region)."""
 
+import dataclasses
 import datetime
 import json
 import os
 import signal
+import subprocess
+import tempfile
 import threading
 import time
+from typing import Optional
 
-from . import artifacts, cluster, prices
+from . import artifacts, cluster, files, prices
+from .featurize_job import render
 
-EMR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REPO = os.path.dirname(EMR)
-TEMPLATE = os.path.join(EMR, "infra.yaml")
-SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")
 ACTIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
 ENDED = ("TERMINATED", "TERMINATED_WITH_ERRORS")
 
@@ -30,18 +32,47 @@ def poll_seconds() -> float:
     return float(os.environ.get("FRUITS_EMR_POLL_S", "30"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Nodes:
+    """A cluster to start: where, what shape, and what its nodes install."""
+    bucket: str
+    shape: cluster.Shape
+    binary: str
+    idle_timeout_s: int = cluster.DEFAULT_IDLE_TIMEOUT_S
+    cuda_wheels: Optional[str] = None  # folder; None: files.default_cuda_wheels()
+    model: str = "mobilenetv2"
+    weights: Optional[str] = None  # s3://... or random:SEED; None: the pinned hub file
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What the driver featurises (a folder or a key list) and where to."""
+    output: str
+    input: Optional[str] = None
+    keys: Optional[str] = None
+    resume: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    nodes: Nodes
+    job: Job
+    images: int = 0  # for the time and cost estimate
+    wait: bool = True
+
+
 def stack_name(bucket: str) -> str:
     return f"fruits-{bucket}".replace(".", "-")
 
 
 # deploy -------------------------------------------------------------------
-def deploy(aws, bucket: str, european: list) -> None:
-    """Creates (or updates) the stack of emr/infra.yaml: bucket, VPC, roles."""
-    with open(TEMPLATE, encoding="utf-8") as f:
+def deploy(aws, bucket: str) -> None:
+    """Creates (or updates) the stack of infra.yaml: bucket, VPC, roles."""
+    with open(files.data("infra.yaml"), encoding="utf-8") as f:
         body = f.read()
     params = [
         {"ParameterKey": "BucketName", "ParameterValue": bucket},
-        {"ParameterKey": "EuropeanRegions", "ParameterValue": ",".join(european)},
+        {"ParameterKey": "EuropeanRegions", "ParameterValue": ",".join(aws.europe.codes)},
     ]
     name = stack_name(bucket)
     exists = not aws.dry_run and _stack(aws, name) is not None
@@ -111,7 +142,7 @@ def check_locations(bucket: str, inputs: list, output: str) -> None:
 
 
 def gpu_types(t: dict, shape: cluster.Shape) -> list:
-    """The cluster's instance types with an NVIDIA GPU (emr/prices.json)."""
+    """The cluster's instance types with an NVIDIA GPU (emr/fruits_emr/prices.json)."""
     return [i for i in dict.fromkeys((shape.master_type, shape.core_type)) if prices.instance(t, i)["gpus"] > 0]
 
 
@@ -127,59 +158,53 @@ def cuda_wheels_for(t: dict, shape: cluster.Shape, folder: str) -> list:
     return wheels
 
 
-def start(aws, *, bucket: str, binary: str, purpose: str, shape: cluster.Shape, keep_alive: bool,
-          idle_timeout_s: int, steps=(), images: int = 0, cuda_wheels: str = None) -> str:
+def start(aws, nodes: Nodes, *, purpose: str, keep_alive: bool, steps=(), images: int = 0) -> str:
     """Prints the cost, uploads the artifacts, starts the cluster; its id.
     The binary and, for GPU nodes, the CUDA wheels are checked first."""
+    shape = nodes.shape
     t = prices.table()
     e = prices.estimate(t, aws.region, shape.master_type, shape.core_type, shape.core_count, images)
     say(prices.describe(e, shape.master_type, shape.core_type, shape.core_count, aws.region, images))
-    wheels = cuda_wheels_for(t, shape, cuda_wheels or artifacts.default_cuda_wheels())
-    art = artifacts.build(binary, cuda_wheels=wheels)
-    roles = stack_outputs(aws, bucket)
-    artifacts.upload(aws, bucket, art, say=say)
-    request = cluster.run_job_flow(bucket=bucket, roles=roles, artifact=art.id, purpose=purpose, shape=shape,
-                                   keep_alive=keep_alive, idle_timeout_s=idle_timeout_s, steps=steps)
+    wheels = cuda_wheels_for(t, shape, nodes.cuda_wheels or files.default_cuda_wheels())
+    art = artifacts.build(nodes.binary, cuda_wheels=wheels)
+    roles = stack_outputs(aws, nodes.bucket)
+    artifacts.upload(aws, nodes.bucket, art, say=say)
+    request = cluster.run_job_flow(bucket=nodes.bucket, roles=roles, artifact=art.id, purpose=purpose, shape=shape,
+                                   keep_alive=keep_alive, idle_timeout_s=nodes.idle_timeout_s, steps=steps)
     r = aws.call("emr", "RunJobFlow", **request)
     cid = r["JobFlowId"] if r else "<cluster id>"
     say(f"cluster {cid} starting: {shape.describe()}, {request['ReleaseLabel']}, idle timeout "
-        f"{idle_timeout_s // 60} min" + ("" if keep_alive else ", terminates after its step"))
+        f"{nodes.idle_timeout_s // 60} min" + ("" if keep_alive else ", terminates after its step"))
     return cid
 
 
-def driver_args(args, output: str, cost_per_hour: float, shape: cluster.Shape) -> list:
-    out = ["--output", output, "--model", args.model, "--region", args.region,
-           "--cost-per-hour", f"{cost_per_hour:.3f}", "--cluster", shape.describe()]
-    out += ["--input", args.input] if args.input else ["--keys", args.keys]
-    if args.weights:
-        out += ["--weights", args.weights]
-    if getattr(args, "resume", False):
+def driver_args(aws, nodes: Nodes, job: Job) -> list:
+    """The driver's command line for `job` on `nodes`' cluster."""
+    shape = nodes.shape
+    hourly = prices.cluster_hourly(prices.table(), aws.region, shape.master_type, shape.core_type, shape.core_count)
+    out = ["--output", job.output, "--model", nodes.model, "--region", aws.region,
+           "--cost-per-hour", f"{hourly:.3f}", "--cluster", shape.describe()]
+    out += ["--input", job.input] if job.input else ["--keys", job.keys]
+    if nodes.weights:
+        out += ["--weights", nodes.weights]
+    if job.resume:
         out.append("--resume")
     return out
 
 
-def shape_of(args) -> cluster.Shape:
-    return cluster.Shape(master_type=args.master_type, core_type=args.core_type, core_count=args.core_count,
-                         spot=args.spot)
-
-
 # run ------------------------------------------------------------------------
-def run(aws, args) -> None:
+def run(aws, args: RunArgs) -> None:
     """A transient cluster: starts with the job as its step, terminates
     after it (failed or not); waits and prints the report."""
-    check_locations(args.bucket, [args.input or args.keys], args.output)
-    shape = shape_of(args)
-    hourly = prices.cluster_hourly(prices.table(), aws.region, shape.master_type, shape.core_type,
-                                   shape.core_count)
+    job = args.job
+    check_locations(args.nodes.bucket, [job.input or job.keys], job.output)
     step = cluster.featurize_step(name="fruits featurize", on_failure="TERMINATE_CLUSTER",
-                                  driver_args=driver_args(args, args.output, hourly, shape))
-    cid = start(aws, bucket=args.bucket, binary=args.binary, purpose="run", shape=shape, keep_alive=False,
-                idle_timeout_s=args.idle_timeout * 60, steps=[step], images=args.images or 0,
-                cuda_wheels=args.cuda_wheels)
-    if aws.dry_run or args.no_wait:
+                                  driver_args=driver_args(aws, args.nodes, job))
+    cid = start(aws, args.nodes, purpose="run", keep_alive=False, steps=[step], images=args.images)
+    if aws.dry_run or not args.wait:
         return
     state = wait_cluster(aws, cid, ENDED)
-    report(aws, args.output)
+    report(aws, job.output)
     if state != "TERMINATED":
         raise Failed(f"cluster {cid} ended {state}")
 
@@ -217,11 +242,10 @@ def wait_step(aws, cid: str, sid: str, timeout_s: float) -> str:
 
 
 # up / status / down -----------------------------------------------------------
-def up(aws, args) -> str:
+def up(aws, nodes: Nodes) -> str:
     """An interactive cluster for a demo: stays up between steps, and
-    terminates itself after --idle-timeout minutes with nothing to do."""
-    return start(aws, bucket=args.bucket, binary=args.binary, purpose="interactive", shape=shape_of(args),
-                 keep_alive=True, idle_timeout_s=args.idle_timeout * 60, cuda_wheels=args.cuda_wheels)
+    terminates itself after its idle timeout with nothing to do."""
+    return start(aws, nodes, purpose="interactive", keep_alive=True)
 
 
 def active_clusters(aws) -> list:
@@ -229,9 +253,9 @@ def active_clusters(aws) -> list:
     return [c for c in (r or {}).get("Clusters", []) if c["Name"].startswith("fruits-")]
 
 
-def status(aws, args) -> list:
+def status(aws, warn_hours: float = 2.0) -> list:
     """Every fruits cluster up now, how long, what it has cost; a warning for
-    one up longer than --warn-hours."""
+    one up longer than `warn_hours`."""
     found = active_clusters(aws)
     if aws.dry_run:
         return []
@@ -247,14 +271,14 @@ def status(aws, args) -> list:
                      for g in groups)
         say(f"{c['Id']} {c['Name']}: {c['Status']['State']}, up {hours:.1f} h, ~${hourly:.2f}/h, "
             f"~${hourly * hours:.2f} so far")
-        if hours > args.warn_hours:
-            say(f"WARNING: {c['Id']} has been up {hours:.1f} h (more than {args.warn_hours} h): "
+        if hours > warn_hours:
+            say(f"WARNING: {c['Id']} has been up {hours:.1f} h (more than {warn_hours} h): "
                 f"`fruits-emr down --cluster-id {c['Id']}` stops it")
     return found
 
 
-def down(aws, args) -> None:
-    ids = [args.cluster_id] if args.cluster_id else [c["Id"] for c in active_clusters(aws)]
+def down(aws, cluster_id: Optional[str] = None) -> None:
+    ids = [cluster_id] if cluster_id else [c["Id"] for c in active_clusters(aws)]
     if not ids and not aws.dry_run:
         say("no fruits cluster is up")
         return
@@ -263,32 +287,27 @@ def down(aws, args) -> None:
 
 
 # demo -------------------------------------------------------------------------
-def demo(aws, args) -> None:
+def demo(aws, nodes: Nodes, step_timeout_s: float = 3600) -> None:
     """up, upload the sample photos, run the job as a step, show the report,
     down: down also on failure, Ctrl-C or SIGTERM."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    photos = f"s3://{args.bucket}/photos/demo-sample/"
-    output = f"s3://{args.bucket}/runs/demo-{stamp}/"
-    shape = shape_of(args)
+    job = Job(input=f"s3://{nodes.bucket}/photos/demo-sample/", output=f"s3://{nodes.bucket}/runs/demo-{stamp}/")
     cid = None
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        cid = up(aws, args)
+        cid = up(aws, nodes)
         pause(0)
-        upload_sample(aws, args.bucket, "photos/demo-sample/")
+        upload_sample(aws, nodes.binary, nodes.bucket, "photos/demo-sample/")
         pause(0)
-        hourly = prices.cluster_hourly(prices.table(), aws.region, shape.master_type, shape.core_type,
-                                       shape.core_count)
-        args.input, args.keys = photos, None
         step = cluster.featurize_step(name="fruits demo", on_failure="CONTINUE",
-                                      driver_args=driver_args(args, output, hourly, shape))
+                                      driver_args=driver_args(aws, nodes, job))
         r = aws.call("emr", "AddJobFlowSteps", JobFlowId=cid, Steps=[step])
         if aws.dry_run:
             return
-        state = wait_step(aws, cid, r["StepIds"][0], args.step_timeout)
+        state = wait_step(aws, cid, r["StepIds"][0], step_timeout_s)
         if state != "COMPLETED":
-            raise Failed(f"the demo step ended {state}; its log is under s3://{args.bucket}/logs/emr/{cid}/steps/")
-        report(aws, output)
+            raise Failed(f"the demo step ended {state}; its log is under s3://{nodes.bucket}/logs/emr/{cid}/steps/")
+        report(aws, job.output)
     except KeyboardInterrupt:
         say("interrupted")
         raise Failed("interrupted") from None
@@ -319,17 +338,24 @@ def pause(seconds: float) -> None:
         raise KeyboardInterrupt
 
 
-def upload_sample(aws, bucket: str, prefix: str) -> int:
-    n = 0
-    for root, _, files in os.walk(SAMPLE):
-        for f in sorted(files):
-            path = os.path.join(root, f)
-            key = prefix + os.path.relpath(path, SAMPLE).replace(os.sep, "/")
-            with open(path, "rb") as fh:
-                body = fh.read()
-            aws.call("s3", "PutObject", Bucket=bucket, Key=key,
-                     Body=body if not aws.dry_run else f"<{len(body)} bytes of {path}>")
-            n += 1
+def upload_sample(aws, binary: str, bucket: str, prefix: str) -> int:
+    """Puts the sample photos built into the binary (`fruits demo
+    --sample-only` writes them) under `prefix`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        made = subprocess.run([binary, "demo", "--sample-only", "--output", tmp], capture_output=True, text=True)
+        if made.returncode != 0:
+            raise Failed(f"{binary} demo --sample-only exited {made.returncode}: {made.stderr.strip()[-400:]}")
+        sample = os.path.join(tmp, "sample")
+        n = 0
+        for root, _, names in sorted(os.walk(sample)):
+            for f in sorted(names):
+                path = os.path.join(root, f)
+                key = prefix + os.path.relpath(path, sample).replace(os.sep, "/")
+                with open(path, "rb") as fh:
+                    body = fh.read()
+                aws.call("s3", "PutObject", Bucket=bucket, Key=key,
+                         Body=body if not aws.dry_run else f"<{len(body)} bytes of {os.path.relpath(path, tmp)}>")
+                n += 1
     return n
 
 
@@ -342,7 +368,5 @@ def report(aws, output: str) -> dict:
     if r is None:
         return {}
     data = json.loads(r["Body"].read())
-    from featurize_job import render  # the driver's own rendering (emr/ is on the path: see artifacts)
-
-    print(render(data), flush=True)
+    print(render(data), flush=True)  # the driver's own rendering
     return data

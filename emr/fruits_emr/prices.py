@@ -1,15 +1,16 @@
-"""The price table (emr/prices.json, dated, with its source) and what a
+"""The price table (prices.json, dated, with its source) and what a
 cluster costs: every command that starts one prints this first."""
 
 import json
 import math
-import os
 
-PRICES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prices.json")
+from . import files
+
+PRICES = "emr/fruits_emr/prices.json"  # as the messages name it
 
 
-def table(path: str = PRICES) -> dict:
-    with open(path, encoding="utf-8") as f:
+def table(path: str = None) -> dict:
+    with open(path or files.data("prices.json"), encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -48,7 +49,7 @@ def estimate(t: dict, region: str, master: str, core: str, count: int, images: i
 
 def describe(e: dict, master: str, core: str, count: int, region: str, images: int = 0) -> str:
     line = (f"estimated cost: ${e['per_hour_usd']:.2f}/hour for 1 x {master} + {count} x {core} in {region} "
-            f"(on-demand prices of {e['as_of']}, emr/prices.json)")
+            f"(on-demand prices of {e['as_of']}, {PRICES})")
     if images:
         line += (f"; {images} images: ~{e['run_seconds'] / 60:.0f} min including ~"
                  f"{table()['cluster_start_s'] / 60:.0f} min of cluster start, ~${e['run_usd']:.2f}")

@@ -1,43 +1,41 @@
 """The regions data and clusters may use: the binary's own list
-(src/storage/region.rs, EUROPEAN_REGIONS), read from its source so there is
-one list for the binary, the infrastructure template and this tool."""
+(`fruits regions --json`, from src/storage/region.rs), so there is one list
+for the binary, the infrastructure template and this tool."""
 
-import os
-import re
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REGION_RS = os.path.join(REPO, "src", "storage", "region.rs")
-
-
-def european_regions(path: str = REGION_RS) -> list:
-    """The codes of the EUROPEAN_REGIONS table, in its order."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    table = re.search(r"EUROPEAN_REGIONS: \[[^\]]*\] = \[(.*?)\n\];", text, re.S)
-    if not table:
-        raise RuntimeError(f"{path}: no EUROPEAN_REGIONS table")
-    codes = re.findall(r'\(\s*"([a-z0-9-]+)"\s*,', table.group(1))
-    if not codes:
-        raise RuntimeError(f"{path}: EUROPEAN_REGIONS is empty")
-    return codes
-
-
-def default_region(path: str = REGION_RS) -> str:
-    with open(path, encoding="utf-8") as f:
-        m = re.search(r'DEFAULT_REGION: &str = "([a-z0-9-]+)"', f.read())
-    if not m:
-        raise RuntimeError(f"{path}: no DEFAULT_REGION")
-    return m.group(1)
+import dataclasses
+import json
+import subprocess
 
 
 class RegionRefused(Exception):
     pass
 
 
-def check(region: str) -> str:
-    """`region`, or RegionRefused before any request is made."""
-    allowed = european_regions()
-    if region not in allowed:
-        raise RegionRefused(
-            f"region {region} is outside Europe; fruits keeps data and clusters in {', '.join(allowed)}")
-    return region
+@dataclasses.dataclass(frozen=True)
+class Europe:
+    """The allowed region codes, in the binary's order, and its default."""
+    codes: tuple
+    default: str
+
+    def check(self, region: str) -> str:
+        """`region`, or RegionRefused before any request is made."""
+        if region not in self.codes:
+            raise RegionRefused(
+                f"region {region} is outside Europe; fruits keeps data and clusters in {', '.join(self.codes)}")
+        return region
+
+
+def of_binary(binary: str) -> Europe:
+    """Asks `binary` for its list; FileNotFoundError naming it when it
+    cannot answer (not built, not executable, not fruits)."""
+    try:
+        out = subprocess.run([binary, "regions", "--json"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise FileNotFoundError(f"cannot run the fruits binary {binary} ({e}): build it (cargo build --release) "
+                                "or name it with --binary or $FRUITS_BIN") from None
+    try:
+        listed = json.loads(out.stdout)
+        return Europe(codes=tuple(r["code"] for r in listed["regions"]), default=listed["default"])
+    except (ValueError, KeyError, TypeError):
+        raise FileNotFoundError(f"{binary} regions --json exited {out.returncode} without the regions: "
+                                f"is it a fruits binary? {out.stderr.strip()[-400:]}") from None

@@ -25,7 +25,7 @@ HELPER = os.path.join(REPO, "tests", "s3_helper.py")
 CREDS = {"AWS_ACCESS_KEY_ID": "test-key-id", "AWS_SECRET_ACCESS_KEY": "test-secret-key"}
 
 
-# What each pinned CUDA wheel (emr/cuda_libs.txt) holds, in small: the
+# What each pinned CUDA wheel (emr/fruits_emr/cuda_libs.txt) holds, in small: the
 # libraries the binary loads, and a header that is not a library.
 FAKE_CUDA_MEMBERS = {
     "nvidia-cublas-cu12": ["nvidia/cublas/lib/libcublas.so.12", "nvidia/cublas/lib/libcublasLt.so.12",

@@ -1,4 +1,4 @@
-"""emr/bootstrap.sh run for real, on this machine, with the commands a node
+"""emr/fruits_emr/bootstrap.sh run for real, on this machine, with the commands a node
 has that this machine has not replaced by small stand-ins on PATH: `aws`
 (copies from a local folder standing for the bucket, and notes each copy),
 `lspci` and `nvidia-smi` (a GPU node or not, with a given driver version),
@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from conftest import EMR, FAKE_CUDA_MEMBERS, fake_cuda_wheels, fake_wheel
 
-BOOTSTRAP = os.path.join(EMR, "bootstrap.sh")
+BOOTSTRAP = os.path.join(EMR, "fruits_emr", "bootstrap.sh")
 
 
 def script(path, text):

@@ -1,5 +1,5 @@
 """The CUDA libraries GPU nodes get, without AWS or the network: the pins
-(emr/cuda_libs.txt), finding the pinned wheels in a folder, which clusters
+(emr/fruits_emr/cuda_libs.txt), finding the pinned wheels in a folder, which clusters
 need them, and emr/fetch_cuda_wheels.sh's pip command (a stand-in pip)."""
 
 import os
@@ -9,7 +9,8 @@ import sys
 
 import pytest
 from conftest import EMR, fake_cuda_wheels, fake_wheel
-from fruits_emr import artifacts, cluster, commands, prices
+
+from fruits_emr import artifacts, cluster, commands, files, prices
 
 FETCH = os.path.join(EMR, "fetch_cuda_wheels.sh")
 
@@ -19,7 +20,7 @@ def test_the_pins_are_exact_hashed_12x_wheels_of_cublas_and_nvrtc():
     assert [p for p, _ in pins.wheels] == ["nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12"]
     assert all(v.startswith("12.") for _, v in pins.wheels)
     assert pins.driver_min == "525.60.13"  # CUDA 12 minor-version compatibility
-    lines = [line for line in open(artifacts.CUDA_LIBS_TXT) if line.strip() and not line.startswith("#")]
+    lines = [line for line in open(files.data("cuda_libs.txt")) if line.strip() and not line.startswith("#")]
     assert len(lines) == 2 and all("==" in line and "--hash=sha256:" in line for line in lines), lines
 
 
@@ -92,10 +93,10 @@ def test_the_fetch_script_runs_the_pinned_pip_download(tmp_path):
     for flag in ("--no-deps", "--only-binary=:all:", "--require-hashes"):
         assert flag in args
     assert args[args.index("--platform") + 1] == "manylinux2014_x86_64"
-    assert args[args.index("-r") + 1] == artifacts.CUDA_LIBS_TXT
+    assert args[args.index("-r") + 1] == files.data("cuda_libs.txt")
     assert args[args.index("-d") + 1] == str(default)
     # Where fruits-emr looks by default.
-    code = "from fruits_emr import artifacts; print(artifacts.default_cuda_wheels())"
+    code = "from fruits_emr import files; print(files.default_cuda_wheels())"
     looked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=EMR,
                             env={"HOME": str(home), "PATH": "/usr/bin:/bin"}).stdout.strip()
     assert looked == str(default)

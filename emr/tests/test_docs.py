@@ -26,15 +26,13 @@ def commands():
     return out
 
 
-def test_every_fruits_emr_command_of_the_guide_runs_in_a_dry_run(tmp_path):
-    binary = tmp_path / "fruits"
-    binary.write_text("#!/bin/sh\necho 'fruits 0.1.0'\n")
-    binary.chmod(0o755)
+def test_every_fruits_emr_command_of_the_guide_runs_in_a_dry_run(tmp_path, fruits_bin):
+    binary = fruits_bin
     found = commands()
     assert len(found) >= 6, found
     fake_cuda_wheels(tmp_path / "cuda-wheels")  # as emr/fetch_cuda_wheels.sh leaves them, in small
     env = dict(os.environ, FRUITS_EMR_PYTHON=sys.executable, AWS_ENDPOINT_URL="http://127.0.0.1:9",
-               FRUITS_CUDA_WHEELS=str(tmp_path / "cuda-wheels"))
+               FRUITS_CUDA_WHEELS=str(tmp_path / "cuda-wheels"), FRUITS_BIN=fruits_bin)
     env.pop("AWS_REGION", None)
     for argv in found:
         argv = [a.replace("path/to/fruits", str(binary)).replace("j-…", "j-123") for a in argv]

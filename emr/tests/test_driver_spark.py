@@ -17,7 +17,7 @@ SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")
 
 
 def submit(cluster, endpoint, args, timeout=600):
-    """spark-submit of emr/featurize_job.py; executors get the S3 settings
+    """spark-submit of emr/fruits_emr/featurize_job.py; executors get the S3 settings
     explicitly, as spark.executorEnv (on EMR they come from the node role)."""
     env = spark_env()
     env.update(aws_env(endpoint))
@@ -26,7 +26,7 @@ def submit(cluster, endpoint, args, timeout=600):
         conf += ["--conf", f"spark.executorEnv.{k}={env[k]}"]
     cmd = [os.path.join(spark_home(), "bin", "spark-submit"), "--master", cluster.master,
            "--conf", "spark.ui.enabled=false", "--conf", "spark.task.maxFailures=4"] + conf
-    cmd += [os.path.join(EMR, "featurize_job.py")] + args
+    cmd += [os.path.join(EMR, "fruits_emr", "featurize_job.py")] + args
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 

@@ -7,9 +7,10 @@ import os
 import re
 import subprocess
 
-import featurize_job as job
 import pytest
 from conftest import REPO
+
+from fruits_emr import featurize_job as job
 
 SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")
 

@@ -21,12 +21,12 @@ BIN = os.path.dirname(sys.executable)
 def template():
     from cfnlint.decode import cfn_yaml
 
-    return cfn_yaml.load(os.path.join(EMR, "infra.yaml"))
+    return cfn_yaml.load(os.path.join(EMR, "fruits_emr", "infra.yaml"))
 
 
 def test_cfn_lint_passes():
-    out = subprocess.run([os.path.join(BIN, "cfn-lint"), os.path.join(EMR, "infra.yaml")], capture_output=True,
-                         text=True)
+    out = subprocess.run([os.path.join(BIN, "cfn-lint"), os.path.join(EMR, "fruits_emr", "infra.yaml")],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -91,8 +91,8 @@ def test_parliament_finds_nothing_in_the_iam_policies():
 
 
 def test_shellcheck_passes_on_every_script():
-    scripts = [os.path.join(EMR, "bootstrap.sh"), os.path.join(EMR, "fruits-emr"), os.path.join(REPO, ".ci", "run"),
-               os.path.join(EMR, "fetch_cuda_wheels.sh")]
+    scripts = [os.path.join(EMR, "fruits_emr", "bootstrap.sh"), os.path.join(EMR, "fruits-emr"),
+               os.path.join(REPO, ".ci", "run"), os.path.join(EMR, "fetch_cuda_wheels.sh")]
     scripts += glob.glob(os.path.join(REPO, "benches", "**", "*.sh"), recursive=True)
     out = subprocess.run([os.path.join(BIN, "shellcheck"), "-x"] + scripts, capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -126,9 +126,19 @@ def test_prices_are_dated_sourced_and_cover_the_default_cluster():
         prices.hourly(t, "us-east-1", "m5.xlarge")
 
 
-def test_the_tool_reads_the_binarys_region_list(fruits_bin):
+def test_the_tool_reads_the_binarys_region_list(fruits_bin, tmp_path):
     binary = json.loads(subprocess.run([fruits_bin, "regions", "--json"], capture_output=True, text=True).stdout)
-    assert regions.european_regions() == [r["code"] for r in binary["regions"]]
-    assert regions.default_region() == binary["default"]
+    europe = regions.of_binary(fruits_bin)
+    assert list(europe.codes) == [r["code"] for r in binary["regions"]]
+    assert europe.default == binary["default"] == "eu-west-1"
+    assert europe.check("eu-central-2") == "eu-central-2"
     with pytest.raises(regions.RegionRefused):
-        regions.check("us-east-1")
+        europe.check("us-east-1")
+    # Something that is not fruits is named, not trusted.
+    liar = tmp_path / "fruits"
+    liar.write_text("#!/bin/sh\necho 'not json'\n")
+    liar.chmod(0o755)
+    with pytest.raises(FileNotFoundError, match="is it a fruits binary"):
+        regions.of_binary(str(liar))
+    with pytest.raises(FileNotFoundError, match="cannot run the fruits binary"):
+        regions.of_binary(str(tmp_path / "missing"))

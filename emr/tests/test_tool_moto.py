@@ -32,17 +32,24 @@ def default_cuda_wheels(cuda_wheels, monkeypatch):
     monkeypatch.setenv("FRUITS_CUDA_WHEELS", cuda_wheels)
 
 
+@pytest.fixture(autouse=True)
+def default_binary(fruits_bin, monkeypatch):
+    """Commands without --binary ask the built binary for the regions."""
+    monkeypatch.setenv("FRUITS_BIN", fruits_bin)
+
+
 def tool(endpoint, *args, timeout=120, env_extra=None):
     env = aws_env(endpoint, FRUITS_EMR_PYTHON=sys.executable, FRUITS_EMR_POLL_S="0.1", **(env_extra or {}))
     return subprocess.run([TOOL] + list(args), capture_output=True, text=True, env=env, timeout=timeout)
 
 
 @pytest.fixture
-def binary(tmp_path):
+def binary(tmp_path, fruits_bin):
     """The file the nodes would install: its bytes are what the tool uploads
-    and hashes; a real build is not needed to check the requests."""
+    and hashes (a few, not the build's megabytes); it answers as the built
+    binary does (--version, the regions, the sample photos)."""
     b = tmp_path / "fruits"
-    b.write_text("#!/bin/sh\necho 'fruits 0.1.0'\n")
+    b.write_text(f"#!/bin/sh\nexec '{fruits_bin}' \"$@\"\n")
     b.chmod(0o755)
     return str(b)
 

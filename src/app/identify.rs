@@ -11,9 +11,9 @@ use crate::app::index::search::{self, Hit};
 use crate::app::index::vote::{self, Prediction};
 use crate::app::index::Index;
 use crate::engine::model::Model;
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::features::job::run_meta;
-use crate::image::{prepare, Prepared, Rejection};
+use crate::image::{prepare_within, Prepared, Rejection};
 
 /// How answers are made.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +47,10 @@ pub struct Scored {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Neighbour {
-    pub path: String,
+    /// The indexed photo's file; `None` where it is not to be shown (the
+    /// server's disk is nobody's business: `serve --show-paths`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub label: String,
     pub similarity: f32,
 }
@@ -73,10 +76,11 @@ pub fn check_compatible(model: &Model, index: &Index) -> Result<()> {
         let ours = &ours[key];
         let theirs = index.meta.get(key);
         if theirs != ours {
-            return Err(Error::Refused(format!(
-                "the index was built from features with {key} {theirs}, this model has {ours}: \
-                 its answers would be meaningless (pass the index's --model, --weights and --dtype)"
-            )));
+            return Err(Error::NotTheIndexModel {
+                key: key.to_string(),
+                index: theirs.to_string(),
+                model: ours.clone(),
+            });
         }
     }
     Ok(())
@@ -86,14 +90,20 @@ impl Identifier {
     pub fn new(model: Model, index: Index, info: Table, options: Options) -> Result<Self> {
         check_compatible(&model, &index)?;
         if options.k == 0 {
-            return Err(Error::Usage("--k must be at least 1".into()));
+            return Err(Error::invalid(Param::Neighbours, "must be at least 1"));
         }
         Ok(Self { model, index, info, options })
     }
 
     /// Decodes one photo for the network (never panics).
     pub fn prepare(&self, bytes: &[u8]) -> std::result::Result<Prepared, Rejection> {
-        prepare(bytes, self.model.which.resolution() as u32)
+        self.prepare_within(bytes, u64::MAX)
+    }
+
+    /// [`Identifier::prepare`], refusing from its header a photo of more
+    /// than `max_pixels` pixels, before decoding any.
+    pub fn prepare_within(&self, bytes: &[u8], max_pixels: u64) -> std::result::Result<Prepared, Rejection> {
+        prepare_within(bytes, self.model.which.resolution() as u32, max_pixels)
     }
 
     /// The network on a batch of prepared photos: n × feature_dim.
@@ -138,7 +148,7 @@ impl Identifier {
                 .iter()
                 .map(|h| {
                     let e = &self.index.entries[h.row as usize];
-                    Neighbour { path: e.path.clone(), label: label(e.class), similarity: h.similarity }
+                    Neighbour { path: Some(e.path.clone()), label: label(e.class), similarity: h.similarity }
                 })
                 .collect(),
         }

@@ -117,9 +117,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 }
 
 fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
-    let device = engine::device(a.device, engine::cpu_only(a.engine, a.dtype))?;
-    let mut m = fruits::engine::load(a.model, Some(&a.weights), &device)?;
-    m.set_engine(a.engine, a.dtype)?;
+    let device = super::device(a.device, engine::cpu_only(a.engine, a.dtype))?;
+    let m = fruits::engine::load_as(a.model, Some(&a.weights), &device, a.engine, a.dtype)?;
     let (b, r) = (a.batch as usize, a.model.resolution());
     // Fixed pseudo-random pixels: the kernels' cost does not depend on what
     // the image shows.

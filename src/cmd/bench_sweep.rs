@@ -61,7 +61,7 @@ struct Point {
 }
 
 pub fn sweep(a: SweepArgs, s3: &S3Options) -> anyhow::Result<std::process::ExitCode> {
-    let target = engine::device(a.device, None)?;
+    let target = super::device(a.device, None)?;
     let mut m = engine::load(a.model, Some(&a.weights), &target)?;
     let dtypes = if !a.dtypes.is_empty() {
         a.dtypes.clone()

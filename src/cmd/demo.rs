@@ -33,6 +33,10 @@ pub struct Args {
     model: Which,
     #[arg(long, default_value = "out/demo")]
     output: PathBuf,
+    /// Only write the 19 photos to <output>/sample and stop (what `fruits-emr demo`
+    /// uploads to its cluster).
+    #[arg(long)]
+    sample_only: bool,
 }
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
@@ -40,7 +44,11 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let at = |sub: &str| Location::Local(args.output.join(sub));
     let sample = args.output.join("sample");
     fruits::features::sample::write_to(&sample)?;
-    let model = engine::load(args.model, args.weights.as_ref(), &engine::device(DeviceChoice::Auto, None)?)?;
+    if args.sample_only {
+        eprintln!("fruits: the sample photos are in {}", sample.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let model = engine::load(args.model, args.weights.as_ref(), &super::device(DeviceChoice::Auto, None)?)?;
     if model.is_random() {
         eprintln!(
             "fruits: warning: random weights ({}): features are for testing only and mean nothing",

@@ -13,7 +13,7 @@ use fruits::part::Role;
 use fruits::storage::{FetchLimits, Location, S3Options, Storage, DEFAULT_MAX_IMAGE_BYTES};
 
 use super::parse::{parse_bytes, parse_fraction, parse_run_id, parse_sha256};
-use super::{usage, EXIT_TOO_MANY_REJECTED};
+use super::EXIT_TOO_MANY_REJECTED;
 
 /// Turn fruit photos into MobileNet feature vectors: one part of a Parquet dataset.
 ///
@@ -118,9 +118,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
-    if args.dtype == Dtype::Bf16 && args.engine == Engine::Candle {
-        return Err(usage("--dtype bf16 needs --engine native (Candle runs f32 only)"));
-    }
     let storage = Storage::new(s3.clone());
     let model = load_model(&args)?;
     if let Some(want) = &args.weights_sha256 {
@@ -143,8 +140,21 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         bar.set_message(format!("{bad} rejected"));
     })?;
     bar.finish_and_clear();
+    // Over --max-rejected: exit EXIT_TOO_MANY_REJECTED, and the report says
+    // so, so that a driver reads the outcome, not the number.
+    let (rejected, total) = match &report {
+        Report::Skipped(_, m) => {
+            let count = |k: &str| m.counts.get(k).copied().unwrap_or(0);
+            (count("rejected"), count("rejected") + count("featurised"))
+        }
+        Report::Done(done) => (done.streamed.rejected.len() as u64, done.streamed.total() as u64),
+    };
+    let fraction = rejected as f64 / total.max(1) as f64;
+    let too_many = fraction > args.max_rejected;
     if let Some(to) = &args.report {
-        write_report(to, &super::featurize_json::featurize(&report, &model, args.part_id))?;
+        let mut json = super::featurize_json::featurize(&report, &model, args.part_id);
+        json["too_many_rejected"] = too_many.into();
+        write_report(to, &json)?;
     }
     let done = match report {
         Report::Skipped(manifest, _) => {
@@ -154,8 +164,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         Report::Done(done) => done,
     };
     print_summary(&done, &model);
-    let fraction = done.streamed.rejected.len() as f64 / done.streamed.total().max(1) as f64;
-    if fraction > args.max_rejected {
+    if too_many {
         eprintln!(
             "fruits: error: {:.2}% of images rejected, more than --max-rejected {}",
             100.0 * fraction,
@@ -167,9 +176,8 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 }
 
 fn load_model(args: &Args) -> anyhow::Result<Model> {
-    let device = engine::device(args.device, engine::cpu_only(args.engine, args.dtype))?;
-    let mut model = engine::load(args.model, args.weights.as_ref(), &device)?;
-    model.set_engine(args.engine, args.dtype)?;
+    let device = super::device(args.device, engine::cpu_only(args.engine, args.dtype))?;
+    let model = engine::load_as(args.model, args.weights.as_ref(), &device, args.engine, args.dtype)?;
     if model.is_random() {
         eprintln!(
             "fruits: warning: random weights ({}): features are for testing only and mean nothing",

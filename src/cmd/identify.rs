@@ -63,13 +63,12 @@ pub fn open(args: &EngineArgs, storage: &Storage) -> anyhow::Result<Identifier> 
         "f16" => Dtype::F16,
         _ => Dtype::F32,
     };
-    let target = engine::device(args.device, engine::cpu_only(Engine::Native, dtype))?;
-    let mut model = engine::load(which, source.as_ref(), &target)?;
+    let target = super::device(args.device, engine::cpu_only(Engine::Native, dtype))?;
+    // The photo's features must be made as the index's were.
+    let model = engine::load_as(which, source.as_ref(), &target, Engine::Native, dtype)?;
     if model.is_random() {
         eprintln!("fruits: warning: random weights ({}): answers are for testing only", model.weights_id);
     }
-    // The photo's features must be made as the index's were.
-    model.set_engine(Engine::Native, dtype)?;
     let info = match &args.info {
         Some(p) => Table::load(p)?,
         None => Table::builtin(),
@@ -179,6 +178,6 @@ fn print_line(line: &Line) {
     let top: Vec<String> = a.top.iter().map(|s| format!("{} {:.0}%", s.label, 100.0 * s.score)).collect();
     println!("  top: {}", top.join(", "));
     for n in &a.neighbours {
-        println!("  near: {} ({}, cosine {:.3})", n.path, n.label, n.similarity);
+        println!("  near: {} ({}, cosine {:.3})", n.path.as_deref().unwrap_or("?"), n.label, n.similarity);
     }
 }

@@ -1,11 +1,11 @@
-//! `--device`: where the network runs.
+//! Where the network runs: the choice, and the target it resolves to.
 
 use std::sync::Arc;
 
 use super::cuda::{self, Gpu};
 use crate::error::{Error, Result};
 
-/// `--device`.
+/// Where to run (the CLI's `--device`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {
     /// The first CUDA GPU when a driver, a device, cuBLAS and NVRTC answer; else the CPU,
@@ -29,26 +29,30 @@ impl Target {
     }
 }
 
-/// Resolves `--device`. `auto` says on stderr why it runs on the CPU, since
-/// a user who expected a GPU must learn what is missing. `cpu_only` names an
-/// option of the run that the CPU alone runs (`runner::cpu_only`): `auto`
-/// then takes the CPU without looking for a GPU, saying so.
-pub fn device(choice: DeviceChoice, cpu_only: Option<&str>) -> Result<Target> {
+/// A resolved device, and why it is the CPU when a GPU was looked for and
+/// not taken (the caller tells the user: who expected a GPU must learn what
+/// is missing).
+pub struct Resolved {
+    pub target: Target,
+    pub cpu_because: Option<String>,
+}
+
+/// Resolves a device choice. `cpu_only` names an option of the run that
+/// the CPU alone runs ([`super::cpu_only`]): `Auto` then takes the CPU
+/// without looking for a GPU, and says why.
+pub fn device(choice: DeviceChoice, cpu_only: Option<&str>) -> Result<Resolved> {
+    let cpu = |why: String| Resolved { target: Target::Cpu, cpu_because: Some(why) };
     if let (DeviceChoice::Auto, Some(why)) = (choice, cpu_only) {
-        eprintln!("fruits: --device auto: running on the CPU: {why}");
-        return Ok(Target::Cpu);
+        return Ok(cpu(why.to_string()));
     }
     match choice {
-        DeviceChoice::Cpu => Ok(Target::Cpu),
-        DeviceChoice::Cuda => {
-            cuda::open(0).map(Target::Cuda).map_err(|why| Error::Device(format!("--device cuda: no usable GPU: {why}")))
-        }
+        DeviceChoice::Cpu => Ok(Resolved { target: Target::Cpu, cpu_because: None }),
+        DeviceChoice::Cuda => cuda::open(0)
+            .map(|g| Resolved { target: Target::Cuda(g), cpu_because: None })
+            .map_err(|why| Error::NoGpu { reason: why.0 }),
         DeviceChoice::Auto => Ok(match cuda::open(0) {
-            Ok(g) => Target::Cuda(g),
-            Err(why) => {
-                eprintln!("fruits: --device auto: running on the CPU: {why}");
-                Target::Cpu
-            }
+            Ok(g) => Resolved { target: Target::Cuda(g), cpu_because: None },
+            Err(why) => cpu(why.0),
         }),
     }
 }

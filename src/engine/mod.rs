@@ -17,4 +17,4 @@ pub mod simd;
 
 pub use device::{device, DeviceChoice, Target};
 pub use dtype::Dtype;
-pub use model::{cpu_only, load, Engine, Model};
+pub use model::{cpu_only, load, load_as, supported, Engine, Model};

@@ -10,7 +10,7 @@ use super::cuda::{GpuDtype, GpuEngine};
 use super::device::Target;
 use super::dtype::Dtype;
 use super::simd::simd;
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::model::init;
 use crate::model::registry::{Net, Which};
 use crate::model::weights::{cached, fetch, verify_pinned, Source};
@@ -49,14 +49,34 @@ pub enum Engine {
     Candle,
 }
 
-/// Why an engine and dtype run on the CPU only, if they do: `--device auto`
-/// then takes the CPU instead of refusing them on a GPU machine.
+/// Why an engine and dtype run on the CPU only, if they do: automatic
+/// device choice then takes the CPU instead of refusing them on a GPU machine.
 pub fn cpu_only(engine: Engine, dtype: Dtype) -> Option<&'static str> {
     match (engine, dtype) {
-        (Engine::Candle, _) => Some("--engine candle runs on the CPU only"),
-        (_, Dtype::Bf16) => Some("--dtype bf16 runs on the CPU only"),
+        (Engine::Candle, _) => Some("the Candle engine runs on the CPU only"),
+        (_, Dtype::Bf16) => Some("bf16 runs on the CPU only"),
         _ => None,
     }
+}
+
+/// The one rule of which engine runs which dtype on which device: bf16 is
+/// the CPU engine's, f16 the CUDA engine's; Candle runs f32 on the CPU only.
+pub fn supported(target: &Target, engine: Engine, dtype: Dtype) -> Result<()> {
+    use Dtype::*;
+    let (param, reason) = match (target, engine, dtype) {
+        (_, Engine::Candle, F16 | Bf16) => {
+            (Param::Dtype, format!("{dtype} needs the native engine (Candle runs f32 only)"))
+        }
+        (Target::Cuda(_), Engine::Candle, _) => (Param::Engine, "candle runs on the CPU only".into()),
+        (Target::Cpu, Engine::Native, F16) => {
+            (Param::Dtype, "f16 runs on CUDA only; on the CPU use f32 or bf16".into())
+        }
+        (Target::Cuda(_), Engine::Native, Bf16) => {
+            (Param::Dtype, "bf16 runs on the CPU only; on CUDA use f32 or f16 (a T4 has no bf16)".into())
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::invalid(param, reason))
 }
 
 impl Model {
@@ -113,29 +133,18 @@ impl Model {
             // Lowering copies and packs every weight: not twice at start-up.
             return Ok(());
         }
+        supported(&self.target, engine, dtype)?;
         let res = self.which.resolution();
         self.runs = match (&self.target, engine, dtype) {
             (Target::Cpu, Engine::Native, F32) => Runs::CpuF32(cpu::Net::new(&self.net.plan(res)?)),
             (Target::Cpu, Engine::Native, Bf16) => Runs::CpuBf16(cpu::Net::new(&self.net.plan(res)?)),
-            (Target::Cpu, Engine::Candle, F32) => Runs::Candle,
-            (Target::Cpu, Engine::Candle, _) => {
-                return Err(Error::Usage(format!("--dtype {dtype} needs --engine native (Candle runs f32 only)")))
-            }
-            (Target::Cpu, Engine::Native, F16) => {
-                return Err(Error::Usage(
-                    "--dtype f16 runs on CUDA only (--device cuda); on the CPU use f32 or bf16".into(),
-                ))
-            }
-            (Target::Cuda(_), Engine::Candle, _) => {
-                return Err(Error::Usage("--engine candle runs on the CPU only (--device cpu)".into()))
-            }
-            (Target::Cuda(_), Engine::Native, Bf16) => {
-                return Err(Error::Usage(
-                    "--dtype bf16 runs on the CPU only; on CUDA use f32 or f16 (a T4 has no bf16)".into(),
-                ))
+            (Target::Cpu, Engine::Candle, _) => Runs::Candle,
+            (Target::Cpu, Engine::Native, F16) | (Target::Cuda(_), Engine::Candle, _) => {
+                unreachable!("refused by supported()")
             }
             (Target::Cuda(gpu), Engine::Native, d) => {
                 let storage = if d == F16 { GpuDtype::F16 } else { GpuDtype::F32 };
+                debug_assert!(d != Bf16, "refused by supported()");
                 // The engine running now is dropped first, before the new
                 // one takes device memory.
                 self.runs = Runs::Candle;
@@ -187,7 +196,7 @@ impl Model {
     pub fn features(&self, rgb: &[u8]) -> Result<Vec<f32>> {
         let r = self.which.resolution();
         if !rgb.len().is_multiple_of(r * r * 3) {
-            return Err(Error::Data(format!("model input is not a whole number of {r}x{r} RGB images")));
+            return Err(Error::invalid(Param::BatchSize, format!("input is not a whole number of {r}x{r} RGB images")));
         }
         match &self.runs {
             Runs::CpuF32(net) => Ok(net.run(rgb)),
@@ -211,6 +220,15 @@ pub fn load(which: Which, source: Option<&Source>, target: &Target) -> Result<Mo
     Ok(model)
 }
 
+/// [`load`], then [`Model::set_engine`]; a combination that cannot run is
+/// refused before any weight is read.
+pub fn load_as(which: Which, source: Option<&Source>, target: &Target, engine: Engine, dtype: Dtype) -> Result<Model> {
+    supported(target, engine, dtype)?;
+    let mut model = load(which, source, target)?;
+    model.set_engine(engine, dtype)?;
+    Ok(model)
+}
+
 fn load_on_cpu(which: Which, source: Option<&Source>) -> Result<Model> {
     match source {
         Some(Source::Random(seed)) => Model::random(which, *seed),
@@ -219,7 +237,7 @@ fn load_on_cpu(which: Which, source: Option<&Source>) -> Result<Model> {
             let path = match cached(which) {
                 Some(p) => p,
                 None => fetch(which, None)
-                    .map_err(|e| Error::NoWeights { model: which.to_string(), reason: e.to_string() })?,
+                    .map_err(|e| Error::NoWeights { model: which.to_string(), source: Box::new(e) })?,
             };
             verify_pinned(&path, None, which)?;
             Model::from_file(which, &path)

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::image::format::is_image_name;
 use crate::storage::{Listed, Location, Storage};
 
@@ -89,13 +89,7 @@ pub fn list_location(storage: &Storage, loc: &Location) -> Result<Inventory> {
         Location::Local(root) => {
             let meta = std::fs::metadata(root).map_err(|e| Error::Input { path: root.clone(), source: e })?;
             if !meta.is_dir() {
-                return Err(Error::Input {
-                    path: root.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        "not a folder (use --keys for a list)",
-                    ),
-                });
+                return Err(Error::invalid(Param::Input, format!("{} is not a folder", root.display())));
             }
             Inventory::from_listing(&root.display().to_string(), storage.list(loc)?)
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::engine::model::Model;
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::features::input::{list_location, read_key_list, Inventory};
 use crate::features::pipeline::{self, Streamed};
 use crate::image::preprocessing_description;
@@ -101,10 +101,9 @@ pub fn run(job: &Job, model: &Model, storage: &Storage, on_batch: &(dyn Fn(usize
 /// Featurising into the input folder would read its own output next time.
 fn refuse_output_inside_input(job: &Job) -> Result<()> {
     match &job.input {
-        Input::Folder(input) if input.contains(&job.output) => Err(Error::Usage(format!(
-            "--output {} is inside --input {input}: the next run would read its own output",
-            job.output
-        ))),
+        Input::Folder(input) if input.contains(&job.output) => {
+            Err(Error::Nested { output: job.output.to_string(), input: input.to_string(), within: Param::Input })
+        }
         _ => Ok(()),
     }
 }

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use super::writers::{ErrorWriter, FeatureWriter};
 use crate::engine::model::Model;
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::features::input::Item;
 use crate::image::{prepare, Prepared, RejectKind, Rejection};
 use crate::part::schema::{RowId, RowInfo};
@@ -96,14 +96,15 @@ pub fn stream(
     on_batch: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Streamed> {
     if opts.batch == 0 || opts.decode_threads == 0 {
-        return Err(Error::Usage("batch and decode threads must be at least 1".into()));
+        let zero = if opts.batch == 0 { Param::BatchSize } else { Param::DecodeThreads };
+        return Err(Error::invalid(zero, "must be at least 1"));
     }
     let start = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.decode_threads)
         .thread_name(|i| format!("fruits-decode-{i}"))
         .build()
-        .map_err(|e| Error::Data(format!("cannot start {} decode threads: {e}", opts.decode_threads)))?;
+        .map_err(|e| Error::Threads { what: format!("{} decode threads", opts.decode_threads), source: Box::new(e) })?;
     let res = model.which.resolution() as u32;
     let mut sink = Sink::create(out, run, items, opts.batch)?;
     let (tx, rx) = crossbeam_channel::bounded::<Decoded>(IN_FLIGHT);
@@ -171,7 +172,7 @@ fn fetch(
         Ok(bytes) => btx.send((i, Ok(bytes))).is_ok(),
         Err(Fetch::Rejected(why)) => btx.send((i, Err(why))).is_ok(),
         Err(Fetch::Fatal(e)) => {
-            let _ = fatal.try_send(e);
+            let _ = fatal.try_send(*e);
             false
         }
     });
@@ -309,10 +310,8 @@ impl<'a> Sink<'a> {
     fn finish(mut self, out: &Outputs, run: &crate::part::schema::RunMeta, elapsed: Duration) -> Result<Streamed> {
         self.flush()?;
         if self.next != self.items.len() {
-            return Err(Error::Output {
-                path: out.features.to_path_buf(),
-                reason: format!("{} of {} inputs came back from the stream", self.next, self.items.len()),
-            });
+            let lost = format!("{} of {} inputs came back from the stream", self.next, self.items.len());
+            return Err(Error::output(out.features, lost));
         }
         self.features.finish()?;
         self.errors.finish()?;

@@ -70,7 +70,7 @@ impl ErrorWriter {
 
     /// Flushes and fsyncs the file; returns its path and rows.
     pub fn finish(self) -> Result<(PathBuf, usize)> {
-        let file = self.writer.into_inner().map_err(|e| output_err(&self.path, e.error()))?;
+        let file = self.writer.into_inner().map_err(|e| output_err(&self.path, e.into_error()))?;
         file.sync_all().map_err(|e| output_err(&self.path, e))?;
         Ok((self.path, self.rows))
     }

@@ -105,8 +105,15 @@ fn jpeg_complete(bytes: &[u8]) -> bool {
 /// Decodes `bytes` and turns them into a `res`×`res` model input. Never
 /// panics: a panic inside the decoder or the resize is a rejection.
 pub fn prepare(bytes: &[u8], res: u32) -> Result<Prepared, Rejection> {
+    prepare_within(bytes, res, u64::MAX)
+}
+
+/// [`prepare`], refusing an image of more than `max_pixels` pixels from its
+/// header, before a pixel is decoded (a small file can declare a huge
+/// image: each such decode is seconds of a core).
+pub fn prepare_within(bytes: &[u8], res: u32, max_pixels: u64) -> Result<Prepared, Rejection> {
     crate::guard::catch(|| {
-        let rgb = decode_rgb8(bytes)?;
+        let rgb = decode_within(bytes, max_pixels)?;
         let (width, height) = rgb.dimensions();
         let rgb = if (width, height) == (res, res) { rgb.into_raw() } else { resize(&rgb, res)? };
         Ok(Prepared { rgb, width, height })
@@ -137,6 +144,11 @@ fn resize(rgb: &RgbImage, res: u32) -> Result<Vec<u8>, Rejection> {
 
 /// Decodes to upright RGB8 (orientation applied, alpha over white).
 pub fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, Rejection> {
+    decode_within(bytes, u64::MAX)
+}
+
+/// [`decode_rgb8`], refusing more than `max_pixels` pixels from the header.
+fn decode_within(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, Rejection> {
     if bytes.is_empty() {
         return Err(Rejection::new(RejectKind::Empty, "file has zero bytes"));
     }
@@ -158,6 +170,10 @@ pub fn decode_rgb8(bytes: &[u8]) -> Result<RgbImage, Rejection> {
     let mut decoder = reader.into_decoder().map_err(classify)?;
     // Decoder output, its RGB8 conversion and an oriented copy, at most.
     let (w, h) = decoder.dimensions();
+    if w as u64 * h as u64 > max_pixels {
+        let detail = format!("{w}x{h} = {} pixels, more than the limit of {max_pixels}", w as u64 * h as u64);
+        return Err(Rejection::new(RejectKind::TooLarge, detail));
+    }
     let _memory = BUDGET.acquire(decoder.total_bytes().saturating_add(2 * 3 * w as u64 * h as u64));
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(classify)?;

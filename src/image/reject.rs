@@ -52,3 +52,7 @@ impl std::fmt::Display for Rejection {
         write!(f, "{}: {}", self.kind.as_str(), self.detail)
     }
 }
+
+/// A rejected image is also the cause of an error where one photo is all a
+/// job reads (`identify`, a file read whole).
+impl std::error::Error for Rejection {}

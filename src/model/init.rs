@@ -263,8 +263,7 @@ fn calibration_images(seed: u64, res: usize) -> Result<Tensor> {
 /// Writes [`random_weights`] as a safetensors file.
 pub fn write_random_weights(which: Which, seed: u64, path: &std::path::Path) -> Result<()> {
     let tensors = random_weights(which, seed)?;
-    candle_core::safetensors::save(&tensors, path)
-        .map_err(|e| crate::error::Error::Output { path: path.to_path_buf(), reason: e.to_string() })
+    candle_core::safetensors::save(&tensors, path).map_err(|e| crate::error::Error::output(path.to_path_buf(), e))
 }
 
 #[cfg(test)]

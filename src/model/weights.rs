@@ -64,9 +64,13 @@ pub fn cached(which: Which) -> Option<PathBuf> {
 /// `expected` overrides the manifest's hash, for a pin that has none yet.
 pub fn fetch(which: Which, expected: Option<&str>) -> Result<PathBuf> {
     let pin = pin(which);
-    let fail = |reason: String| Error::Fetch { repo: pin.repo.clone(), file: pin.file.clone(), reason };
-    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| fail(e.to_string()))?;
-    let path = api.repo(hub_repo(&pin)).get(&pin.file).map_err(|e| fail(e.to_string()))?;
+    let fail = |e: hf_hub::api::sync::ApiError| Error::Fetch {
+        repo: pin.repo.clone(),
+        file: pin.file.clone(),
+        source: Box::new(e),
+    };
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(fail)?;
+    let path = api.repo(hub_repo(&pin)).get(&pin.file).map_err(fail)?;
     verify_pinned(&path, expected, which)?;
     Ok(path)
 }
@@ -101,10 +105,6 @@ pub fn verify(path: &Path, expected: Option<&str>, which: Which) -> Result<()> {
     match expected {
         Some(e) if e.eq_ignore_ascii_case(&actual) => Ok(()),
         Some(e) => Err(Error::Checksum { path: path.to_path_buf(), expected: e.to_string(), actual }),
-        None => Err(Error::Usage(format!(
-            "no sha256 is pinned for {which} in weights/manifest.json; {} hashes to {actual}: \
-             compare it with the hub's Git LFS pointer and pass --sha256 {actual} (or pin it in the manifest)",
-            path.display()
-        ))),
+        None => Err(Error::Unpinned { model: which.to_string(), path: path.to_path_buf(), actual }),
     }
 }

@@ -180,8 +180,5 @@ fn now_rfc3339() -> String {
 /// cannot be read or trusted is an error naming it.
 pub fn read_manifest(storage: &Storage, loc: &Location) -> Result<Option<Manifest>> {
     let Some(bytes) = storage.read(loc)? else { return Ok(None) };
-    Manifest::from_json(&bytes).map(Some).map_err(|reason| Error::Input {
-        path: PathBuf::from(loc.to_string()),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-    })
+    Manifest::from_json(&bytes).map(Some).map_err(|reason| Error::corrupt(loc, reason))
 }

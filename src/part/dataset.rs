@@ -37,19 +37,19 @@ pub struct Sources {
 pub fn sources(storage: &Storage, features: &Location) -> Result<Sources> {
     let f = folder::open(storage, features)?;
     if f.is_empty() {
-        return Err(Error::Data(format!("no features parts in {} (no manifest, no part-*.parquet)", f.location)));
+        return Err(Error::NoParts { at: f.location.to_string() });
     }
     let parts = if f.parts.is_empty() { foreign(storage, &f)? } else { committed(storage, &f)? };
     let first = &parts[0];
     for other in &parts[1..] {
         if let Some(key) = meta::RUN.iter().find(|k| first.run.get(**k) != other.run.get(**k)) {
-            return Err(Error::Data(format!(
-                "parts differ in {key}: {} has {}, {} has {}",
-                first.rows,
-                first.run.get(*key).map(String::as_str).unwrap_or("?"),
-                other.rows,
-                other.run.get(*key).map(String::as_str).unwrap_or("?")
-            )));
+            let value = |s: &Source| s.run.get(*key).cloned().unwrap_or_else(|| "?".into());
+            return Err(Error::differ(
+                "parts",
+                key.to_string(),
+                (first.rows.to_string(), value(first)),
+                (other.rows.to_string(), value(other)),
+            ));
         }
     }
     let dim = first.info.feature_dim()?;
@@ -62,7 +62,7 @@ fn committed(storage: &Storage, f: &Folder) -> Result<Vec<Source>> {
         let rows = p.location(Role::Rows).expect("a manifest names its rows");
         let info = part_info(storage, &rows)?;
         if info.rows != p.rows() {
-            return Err(Error::Data(format!("{rows} has {} rows, its manifest says {}", info.rows, p.rows())));
+            return Err(Error::corrupt(&rows, format!("{} rows, its manifest says {}", info.rows, p.rows())));
         }
         out.push(Source {
             part: p.manifest.part,

@@ -7,7 +7,6 @@
 //! parts written by another tool (`part-*.parquet` directly inside).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use super::commit::read_manifest;
 use super::manifest::Manifest;
@@ -97,10 +96,7 @@ pub fn open(storage: &Storage, folder: &Location) -> Result<Folder> {
     let mut parts = Vec::new();
     for rel in listed.keys().filter(|r| names::manifest_part(r).is_some()) {
         let at = folder.join(rel);
-        let bad = |reason: String| Error::Input {
-            path: PathBuf::from(at.to_string()),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason),
-        };
+        let bad = |reason: String| Error::corrupt(&at, reason);
         // Listed a moment ago: gone now means another attempt replaced it mid-read.
         let manifest = read_manifest(storage, &at)?.ok_or_else(|| bad("vanished while being read".into()))?;
         if Some(manifest.part) != names::manifest_part(rel) {
@@ -205,11 +201,8 @@ pub fn check_run(peek: &Peek, ours: &BTreeMap<String, String>) -> Result<()> {
     let other = peek.other.iter().map(|(at, m)| (at.to_string(), m));
     for (which, m) in own.chain(other) {
         if let Some(diff) = m.run_difference(ours) {
-            return Err(Error::Refused(format!(
-                "{} holds parts of another run ({which} differs in {diff}); \
-                 use another output folder, the same settings, or --overwrite to replace them",
-                peek.folder.as_ref().map(|f| f.to_string()).unwrap_or_default()
-            )));
+            let folder = peek.folder.as_ref().map(|f| f.to_string()).unwrap_or_default();
+            return Err(Error::OtherRun { folder, which, key: diff });
         }
     }
     Ok(())

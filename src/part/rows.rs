@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
@@ -23,8 +23,9 @@ pub const READ_BATCH_ROWS: usize = 2048;
 /// Widest feature vector accepted (MobileNets give 1280).
 pub const MAX_FEATURE_DIM: usize = 1 << 16;
 
-fn bad(path: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
-    Error::Input { path: PathBuf::from(path.to_string()), source: std::io::Error::other(e.to_string()) }
+/// A part that does not hold what it should.
+fn bad(path: impl std::fmt::Display, detail: impl Into<String>) -> Error {
+    Error::corrupt(path, detail)
 }
 
 /// What a part's footer says.
@@ -70,7 +71,7 @@ pub fn part_info(storage: &Storage, loc: &Location) -> Result<PartInfo> {
     }
     let decoded = crate::guard::catch(|| ParquetMetaDataReader::decode_metadata(&footer[..len as usize]))
         .map_err(|panic| bad(loc, format!("the Parquet reader failed on its footer: {panic}")))?;
-    let md = decoded.map_err(|e| bad(loc, e))?;
+    let md = decoded.map_err(|e| Error::parse(loc, e))?;
     let fmd = md.file_metadata();
     let metadata = fmd
         .key_value_metadata()
@@ -95,13 +96,13 @@ pub fn read_rows(path: &Path, column: &str, dim: usize, mut each: impl FnMut(Row
         ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
     })
     .map_err(|panic| bad(path.display(), format!("the Parquet reader failed: {panic}")))?;
-    let mut reader = reader.map_err(|e| bad(path.display(), e))?;
+    let mut reader = reader.map_err(|e| Error::parse(path.display(), e))?;
     let mut first_row = 0;
     loop {
         let next = crate::guard::catch(|| reader.next())
             .map_err(|panic| bad(path.display(), format!("the Parquet reader failed: {panic}")))?;
         let Some(batch) = next else { return Ok(()) };
-        let batch = batch.map_err(|e| bad(path.display(), e))?;
+        let batch = batch.map_err(|e| Error::parse(path.display(), e))?;
         let rows = batch_rows(&batch, column, dim, first_row).map_err(|e| bad(path.display(), e))?;
         first_row += batch.num_rows();
         each(rows)?;

@@ -156,8 +156,9 @@ fn write_table(dir: &Path, name: &str, schema: Arc<Schema>, columns: Vec<ArrayRe
     staged.commit()
 }
 
-fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Input { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+/// A model file that does not hold what it should.
+fn bad(path: &Path, detail: impl Into<String>) -> Error {
+    Error::corrupt(path.display(), detail)
 }
 
 pub(crate) fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
@@ -165,11 +166,11 @@ pub(crate) fn read_table(path: &Path) -> Result<Vec<arrow_array::RecordBatch>> {
     let read = crate::guard::catch(|| {
         ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.build())
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Error::parse(path.display(), e))?
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())
+            .map_err(|e| Error::parse(path.display(), e))
     });
-    read.map_err(|panic| bad(path, format!("the Parquet reader failed: {panic}")))?.map_err(|e| bad(path, e))
+    read.map_err(|panic| bad(path, format!("the Parquet reader failed: {panic}")))?
 }
 
 /// A float64 column without nulls.
@@ -219,7 +220,7 @@ fn vectors(batches: &[arrow_array::RecordBatch], path: &Path) -> Result<Vec<Vec<
 pub fn load(dir: &Path) -> Result<(Pca, Summary)> {
     let json = dir.join("pca.json");
     let text = std::fs::read_to_string(&json).map_err(|e| Error::Input { path: json.clone(), source: e })?;
-    let summary: Summary = serde_json::from_str(&text).map_err(|e| bad(&json, e))?;
+    let summary: Summary = serde_json::from_str(&text).map_err(|e| Error::parse(json.display(), e))?;
     let path = dir.join("components.parquet");
     let components = vectors(&read_table(&path)?, &path)?;
     let center = dir.join("center.parquet");
@@ -240,7 +241,7 @@ pub fn load(dir: &Path) -> Result<(Pca, Summary)> {
     }
     let pca = Pca { n_samples: summary.n_samples, mean, scale, components, eigenvalues };
     if pca.n_components() != summary.n_components || pca.n_features() != summary.n_features {
-        return Err(Error::Data(format!("{}: tables and pca.json disagree on the model's size", dir.display())));
+        return Err(bad(dir, "tables and pca.json disagree on the model's size"));
     }
     Ok((pca, summary))
 }

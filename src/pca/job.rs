@@ -14,7 +14,7 @@ use super::files::{self as pca_model, load_model, Summary};
 use super::maths::{self as pca, Keep, Moments, Pca};
 use super::pictures;
 use super::stats::{parse_stats, write_stats};
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::part::dataset::{foreign_stats, sources, Source, Sources};
 use crate::part::folder;
 use crate::part::schema::{feature_item, float_lists, id_columns, id_fields, meta, ParquetFile};
@@ -26,7 +26,7 @@ use crate::storage::{Location, Storage};
 fn moments(storage: &Storage, s: &Source, dim: usize, scratch: &Path) -> Result<(Moments, bool)> {
     if let Some(at) = &s.stats {
         if let Some(bytes) = storage.read(at)? {
-            let (m, md) = parse_stats(&bytes).map_err(|e| Error::Data(format!("{at}: {e}")))?;
+            let (m, md) = parse_stats(&bytes).map_err(|e| Error::parse(at, e))?;
             let same = m.n == s.info.rows
                 && m.dim() == dim
                 && [meta::MODEL, meta::WEIGHTS].iter().all(|k| md.get(*k).map(String::as_str) == Some(s.info.get(k)));
@@ -58,11 +58,9 @@ fn with_local<T>(storage: &Storage, loc: &Location, scratch: &Path, f: impl FnOn
 }
 
 /// Refuses an output folder that is, or is inside, an input folder.
-fn refuse_nested(output: &Location, input: &Location, what: &str) -> Result<()> {
+fn refuse_nested(output: &Location, input: &Location, within: Param) -> Result<()> {
     if input.contains(output) {
-        return Err(Error::Usage(format!(
-            "--output {output} is inside {what} {input}: writing there would mix outputs with the parts it reads"
-        )));
+        return Err(Error::Nested { output: output.to_string(), input: input.to_string(), within });
     }
     Ok(())
 }
@@ -87,14 +85,11 @@ pub struct Fitted {
 }
 
 pub fn fit(job: &FitJob, storage: &Storage) -> Result<Fitted> {
-    refuse_nested(&job.output, &job.features, "--features")?;
+    refuse_nested(&job.output, &job.features, Param::Features)?;
     let scratch = tempfile::tempdir()?;
     let src = sources(storage, &job.features)?;
-    if let Keep::K(k) = job.keep {
-        if k == 0 || k > src.dim {
-            return Err(Error::Usage(format!("--k must be between 1 and the feature width {}, got {k}", src.dim)));
-        }
-    }
+    // Before any part is read.
+    job.keep.check(src.dim)?;
     let mut merged = Moments::new(src.dim);
     let mut from_stats = 0;
     for s in &src.parts {
@@ -156,19 +151,20 @@ pub struct Transformed {
 }
 
 pub fn transform(job: &TransformJob, storage: &Storage) -> Result<Transformed> {
-    refuse_nested(&job.output, &job.features, "--features")?;
+    refuse_nested(&job.output, &job.features, Param::Features)?;
     let scratch = tempfile::tempdir()?;
     let (model, summary) = load_model(storage, &job.model, scratch.path())?;
     let k = model.n_components();
     if job.plot && k < 2 {
-        return Err(Error::Usage(format!("--plot needs at least 2 components; the model at {} has {k}", job.model)));
+        let reason = format!("needs at least 2 components; the model at {} has {k}", job.model);
+        return Err(Error::invalid(Param::Plot, reason));
     }
     let mut src = sources(storage, &job.features)?;
     check_fitted_on(&src, &summary, &model, &job.model)?;
     if let Some(n) = job.part {
         src.parts.retain(|s| s.part == n);
         if src.parts.is_empty() {
-            return Err(Error::Data(format!("{} has no complete part {n}", job.features)));
+            return Err(Error::NoPart { at: job.features.to_string(), part: n });
         }
     }
     let run = reduced_run(&src.parts[0], &job.model, k);
@@ -200,19 +196,23 @@ fn check_fitted_on(src: &Sources, summary: &Summary, model: &Pca, at: &Location)
         let (have, want) = (first.run.get(key).map(String::as_str).unwrap_or("?"), summary.source.get(key));
         // Models fitted before dtype was recorded say nothing of it.
         if let Some(want) = want.filter(|w| *w != have) {
-            return Err(Error::Data(format!(
-                "{} has {key} {have}, but the PCA at {at} was fitted on {want}",
-                first.rows
-            )));
+            return Err(Error::fitted_on(
+                first.rows.to_string(),
+                at.to_string(),
+                key.to_string(),
+                have.to_string(),
+                want.to_string(),
+            ));
         }
     }
     if src.dim != model.n_features() {
-        return Err(Error::Data(format!(
-            "{} has {} features, the PCA expects {}",
-            first.rows,
-            src.dim,
-            model.n_features()
-        )));
+        return Err(Error::fitted_on(
+            first.rows.to_string(),
+            at.to_string(),
+            "width",
+            src.dim.to_string(),
+            model.n_features().to_string(),
+        ));
     }
     Ok(())
 }
@@ -271,7 +271,7 @@ fn draw_scatter(
         Location::Local(p) => p.join("scatter.svg"),
         Location::S3 { .. } => scratch.join("scatter.svg"),
     };
-    pictures::plot_scatter(points, &local).map_err(|e| Error::Output { path: local.clone(), reason: e.to_string() })?;
+    pictures::plot_scatter(points, &local).map_err(|e| Error::output(local.clone(), e))?;
     Ok(publish(storage, &[local], out)?.remove(0))
 }
 
@@ -291,7 +291,7 @@ pub fn write_missing_stats(storage: &Storage, features: &Location) -> Result<Vec
             match &dest {
                 Location::Local(p) => {
                     std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")))?;
-                    std::fs::rename(&local, p).map_err(|e| Error::Output { path: p.clone(), reason: e.to_string() })?;
+                    std::fs::rename(&local, p).map_err(|e| Error::output(p.clone(), e))?;
                 }
                 Location::S3 { .. } => storage.put_file(&local, &dest)?,
             }

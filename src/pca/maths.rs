@@ -14,7 +14,7 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, Par, Side};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 
 /// Sufficient statistics of rows of width `dim`.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +73,12 @@ impl Moments {
     /// Folds `other` in; the result is about the merged mean.
     pub fn merge(&mut self, other: &Moments) -> Result<()> {
         if other.dim() != self.dim() {
-            return Err(Error::Data(format!("cannot merge statistics of width {} and {}", self.dim(), other.dim())));
+            return Err(Error::differ(
+                "statistics",
+                "width",
+                ("the merged statistics".into(), self.dim().to_string()),
+                ("the next part's".into(), other.dim().to_string()),
+            ));
         }
         if other.n == 0 {
             return Ok(());
@@ -111,12 +116,15 @@ impl Moments {
     pub fn from_parts(n: u64, shift: Vec<f64>, sum: Vec<f64>, gram_upper: &[f64]) -> Result<Self> {
         let d = shift.len();
         if sum.len() != d || gram_upper.len() != d * (d + 1) / 2 {
-            return Err(Error::Data(format!(
-                "statistics of width {d} need {d} sums and {} Gram values, got {} and {}",
-                d * (d + 1) / 2,
-                sum.len(),
-                gram_upper.len()
-            )));
+            return Err(Error::corrupt(
+                "statistics",
+                format!(
+                    "width {d} needs {d} sums and {} Gram values, got {} and {}",
+                    d * (d + 1) / 2,
+                    sum.len(),
+                    gram_upper.len()
+                ),
+            ));
         }
         let mut gram = Mat::zeros(d, d);
         let mut it = gram_upper.iter();
@@ -138,6 +146,22 @@ pub enum Keep {
     K(usize),
     /// The fewest whose cumulative explained-variance ratio reaches this, in (0, 1].
     Variance(f64),
+}
+
+impl Keep {
+    /// Refuses what cannot be kept of `d` features: no component, more
+    /// than `d`, or a share outside (0, 1].
+    pub fn check(self, d: usize) -> Result<()> {
+        match self {
+            Keep::K(k) if k == 0 || k > d => {
+                Err(Error::invalid(Param::Components, format!("must be between 1 and the feature width {d}, got {k}")))
+            }
+            Keep::Variance(v) if !(v > 0.0 && v <= 1.0) => {
+                Err(Error::invalid(Param::Variance, format!("must be in (0, 1], got {v}")))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A fitted PCA, with scikit-learn's names where they exist.
@@ -213,17 +237,9 @@ impl Pca {
 pub fn fit(m: &Moments, keep: Keep, standardize: bool) -> Result<Pca> {
     let d = m.dim();
     if m.n < 2 {
-        return Err(Error::Data(format!("PCA needs at least 2 rows, got {}", m.n)));
+        return Err(Error::TooFewRows { what: "PCA", need: 2, got: m.n });
     }
-    match keep {
-        Keep::K(k) if k == 0 || k > d => {
-            return Err(Error::Usage(format!("--k must be between 1 and the feature width {d}, got {k}")))
-        }
-        Keep::Variance(v) if !(v > 0.0 && v <= 1.0) => {
-            return Err(Error::Usage(format!("--variance must be in (0, 1], got {v}")))
-        }
-        _ => {}
-    }
+    keep.check(d)?;
     let mut cov = m.scatter();
     let denom = (m.n - 1) as f64;
     for i in 0..d {
@@ -234,7 +250,7 @@ pub fn fit(m: &Moments, keep: Keep, standardize: bool) -> Result<Pca> {
     let scale = standardize.then(|| standardise(&mut cov));
     let evd = cov
         .self_adjoint_eigen(Side::Lower)
-        .map_err(|e| Error::Data(format!("eigen-decomposition did not converge: {e:?}")))?;
+        .map_err(|e| Error::NotConverged { what: "the eigen-decomposition", detail: format!("{e:?}") })?;
     let (vals, vecs) = (evd.S(), evd.U());
     // faer sorts ascending; we want largest first. Tiny negative eigenvalues
     // are rounding of a singular covariance: clamp them to zero.

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 
 use super::maths::Pca;
 
-pub type PlotResult = std::result::Result<(), Box<dyn std::error::Error>>;
+pub type PlotResult = std::result::Result<(), crate::error::BoxError>;
 
 /// Scree plot (ratio per component) and cumulative curve, with k marked.
 pub fn plot_explained_variance(pca: &Pca, path: &Path) -> PlotResult {

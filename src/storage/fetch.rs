@@ -62,22 +62,27 @@ impl Fetched {
 #[derive(Debug)]
 pub enum Fetch {
     Rejected(Rejection),
-    Fatal(Error),
+    /// Boxed: a fetch's result stays small on the hot path.
+    Fatal(Box<Error>),
 }
 
 impl Fetch {
+    pub fn fatal(e: Error) -> Self {
+        Fetch::Fatal(Box::new(e))
+    }
+
     pub fn into_error(self, loc: &Location) -> Error {
         match self {
             Fetch::Rejected(r) => {
-                Error::Input { path: PathBuf::from(loc.to_string()), source: std::io::Error::other(r.to_string()) }
+                Error::Input { path: PathBuf::from(loc.to_string()), source: std::io::Error::other(r) }
             }
-            Fetch::Fatal(e) => e,
+            Fetch::Fatal(e) => *e,
         }
     }
 }
 
 pub(crate) fn too_large(size: u64, max: u64) -> Rejection {
-    Rejection::new(RejectKind::TooLarge, format!("{size} bytes, more than --max-image-bytes {max}"))
+    Rejection::new(RejectKind::TooLarge, format!("{size} bytes, more than the limit of {max}"))
 }
 
 /// A local image file, refused unread when larger than `max_bytes`.

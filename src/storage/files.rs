@@ -5,10 +5,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 
-pub fn output_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Output { path: path.to_path_buf(), reason: e.to_string() }
+pub fn output_err(path: &Path, e: impl Into<BoxError>) -> Error {
+    Error::output(path, e)
 }
 
 /// Creates `path` (and its folder) for writing, with the ordinary

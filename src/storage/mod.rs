@@ -174,7 +174,7 @@ impl Storage {
                     if let Some(dir) = p.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    std::fs::copy(local, p).map_err(|e| Error::Output { path: p.clone(), reason: e.to_string() })?;
+                    std::fs::copy(local, p).map_err(|e| Error::output(p.clone(), e))?;
                 }
                 Ok(())
             }
@@ -182,11 +182,12 @@ impl Storage {
         }
     }
 
-    /// Puts `bytes` whole at an S3 location (local files are written by
-    /// their writers, with a rename).
+    /// Puts `bytes` whole at `dest` (an S3 object appears complete or not
+    /// at all; a local file is written and fsynced in place: files that
+    /// must appear whole are staged and renamed by their writers).
     pub fn put_bytes(&self, bytes: Vec<u8>, dest: &Location) -> Result<()> {
         match dest {
-            Location::Local(p) => Err(Error::Output { path: p.clone(), reason: "put_bytes is for S3".into() }),
+            Location::Local(p) => crate::storage::files::write_file(p, &bytes),
             Location::S3 { bucket, key } => self.s3()?.put_bytes(bytes, bucket, key),
         }
     }
@@ -195,9 +196,7 @@ impl Storage {
     pub fn delete(&self, loc: &Location) -> Result<()> {
         match loc {
             Location::Local(p) => match std::fs::remove_file(p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::Output { path: p.clone(), reason: e.to_string() })
-                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::output(p.clone(), e)),
                 _ => Ok(()),
             },
             Location::S3 { bucket, key } => self.s3()?.delete(bucket, key),
@@ -239,8 +238,7 @@ impl Storage {
                     source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such object"),
                 })?;
                 let path = scratch.join(loc.file_name());
-                std::fs::write(&path, bytes)
-                    .map_err(|e| Error::Output { path: path.clone(), reason: e.to_string() })?;
+                std::fs::write(&path, bytes).map_err(|e| Error::output(path.clone(), e))?;
                 Ok(path)
             }
         }

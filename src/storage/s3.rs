@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use super::fetch::{too_large, Fetch, FetchLimits, Fetched};
 use super::location::Location;
 use super::region::{self, is_european, region_of_location_constraint};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, S3Failure};
 use crate::image::{RejectKind, Rejection};
 
 /// Files above this size are uploaded in parts of [`PART_SIZE`].
@@ -60,26 +60,42 @@ pub struct S3 {
     buckets: Mutex<HashMap<String, Client>>,
 }
 
-fn s3_err<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    what: String,
-    e: SdkError<E, R>,
-) -> Error {
-    // The error's code and message only: never the request (it is signed).
+type HttpResponse = aws_smithy_runtime_api::http::Response;
+
+/// An [`Error::S3`] for `action`, keeping the SDK's error as its source.
+fn s3_err<E>(action: String, e: SdkError<E, HttpResponse>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    Error::S3 { action, source: failure(e) }
+}
+
+/// What S3 answered (its code and message only: never the request, it is
+/// signed), or why no answer came, over the SDK's error.
+fn failure<E>(e: SdkError<E, HttpResponse>) -> S3Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     let detail = match &e {
         SdkError::ServiceError(s) => {
             let err = s.err();
             format!("{} ({})", err.code().unwrap_or("error"), err.message().unwrap_or("no message"))
         }
         SdkError::TimeoutError(_) => "timed out".into(),
-        SdkError::DispatchFailure(d) => {
-            format!("could not reach S3: {}", d.as_connector_error().map(|c| c.to_string()).unwrap_or_default())
-        }
+        SdkError::DispatchFailure(_) => "could not reach S3".into(),
         other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
     };
-    Error::Storage(format!("{what}: {detail}"))
+    let answered = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.as_service_error().and_then(|s| s.code()).map(str::to_string);
+    S3Failure::new(answered, code, detail, Box::new(e))
 }
 
-type HttpResponse = aws_smithy_runtime_api::http::Response;
+/// A body that broke off mid-download: no status (the answer had begun),
+/// the transport's error as the cause.
+fn body_err(action: String, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    let detail = e.to_string();
+    Error::S3 { action, source: S3Failure::new(None, None, detail, Box::new(e)) }
+}
 
 fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
@@ -92,11 +108,7 @@ fn code<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> &str {
 impl S3 {
     pub fn connect(o: &S3Options) -> Result<Self> {
         if !is_european(&o.region) {
-            return Err(Error::Region(format!(
-                "region {} is outside Europe; fruits keeps data in {} (see docs/GUIDE.md)",
-                o.region,
-                region::european_list()
-            )));
+            return Err(Error::RegionOutsideEurope { region: o.region.clone() });
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -151,10 +163,7 @@ impl S3 {
         }
         let region = self.rt.block_on(self.bucket_region(bucket))?;
         if !is_european(&region) {
-            return Err(Error::Region(format!(
-                "bucket {bucket} is in {region}, outside Europe; fruits keeps data in {}",
-                region::european_list()
-            )));
+            return Err(Error::BucketOutsideEurope { bucket: bucket.to_string(), region });
         }
         let client = self.client(&region);
         self.buckets.lock().unwrap_or_else(|p| p.into_inner()).insert(bucket.to_string(), client.clone());
@@ -178,15 +187,13 @@ impl S3 {
         }
         if let Err(e) = head {
             return Err(match status(&e) {
-                Some(404) => Error::Storage(format!("bucket {bucket} does not exist")),
-                Some(403) => Error::Storage(format!(
-                    "access to bucket {bucket} denied (HeadBucket answered 403): check the credentials and the bucket policy"
-                )),
+                Some(404) => Error::NoSuchBucket { bucket: bucket.to_string() },
+                Some(403) => Error::BucketDenied { bucket: bucket.to_string() },
                 _ => s3_err(format!("cannot reach bucket {bucket}"), e),
             });
         }
         let loc = home.get_bucket_location().bucket(bucket).send().await.map_err(|e| match code(&e) {
-            "NoSuchBucket" => Error::Storage(format!("bucket {bucket} does not exist")),
+            "NoSuchBucket" => Error::NoSuchBucket { bucket: bucket.to_string() },
             _ => s3_err(format!("cannot get the location of bucket {bucket}"), e),
         })?;
         let constraint = loc.location_constraint().map(|c| c.as_str()).filter(|c| !c.is_empty());
@@ -234,8 +241,8 @@ impl S3 {
                     ("AccessDenied", _) | (_, Some(403)) => {
                         Fetch::Rejected(Rejection::new(RejectKind::Unreadable, "access denied to this object"))
                     }
-                    ("NoSuchBucket", _) => Fetch::Fatal(Error::Storage(format!("bucket {bucket} does not exist"))),
-                    _ => Fetch::Fatal(s3_err(format!("cannot read s3://{bucket}/{key}"), e)),
+                    ("NoSuchBucket", _) => Fetch::fatal(Error::NoSuchBucket { bucket: bucket.to_string() }),
+                    _ => Fetch::fatal(s3_err(format!("cannot read s3://{bucket}/{key}"), e)),
                 });
             }
         };
@@ -243,16 +250,14 @@ impl S3 {
         if size > max_bytes {
             return Err(Fetch::Rejected(too_large(size, max_bytes)));
         }
-        let hold = memory
-            .clone()
-            .acquire_many_owned(FetchLimits::permits(size).min(memory_permits))
-            .await
-            .map_err(|e| Fetch::Fatal(Error::Storage(format!("fetch stopped: {e}"))))?;
+        let hold =
+            memory.clone().acquire_many_owned(FetchLimits::permits(size).min(memory_permits)).await.map_err(|e| {
+                Fetch::fatal(Error::Threads { what: "the fetch's memory budget".into(), source: Box::new(e) })
+            })?;
         let mut body = resp.body;
         let mut bytes = Vec::with_capacity(size as usize);
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| Fetch::Fatal(Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}"))))?;
+            let chunk = chunk.map_err(|e| Fetch::fatal(body_err(format!("cannot read s3://{bucket}/{key}"), e)))?;
             if bytes.len() as u64 + chunk.len() as u64 > max_bytes {
                 return Err(Fetch::Rejected(too_large(bytes.len() as u64 + chunk.len() as u64, max_bytes)));
             }
@@ -267,11 +272,8 @@ impl S3 {
         self.rt.block_on(async {
             match client.get_object().bucket(bucket).key(key).send().await {
                 Ok(r) => {
-                    let b = r
-                        .body
-                        .collect()
-                        .await
-                        .map_err(|e| Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}")))?;
+                    let b =
+                        r.body.collect().await.map_err(|e| body_err(format!("cannot read s3://{bucket}/{key}"), e))?;
                     Ok(Some(b.into_bytes().to_vec()))
                 }
                 Err(e) if status(&e) == Some(404) || code(&e) == "NoSuchKey" => Ok(None),
@@ -285,8 +287,7 @@ impl S3 {
         self.rt.block_on(async {
             let r = client.get_object().bucket(bucket).key(key).range(format!("bytes=-{n}")).send().await;
             let r = r.map_err(|e| s3_err(format!("cannot read s3://{bucket}/{key}"), e))?;
-            let b =
-                r.body.collect().await.map_err(|e| Error::Storage(format!("cannot read s3://{bucket}/{key}: {e}")))?;
+            let b = r.body.collect().await.map_err(|e| body_err(format!("cannot read s3://{bucket}/{key}"), e))?;
             Ok(b.into_bytes().to_vec())
         })
     }
@@ -340,7 +341,9 @@ impl S3 {
         let dest = format!("s3://{bucket}/{key}");
         if size <= MULTIPART_THRESHOLD {
             return self.rt.block_on(async {
-                let body = ByteStream::from_path(local).await.map_err(|e| Error::Storage(format!("{dest}: {e}")))?;
+                let body = ByteStream::from_path(local)
+                    .await
+                    .map_err(|e| Error::Input { path: local.to_path_buf(), source: std::io::Error::other(e) })?;
                 client
                     .put_object()
                     .bucket(bucket)
@@ -449,14 +452,14 @@ impl S3 {
                             super::fetch::read_local(p, max_bytes).map(Fetched::new).map_err(Fetch::Rejected)
                         }
                         (Location::S3 { bucket, .. }, None) => {
-                            Err(Fetch::Fatal(Error::Storage(format!("no client for bucket {bucket}"))))
+                            unreachable!("a client was made for every bucket of {bucket:?}'s list")
                         }
                     }
                 });
                 async move {
-                    let got = task
-                        .await
-                        .unwrap_or_else(|e| Err(Fetch::Fatal(Error::Storage(format!("fetch task failed: {e}")))));
+                    let got = task.await.unwrap_or_else(|e| {
+                        Err(Fetch::fatal(Error::Threads { what: "a fetch task".into(), source: Box::new(e) }))
+                    });
                     (i, got)
                 }
             });

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::{files, Entry, Index, Meta, Projection, FORMAT};
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::part::dataset::{sources, Source};
 use crate::part::rows::read_rows;
 use crate::part::schema::meta;
@@ -47,26 +47,31 @@ fn gather(storage: &Storage, folders: &[Location]) -> Result<Gathered> {
         let keys: BTreeMap<String, String> =
             MUST_MATCH.iter().map(|k| (k.to_string(), run.get(*k).cloned().unwrap_or_else(|| "?".into()))).collect();
         if let Some(k) = keys.iter().find(|(_, v)| *v == "?").map(|(k, _)| k) {
-            return Err(Error::Data(format!(
-                "{folder}: its parts do not say their {k} (not made by fruits featurize?): \
-                 an index must know how its features were made to check every query"
-            )));
+            return Err(Error::corrupt(
+                folder,
+                format!(
+                    "its parts do not say their {k} (not made by fruits featurize?): \
+                     an index must know how its features were made to check every query"
+                ),
+            ));
         }
         match &first {
             None => first = Some((folder.clone(), keys)),
             Some((f0, k0)) => {
                 if let Some(k) = MUST_MATCH.iter().find(|k| k0.get(**k) != keys.get(**k)) {
-                    return Err(Error::Data(format!(
-                        "features folders differ in {k}: {f0} has {}, {folder} has {}",
-                        k0[*k], keys[*k]
-                    )));
+                    return Err(Error::differ(
+                        "features folders",
+                        k.to_string(),
+                        (f0.to_string(), k0[*k].clone()),
+                        (folder.to_string(), keys[*k].clone()),
+                    ));
                 }
             }
         }
         run_ids.insert(run.get(meta::RUN_ID).cloned().unwrap_or_else(|| "?".into()));
         parts.extend(src.parts);
     }
-    let (_, keys) = first.ok_or_else(|| Error::Usage("index build needs at least one --features folder".into()))?;
+    let (_, keys) = first.ok_or_else(|| Error::invalid(Param::Features, "needs at least one folder"))?;
     Ok((parts, keys, run_ids.into_iter().collect()))
 }
 
@@ -82,24 +87,29 @@ fn pca_projection(
     for k in [meta::MODEL, meta::WEIGHTS, meta::PREPROCESSING, meta::DTYPE] {
         let (theirs, ours) = (summary.source.get(k).map(String::as_str).unwrap_or("?"), keys[k].as_str());
         if theirs != ours {
-            return Err(Error::Data(format!(
-                "--pca {at} was fitted on features with {k} {theirs}, the features have {ours}"
-            )));
+            return Err(Error::fitted_on(
+                "the features".into(),
+                at.to_string(),
+                k.to_string(),
+                ours.to_string(),
+                theirs.to_string(),
+            ));
         }
     }
     let d = pca.n_features();
     if d.to_string() != keys[meta::FEATURE_DIM] {
-        return Err(Error::Data(format!(
-            "--pca {at} takes {d} features, the features have {}",
-            keys[meta::FEATURE_DIM]
-        )));
+        return Err(Error::fitted_on(
+            "the features".into(),
+            at.to_string(),
+            "width",
+            keys[meta::FEATURE_DIM].clone(),
+            d.to_string(),
+        ));
     }
     let k = match keep {
         Some(k) if k == 0 || k > pca.n_components() => {
-            return Err(Error::Usage(format!(
-                "--components must be between 1 and the model's {} components, got {k}",
-                pca.n_components()
-            )))
+            let reason = format!("must be between 1 and the model's {} components, got {k}", pca.n_components());
+            return Err(Error::invalid(Param::IndexComponents, reason));
         }
         Some(k) => k,
         None => pca.n_components(),
@@ -148,24 +158,32 @@ fn localize_all(storage: &Storage, parts: &[Source], scratch: &Path) -> Result<V
 pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
     for f in &job.features {
         if f.contains(&job.output) {
-            return Err(Error::Usage(format!("--output {} is inside --features {f}", job.output)));
+            return Err(Error::Nested {
+                output: job.output.to_string(),
+                input: f.to_string(),
+                within: Param::Features,
+            });
         }
     }
     let scratch = tempfile::tempdir()?;
     let (parts, keys, run_ids) = gather(storage, &job.features)?;
-    let d: usize = keys[meta::FEATURE_DIM].parse().map_err(|_| Error::Data("feature width is not a number".into()))?;
+    let d: usize = keys[meta::FEATURE_DIM]
+        .parse()
+        .map_err(|_| Error::corrupt(&job.features[0], "the feature width is not a number"))?;
     let local = localize_all(storage, &parts, scratch.path())?;
     let (projection, described) = match &job.pca {
         Some(at) => pca_projection(storage, at, &keys, job.components, scratch.path())?,
-        None if job.components.is_some() => return Err(Error::Usage("--components needs --pca".into())),
+        None if job.components.is_some() => {
+            return Err(Error::Needs { param: Param::IndexComponents, needs: Param::IndexPca })
+        }
         None => {
             (Projection { mean: mean_of(&local, d, &job.split)?, scale: None, components: Vec::new() }, "centre".into())
         }
     };
     let (rows, vectors, skipped) = read_indexed(&local, &projection, d, &job.split)?;
     if rows.is_empty() {
-        let which = job.split.as_deref().map(|s| format!(" of split {s}")).unwrap_or_default();
-        return Err(Error::Data(format!("no labelled rows{which} in the features (skipped: {skipped:?})")));
+        let at = job.features.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
+        return Err(Error::NoRows { at, split: job.split.clone(), skipped: format!("{skipped:?}") });
     }
     let classes: Vec<String> = rows.iter().map(|(_, l)| l.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut class_rows = vec![0u64; classes.len()];

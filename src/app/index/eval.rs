@@ -69,10 +69,12 @@ fn queries(storage: &Storage, index: &Index, job: &EvalJob, scratch: &Path) -> R
     for k in MUST_MATCH {
         let (ours, theirs) = (src.parts[0].run.get(k).map(String::as_str).unwrap_or("?"), index.meta.get(k));
         if ours != theirs {
-            return Err(Error::Data(format!(
-                "{} has {k} {ours}, the index was built with {theirs}: they cannot be compared",
-                job.features
-            )));
+            return Err(Error::differ(
+                "the features and the index",
+                k.to_string(),
+                (job.features.to_string(), ours.to_string()),
+                ("the index".into(), theirs.to_string()),
+            ));
         }
     }
     let d = src.dim;
@@ -100,7 +102,11 @@ fn queries(storage: &Storage, index: &Index, job: &EvalJob, scratch: &Path) -> R
         }
     }
     if labels.is_empty() {
-        return Err(Error::Data(format!("no labelled rows to evaluate in {} (skipped: {skipped:?})", job.features)));
+        return Err(Error::NoRows {
+            at: job.features.to_string(),
+            split: job.split.clone(),
+            skipped: format!("{skipped:?}"),
+        });
     }
     Ok((labels, vectors, skipped))
 }

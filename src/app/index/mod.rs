@@ -156,7 +156,7 @@ impl Index {
     /// index is refused, naming what is wrong).
     pub fn validate(&self) -> Result<()> {
         let m = &self.meta;
-        let bad = |what: String| Err(Error::Data(format!("index: {what}")));
+        let bad = |what: String| Err(Error::corrupt("the index", what));
         if m.format != FORMAT {
             return bad(format!("format {:?}, expected {FORMAT:?}", m.format));
         }

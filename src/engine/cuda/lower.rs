@@ -98,7 +98,9 @@ fn upload<T: cudarc::driver::DeviceRepr>(
     what: &str,
     v: &[T],
 ) -> Result<CudaSlice<T>> {
-    stream.clone_htod(v).map_err(|e| Error::Device(format!("cannot copy {what} to the GPU: {e}")))
+    stream
+        .clone_htod(v)
+        .map_err(|e| Error::Cuda { action: format!("cannot copy {what} to the GPU"), source: Box::new(e) })
 }
 
 fn dense(stream: &std::sync::Arc<CudaStream>, d: &Dense, storage: GpuDtype, name: &str) -> Result<GpuDense> {

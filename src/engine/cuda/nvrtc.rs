@@ -42,7 +42,10 @@ pub fn version() -> Result<(i32, i32)> {
 /// Compiles [`SOURCE`] for `arch` (`sm_75`, `compute_75`, …).
 pub fn compile(arch: &str, output: Output) -> Result<Vec<u8>> {
     if !available() {
-        return Err(Error::Device(format!("cannot compile the CUDA kernels for {arch}: {}", missing_library())));
+        return Err(Error::Cuda {
+            action: format!("cannot compile the CUDA kernels for {arch}"),
+            source: missing_library().into(),
+        });
     }
     let src = CString::new(SOURCE).expect("kernels.cu has no NUL byte");
     let name = CString::new("kernels.cu").expect("no NUL");
@@ -53,10 +56,10 @@ pub fn compile(arch: &str, output: Output) -> Result<Vec<u8>> {
     unsafe {
         let got = match result::compile_program(prog, &options) {
             Ok(()) => fetch(prog, output),
-            Err(e) => Err(Error::Device(format!(
-                "NVRTC could not compile src/engine/cuda/kernels.cu for {arch} ({e:?}):\n{}",
-                log(prog)
-            ))),
+            Err(e) => Err(Error::Cuda {
+                action: format!("NVRTC could not compile src/engine/cuda/kernels.cu for {arch}:\n{}", log(prog)),
+                source: Box::new(e),
+            }),
         };
         let _ = result::destroy_program(prog);
         got
@@ -103,7 +106,7 @@ unsafe fn log(prog: sys::nvrtcProgram) -> String {
 }
 
 fn nvrtc_error(call: &str, e: result::NvrtcError) -> Error {
-    Error::Device(format!("{call} failed: {e:?}"))
+    Error::Cuda { action: call.to_string(), source: Box::new(e) }
 }
 
 /// The message for a machine without NVRTC.

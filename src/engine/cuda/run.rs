@@ -17,7 +17,7 @@ use cudarc::driver::{
     CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Param, Result};
 use crate::model::plan::{Head, Hw, Plan};
 
 use super::dtype::GpuDtype;
@@ -81,7 +81,7 @@ pub struct GpuEngine {
 }
 
 fn dev_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
-    move |e| Error::Device(format!("CUDA: {what}: {e}"))
+    move |e| Error::Cuda { action: what.to_string(), source: Box::new(e) }
 }
 
 impl GpuEngine {
@@ -94,7 +94,9 @@ impl GpuEngine {
             .map_err(dev_err("loading the compiled kernels"))?;
         let f = |name: &str| {
             let full = format!("{name}_{}", storage.suffix());
-            module.load_function(&full).map_err(|e| Error::Device(format!("CUDA: kernel {full}: {e}")))
+            module
+                .load_function(&full)
+                .map_err(|e| Error::Cuda { action: format!("kernel {full}"), source: Box::new(e) })
         };
         let kernels = Kernels {
             normalise: f("normalise")?,
@@ -110,7 +112,8 @@ impl GpuEngine {
         };
         let stream = gpu.ctx.new_stream().map_err(dev_err("new stream"))?;
         let upload = gpu.ctx.new_stream().map_err(dev_err("new stream"))?;
-        let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::Device(format!("cuBLAS: create handle: {e:?}")))?;
+        let blas = CudaBlas::new(stream.clone())
+            .map_err(|e| Error::Cuda { action: "cuBLAS: create handle".into(), source: Box::new(e) })?;
         let net = lower(&stream, plan, storage)?;
         stream.synchronize().map_err(dev_err("copying the weights"))?;
         Ok(Self { gpu, storage, net, kernels, state: Mutex::new(State { stream, upload, blas, buffers: None }) })
@@ -128,7 +131,12 @@ impl GpuEngine {
         let chunks: Vec<&[u8]> = rgb.chunks(CHUNK * px).collect();
         let mut out = vec![0f32; rgb.len() / px * fd];
         let Some(first) = chunks.first() else { return Ok(out) };
-        let mut state = self.state.lock().map_err(|_| Error::Device("the GPU engine's lock is poisoned".into()))?;
+        // A panic while holding the lock left the streams and buffers in an
+        // unknown state: no more runs on this engine.
+        let mut state = self.state.lock().map_err(|_| Error::Cuda {
+            action: "the GPU engine is unusable".into(),
+            source: "an earlier run panicked while holding it".into(),
+        })?;
         self.ensure(&mut state, chunks.iter().map(|c| c.len() / px).max().unwrap_or(0))?;
         let mut uploaded = stage(&mut state, 0, first)?;
         for (j, (chunk, rows)) in chunks.iter().zip(out.chunks_mut(CHUNK * fd)).enumerate() {
@@ -158,10 +166,8 @@ impl GpuEngine {
         let (net, es) = (&self.net, self.storage.size());
         let alloc = |bytes: usize| -> Result<CudaSlice<u8>> {
             state.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(|e| {
-                Error::Device(format!(
-                    "CUDA: cannot allocate {:.0} MB for a chunk of {cap} images: {e}",
-                    bytes as f64 / 1e6
-                ))
+                let action = format!("cannot allocate {:.0} MB for a chunk of {cap} images", bytes as f64 / 1e6);
+                Error::Cuda { action, source: Box::new(e) }
             })
         };
         let act = cap * net.max_activation * es;
@@ -201,9 +207,10 @@ fn addr<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 /// a chunk of [`CHUNK`] images of the largest activation is far below it.
 fn grid(n: usize, kernel: &str) -> Result<LaunchConfig> {
     if n > i32::MAX as usize {
-        return Err(Error::Device(format!(
-            "CUDA: {kernel}: {n} elements in one launch, more than the kernels' 32-bit indices reach"
-        )));
+        return Err(Error::invalid(
+            Param::BatchSize,
+            format!("gives {kernel} {n} elements in one launch, more than the kernels' 32-bit indices reach"),
+        ));
     }
     let blocks = n.div_ceil(256).clamp(1, 1 << 16) as u32;
     Ok(LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })
@@ -490,7 +497,7 @@ impl GpuEngine {
                 blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
             )
         }
-        .map_err(|e| Error::Device(format!("cuBLAS GEMM ({rows}×{}×{}): {e:?}", d.k, d.n)))
+        .map_err(|e| Error::Cuda { action: format!("cuBLAS GEMM ({rows}×{}×{})", d.k, d.n), source: Box::new(e) })
     }
 }
 

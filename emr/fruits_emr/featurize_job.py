@@ -60,8 +60,6 @@ PASSED_ENV = (
     "HF_ENDPOINT",
 )
 
-EXIT_TOO_MANY_REJECTED = 3
-
 
 def log(msg: str) -> None:
     """Driver and executor messages go to stderr (Spark's logs), data to files."""
@@ -103,13 +101,16 @@ def child_env(threads: int, environ: Optional[Dict[str, str]] = None) -> Dict[st
 
 
 def run_fruits(fruits: str, args: List[str], env: Dict[str, str], stdin: Optional[str] = None,
-               ok=(0,)) -> subprocess.CompletedProcess:
-    """Runs the binary; an exit status outside `ok` raises with its stderr."""
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Runs the binary; with `check`, a non-zero exit raises with its stderr."""
     proc = subprocess.run([fruits] + args, input=stdin, env=env, capture_output=True, text=True)
-    if proc.returncode not in ok:
-        raise RuntimeError(
-            f"{fruits} {' '.join(args[:2])} exited with {proc.returncode}:\n{proc.stderr[-4000:]}")
+    if check and proc.returncode != 0:
+        failed(fruits, args, proc)
     return proc
+
+
+def failed(fruits: str, args: List[str], proc: subprocess.CompletedProcess):
+    raise RuntimeError(f"{fruits} {' '.join(args[:2])} exited with {proc.returncode}:\n{proc.stderr[-4000:]}")
 
 
 # 1. ------------------------------------------------------------------ driver
@@ -233,14 +234,22 @@ def featurize_partition(index: int, keys: List[str], spec: TaskSpec, weights_pat
         args.append("--skip-existing")
     start = time.time()
     proc = run_fruits(spec.fruits, args, child_env(spec.threads, environ), stdin="\n".join(keys) + "\n",
-                      ok=(0, EXIT_TOO_MANY_REJECTED))
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+                      check=False)
+    # The report is the binary's last word: a part over --max-rejected
+    # exits non-zero but is committed, and its report says so; any other
+    # failure has no report, or one that does not say so.
+    lines = proc.stdout.strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        report = None
+    if proc.returncode != 0 and not (isinstance(report, dict) and report.get("too_many_rejected")):
+        failed(spec.fruits, args, proc)
     report.update({
         "keys": len(keys),
         "task_attempt": attempt,
         "task_seconds": time.time() - start,
         "weights_path": weights_path,
-        "too_many_rejected": proc.returncode == EXIT_TOO_MANY_REJECTED,
     })
     return report
 
@@ -451,7 +460,13 @@ def main(argv: List[str]) -> int:
     print(render(report))
     print(f"report: {dest}")
     spark.stop()
-    return EXIT_TOO_MANY_REJECTED if report["parts"]["too_many_rejected"] else 0
+    over = report["parts"]["too_many_rejected"]
+    if over:
+        # The parts are committed, and the step fails so that nobody takes
+        # the run as clean: their errors files say why.
+        log(f"parts {', '.join(map(str, over))} rejected more than --max-rejected {args.max_rejected}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
