@@ -385,3 +385,74 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The region guard trusts only endpoints it was told of: with
+/// AWS_ENDPOINT_URL_S3 or a profile's `endpoint_url` pointing at a server
+/// (here a recording proxy in front of moto), `fruits` still speaks to AWS
+/// (unreachable from the tests: the command fails) and that server gets not
+/// one request; `--s3-endpoint` names it, and then it does.
+#[test]
+fn only_the_s3_endpoint_flag_moves_s3_away_from_aws() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-endpoint-sources");
+    let record = dir.join("requests.jsonl");
+    let proxy = s3.proxy(&["--record", record.to_str().unwrap()]);
+    let fake = format!("http://127.0.0.1:{}", proxy.port);
+    let profile = dir.write("config", format!("[default]\nendpoint_url = {fake}\n").as_bytes());
+    let list = |env: &[(&str, &str)], flags: &[&str]| {
+        let mut cmd = s3.fruits_at(&fake);
+        cmd.env_remove("AWS_ENDPOINT_URL").args(["list", "s3://fruits-photos/fruits-360/Test/"]).args(flags);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let sent = || std::fs::read_to_string(&record).unwrap_or_default().lines().count();
+    let by_env = list(&[("AWS_ENDPOINT_URL_S3", &fake)], &[]);
+    let by_profile = list(&[("AWS_CONFIG_FILE", profile.to_str().unwrap())], &[]);
+    for (how, out) in [("AWS_ENDPOINT_URL_S3", &by_env), ("a profile's endpoint_url", &by_profile)] {
+        assert!(!out.status.success(), "{how}: listed without AWS: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(sent(), 0, "{how}: the unnamed server got requests");
+    }
+    let named = list(&[("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")], &["--s3-endpoint", &fake]);
+    assert!(named.status.success(), "{}", String::from_utf8_lossy(&named.stderr));
+    assert_eq!(String::from_utf8_lossy(&named.stdout).lines().count(), 5, "the 5 Test photos");
+    assert!(sent() > 0, "the recorder sees what is sent to the named server");
+}
+
+/// Keys are listed exactly (S3's URL-encoded listing: a space, a `+`, a
+/// `%` and a non-ASCII letter come back as they are), and `fruits list`
+/// refuses a key that cannot stand on a line of a key list, naming it.
+#[test]
+fn listing_keeps_every_key_and_refuses_control_characters() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-odd-keys");
+    let photo = sample_dir().join("Test/Kiwi/f0_100.jpg");
+    let odd = ["odd/a b+c%41é.jpg", "odd/plain.jpg"];
+    for key in odd {
+        s3.helper("put", &["fruits-photos", key, photo.to_str().unwrap()]);
+    }
+    let mut cmd = s3.fruits();
+    cmd.args(["list", "s3://fruits-photos/odd/"]);
+    let out = run(cmd, 0);
+    let listed: Vec<String> = String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect();
+    let want: Vec<String> = odd.iter().map(|k| format!("s3://fruits-photos/{k}")).collect();
+    assert_eq!(listed, want);
+    // A carriage return and a form feed inside keys (both line breaks to
+    // Python's splitlines; moto's server cannot store a \n): refused, each named.
+    for key in ["odd/form\x0cfeed.jpg", "odd/carriage\rreturn.jpg"] {
+        s3.helper("put", &["fruits-photos", key, photo.to_str().unwrap()]);
+    }
+    let mut cmd = s3.fruits();
+    cmd.args(["list", "s3://fruits-photos/odd/"]);
+    let err = stderr(&run(cmd, 1));
+    assert!(err.contains("2 keys under s3://fruits-photos/odd/ hold a control character"), "{err}");
+    assert!(err.contains(r#""s3://fruits-photos/odd/form\u{c}feed.jpg""#), "{err}");
+    assert!(err.contains(r#""s3://fruits-photos/odd/carriage\rreturn.jpg""#), "{err}");
+    // Featurised from the prefix itself, they need no line: all four are read.
+    let mut cmd = s3.fruits();
+    cmd.args(["featurize", "--input", "s3://fruits-photos/odd/", "--output"]).arg(dir.join("f"));
+    cmd.args(["--weights", "random:3", "--quiet", "--device", "cpu"]);
+    let err = stderr(&run(cmd, 0));
+    assert!(err.contains("featurised 4 of 4 images"), "{err}");
+}

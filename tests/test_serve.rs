@@ -12,9 +12,9 @@ use serde_json::Value;
 use crate::util::{fruits, run, sample_dir, Dir};
 
 /// A running server; killed if the test fails before stopping it.
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Drop for Server {
@@ -25,35 +25,44 @@ impl Drop for Server {
 }
 
 /// The demo's index (random:7): Training photos of 5 fruits.
-fn demo_index(dir: &Dir) -> PathBuf {
+pub(crate) fn demo_index(dir: &Dir) -> PathBuf {
     let mut cmd = fruits();
     cmd.args(["demo", "--weights", "random:7", "--output"]).arg(dir.join("demo"));
     run(cmd, 0);
     dir.join("demo/index")
 }
 
-fn start(index: &Path, cwd: &Path, extra: &[&str]) -> Server {
-    let mut cmd = fruits();
-    cmd.args(["serve", "--addr", "127.0.0.1:0", "--index"]).arg(index).args(extra);
-    cmd.current_dir(cwd).env("TMPDIR", cwd).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Server { child, addr }
+pub(crate) fn start(index: &Path, cwd: &Path, extra: &[&str]) -> Server {
+    start_with_metrics(index, cwd, extra).0
 }
 
-fn photo(name: &str) -> Vec<u8> {
+/// A server with `/metrics` on an address of its own: (server, that address).
+pub(crate) fn start_with_metrics(index: &Path, cwd: &Path, extra: &[&str]) -> (Server, String) {
+    let mut cmd = fruits();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--index"]).arg(index).args(extra);
+    cmd.current_dir(cwd).env("TMPDIR", cwd).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut address = || {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        line.split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(|a| a.trim_end_matches("/metrics").to_string())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    };
+    let (addr, metrics) = (address(), address());
+    child.stdout = Some(out.into_inner());
+    (Server { child, addr }, metrics)
+}
+
+pub(crate) fn photo(name: &str) -> Vec<u8> {
     std::fs::read(sample_dir().join(name)).unwrap()
 }
 
 /// POST bytes; (status, JSON body).
-fn post(addr: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+pub(crate) fn post(addr: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
     let r = ureq::post(&format!("http://{addr}/v1/identify")).set("Content-Type", content_type).send_bytes(body);
     let resp = match r {
         Ok(r) => r,
@@ -78,7 +87,7 @@ fn multipart(field: &str, filename: Option<&str>, bytes: &[u8]) -> (String, Vec<
     (format!("multipart/form-data; boundary={b}"), body)
 }
 
-fn get(addr: &str, path: &str) -> (u16, String) {
+pub(crate) fn get(addr: &str, path: &str) -> (u16, String) {
     match ureq::get(&format!("http://{addr}{path}")).call() {
         Ok(r) => (r.status(), r.into_string().unwrap()),
         Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
@@ -92,7 +101,7 @@ fn metric(text: &str, prefix: &str) -> f64 {
 }
 
 /// Sends `raw` and reads until the server closes or `wait` passes: (reply, closed).
-fn raw_exchange(addr: &str, raw: &[u8], wait: Duration) -> (String, bool) {
+pub(crate) fn raw_exchange(addr: &str, raw: &[u8], wait: Duration) -> (String, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(raw).unwrap();
     s.set_read_timeout(Some(wait)).unwrap();
@@ -110,7 +119,8 @@ fn the_api_answers_photos_and_refuses_bad_uploads() {
     let index = demo_index(&dir);
     let cwd = dir.join("cwd");
     std::fs::create_dir_all(&cwd).unwrap();
-    let s = start(&index, &cwd, &["--max-body", "1M", "--header-timeout", "1", "--request-timeout", "2"]);
+    let (s, metrics_at) =
+        start_with_metrics(&index, &cwd, &["--max-body", "1M", "--header-timeout", "1", "--request-timeout", "2"]);
     let a = &s.addr;
 
     // A second server on the same address: not a bad command line (exit 1,
@@ -130,9 +140,15 @@ fn the_api_answers_photos_and_refuses_bad_uploads() {
     let mut cmd = fruits();
     cmd.arg("identify").arg(sample_dir().join("Test/Apple/f0_100.jpg")).arg("--index").arg(&index).arg("--json");
     let cli: Vec<Value> = serde_json::from_slice(&run(cmd, 0).stdout).unwrap();
-    for field in ["fruit", "unknown", "score", "top", "neighbours", "info"] {
+    for field in ["fruit", "unknown", "score", "top", "info"] {
         assert_eq!(raw[field], cli[0][field], "{field}");
         assert_eq!(form[field], cli[0][field], "{field}");
+    }
+    // The same neighbours, by label: the server's files are not shown
+    // (`--show-paths` shows them: hostile_clients_cannot_stall_the_server).
+    for (got, want) in raw["neighbours"].as_array().unwrap().iter().zip(cli[0]["neighbours"].as_array().unwrap()) {
+        assert!(got.get("path").is_none() && want["path"].is_string(), "{got} {want}");
+        assert_eq!((&got["label"], &got["similarity"]), (&want["label"], &want["similarity"]));
     }
     assert!(raw["timings_ms"]["total"].as_f64().unwrap() > 0.0 && raw["timings_ms"]["batch"].as_u64().unwrap() >= 1);
     assert_eq!(raw["neighbours"].as_array().unwrap().len(), 5);
@@ -217,7 +233,8 @@ fn the_api_answers_photos_and_refuses_bad_uploads() {
     assert_eq!(status, 200);
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!((health["index_rows"].as_u64(), health["weights"].as_str()), (Some(14), Some("random:7")));
-    let (_, m) = get(a, "/metrics");
+    assert_eq!(get(a, "/metrics").0, 404, "the counts are not on the public address");
+    let (_, m) = get(&metrics_at, "/metrics");
     let answered = 2.0 + (corrupt_status == 200) as u8 as f64;
     assert_eq!(metric(&m, "fruits_http_requests_total{route=\"/v1/identify\",status=\"200\"}"), answered, "{m}");
     assert_eq!(metric(&m, "fruits_http_requests_total{route=\"/v1/identify\",status=\"415\"}"), 3.0, "{m}");
@@ -233,7 +250,7 @@ fn the_api_answers_photos_and_refuses_bad_uploads() {
 fn concurrent_clients_share_batches_and_sigterm_drains() {
     let dir = Dir::new("serve-load");
     let index = demo_index(&dir);
-    let s = start(&index, &dir.path, &["--max-wait-ms", "20"]);
+    let (s, metrics_at) = start_with_metrics(&index, &dir.path, &["--max-wait-ms", "20"]);
     let a = s.addr.clone();
     let photos: Vec<Vec<u8>> =
         ["Test/Apple/f0_100.jpg", "Test/Kiwi/f0_100.jpg", "Test/Orange/f0_100.jpg"].iter().map(|p| photo(p)).collect();
@@ -253,7 +270,7 @@ fn concurrent_clients_share_batches_and_sigterm_drains() {
     for t in threads {
         t.join().unwrap();
     }
-    let (_, m) = get(&a, "/metrics");
+    let (_, m) = get(&metrics_at, "/metrics");
     let (sum, count) = (metric(&m, "fruits_batch_size_sum"), metric(&m, "fruits_batch_size_count"));
     assert_eq!(sum, 3.0 + 48.0 * 4.0, "every photo went through the batcher once: {m}");
     assert!(sum / count > 1.5, "concurrent requests were batched: {sum} photos in {count} calls");

@@ -16,4 +16,5 @@ mod test_pca;
 mod test_s3;
 mod test_s3s;
 mod test_serve;
+mod test_serve_hostile;
 mod test_weights;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType};
 use aws_sdk_s3::Client;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
@@ -36,7 +36,8 @@ pub struct S3Options {
     pub region: String,
     /// S3-compatible endpoint (path-style addressing), e.g. http://127.0.0.1:9000.
     /// Defaults to AWS_ENDPOINT_URL when set. A bucket whose location such a server
-    /// leaves empty is taken to be in --region.
+    /// leaves empty is taken to be in --region. Nothing else moves S3 away from AWS:
+    /// AWS_ENDPOINT_URL_S3 and an AWS profile's endpoint_url are ignored.
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub s3_endpoint: Option<String>,
     /// S3 requests in flight when fetching images.
@@ -61,6 +62,13 @@ pub struct S3 {
 }
 
 type HttpResponse = aws_smithy_runtime_api::http::Response;
+
+/// A key as S3 lists it with `encoding-type=url`: percent-encoded, a space
+/// as `+` (a `+` of the key itself comes as `%2B`).
+fn url_decoded(encoded: &str) -> Option<String> {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|k| k.into_owned())
+}
 
 /// An [`Error::S3`] for `action`, keeping the SDK's error as its source.
 fn s3_err<E>(action: String, e: SdkError<E, HttpResponse>) -> Error
@@ -147,9 +155,18 @@ impl S3 {
             .or_insert_with(|| {
                 let mut conf =
                     aws_sdk_s3::config::Builder::from(&self.sdk).region(aws_config::Region::new(region.to_string()));
-                if let Some(url) = &self.options.s3_endpoint {
-                    conf = conf.endpoint_url(url).force_path_style(true);
-                }
+                conf = match &self.options.s3_endpoint {
+                    Some(url) => conf.endpoint_url(url).force_path_style(true),
+                    // Only --s3-endpoint (or AWS_ENDPOINT_URL, its documented
+                    // default) moves S3 away from AWS. The endpoints the SDK
+                    // would take from AWS_ENDPOINT_URL_S3 or a profile's
+                    // endpoint_url are dropped: a server nobody named must not
+                    // get the photos, nor answer the region guard.
+                    None => {
+                        conf.set_endpoint_url(None);
+                        conf
+                    }
+                };
                 Client::from_conf(conf.build())
             })
             .clone()
@@ -207,14 +224,29 @@ impl S3 {
     pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64, Option<SystemTime>)>> {
         let client = self.bucket(bucket)?;
         self.rt.block_on(async {
-            let mut pages = client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+            // Keys come URL-encoded: XML cannot carry every character a key
+            // may hold (control characters), and parsers rewrite some (\r).
+            let mut pages = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .encoding_type(EncodingType::Url)
+                .into_paginator()
+                .send();
             let mut keys = Vec::new();
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| s3_err(format!("cannot list s3://{bucket}/{prefix}"), e))?;
-                keys.extend(page.contents().iter().filter_map(|o| {
+                for o in page.contents() {
+                    let Some(encoded) = o.key() else { continue };
+                    let key = url_decoded(encoded).ok_or_else(|| {
+                        Error::corrupt(
+                            format!("s3://{bucket}/{prefix}"),
+                            format!("listed a key that is not URL-encoded UTF-8: {encoded:?}"),
+                        )
+                    })?;
                     let modified = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
-                    Some((o.key()?.to_string(), o.size().unwrap_or(0).max(0) as u64, modified))
-                }));
+                    keys.push((key, o.size().unwrap_or(0).max(0) as u64, modified));
+                }
             }
             keys.sort();
             Ok(keys)
@@ -470,5 +502,19 @@ impl S3 {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_decoded;
+
+    /// As S3 encodes keys with `encoding-type=url` (botocore decodes them
+    /// with `unquote_plus`).
+    #[test]
+    fn listed_keys_are_url_decoded() {
+        assert_eq!(url_decoded("a+b%2Bc%0Ad%C3%A9.jpg").as_deref(), Some("a b+c\nd\u{e9}.jpg"));
+        assert_eq!(url_decoded("plain/key.jpg").as_deref(), Some("plain/key.jpg"));
+        assert_eq!(url_decoded("%FF"), None, "not UTF-8");
     }
 }

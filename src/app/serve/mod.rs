@@ -2,12 +2,29 @@
 //! the S3 layer already uses). [`routes`] answers, [`batcher`] shares one
 //! network call among concurrent requests, [`metrics`] counts.
 //!
-//! Limits, so nothing a client sends can crash or stall the server: body
-//! size (`max_body`), headers within `header_timeout`, the whole request
-//! within `request_timeout`, at most `max_connections` open connections
-//! and `max_in_flight` photos being read or decoded (beyond: 503), a
-//! bounded queue to the network. SIGTERM or Ctrl-C stops accepting, lets
-//! requests in flight finish (up to `drain_timeout`), and returns.
+//! Nothing a client sends, or does not send, may crash or stall the server:
+//!
+//! - **Connections** ([`serve`]): at most `max_connections` open; each gets
+//!   `header_timeout` for its request headers, from its first byte as for
+//!   every later request on it (so a socket that sends nothing, or stays
+//!   idle between requests, is closed). HTTP/1.1 only: no browser speaks
+//!   HTTP/2 without TLS, TLS ends at the load balancer (which speaks
+//!   HTTP/1.1 to its targets), and HTTP/2's protocol detection, idle
+//!   streams and pings would each need a deadline of their own.
+//! - **Requests** ([`routes::router`], as layers): `request_timeout` for the
+//!   whole answer (408), `max_in_flight` photos received at once (503
+//!   beyond, at once: load shedding, not a queue), `max_body` bytes (413);
+//!   each upload must have arrived within `upload_timeout` (408), so a slow
+//!   uploader holds its slot for that long at most.
+//! - **Work**: a photo's header is read first, and one over `max_pixels` is
+//!   refused before any pixel is decoded (413); decodes take a permit of
+//!   their own (`max_decoding`), held by the decoding thread itself, so a
+//!   request that timed out frees it only once its decode is over; a
+//!   bounded queue to the network (503 beyond).
+//!
+//! SIGTERM or Ctrl-C stops accepting, lets requests in flight finish (up to
+//! `drain_timeout`), and returns. `/metrics` is served on its own address
+//! (`metrics_addr`), never on the public one.
 
 pub mod batcher;
 pub mod metrics;
@@ -22,7 +39,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::app::identify::Identifier;
 use crate::error::{Error, Result};
@@ -31,45 +48,73 @@ use batcher::{BatchOptions, Batcher};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
-    pub max_body: usize,
+    /// Where `/metrics` is served; `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
     pub header_timeout: Duration,
-    pub request_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
-    pub max_in_flight: usize,
+    pub limits: routes::Limits,
     pub batch: BatchOptions,
 }
 
-/// Serves until `shutdown` resolves; `on_listening` gets the bound address
-/// (port 0 picks a free one).
+/// Serves until `shutdown` resolves; `on_listening` gets the bound
+/// addresses, the app's then the metrics' (port 0 picks a free one).
 pub async fn serve(
     engine: Arc<Identifier>,
     config: Config,
-    on_listening: impl FnOnce(SocketAddr),
+    on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let listener =
-        TcpListener::bind(config.addr).await.map_err(|source| Error::Listen { addr: config.addr, source })?;
-    on_listening(listener.local_addr()?);
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })
+    };
+    let listener = bind(config.addr).await?;
+    let metrics_listener = match config.metrics_addr {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    on_listening(listener.local_addr()?, metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?);
     let metrics = Arc::new(metrics::Metrics::new());
     let state = Arc::new(routes::AppState {
         batcher: Batcher::start(engine.clone(), config.batch, metrics.clone()),
         engine,
-        metrics,
-        max_body: config.max_body,
-        decoding: Arc::new(Semaphore::new(config.max_in_flight)),
+        metrics: metrics.clone(),
+        decoding: Arc::new(Semaphore::new(config.limits.max_decoding)),
+        limits: config.limits.clone(),
     });
-    let app = routes::router(state.clone(), config.request_timeout);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let (stop, stopped) = watch::channel(false);
+    let side = metrics_listener.map(|l| {
+        let (app, config, stopped) = (routes::metrics_router(metrics), config.clone(), stopped.clone());
+        tokio::spawn(async move { accept(l, app, &config, stopped).await })
+    });
+    let main = accept(listener, routes::router(state.clone()), &config, stopped);
+    tokio::pin!(main);
+    tokio::select! {
+        () = &mut main => {}
+        () = shutdown => {
+            let _ = stop.send(true);
+            main.await;
+        }
+    }
+    if let Some(side) = side {
+        let _ = side.await;
+    }
+    drop(state);
+    Ok(())
+}
+
+/// Accepts connections on `listener` and serves `app` on each until `stop`
+/// turns true, then drains. The loop is ours, not `axum::serve`'s: that one
+/// exposes neither a cap on open connections nor hyper's header timeout.
+async fn accept(listener: TcpListener, app: axum::Router, config: &Config, mut stop: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_timeout).keep_alive(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(config.max_connections));
-    tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
             p = connections.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
         };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -81,12 +126,11 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
             let _ = conn.await;
             drop(permit);
@@ -100,9 +144,11 @@ pub async fn serve(
             eprintln!("fruits serve: requests still open after {:?}; closing them", config.drain_timeout);
         }
     }
-    drop(app);
-    drop(state);
-    Ok(())
+}
+
+/// Resolves once `stop` says so (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
