@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # EMR bootstrap action: installs the `fruits` binary on every node.
 #
-#   bootstrap.sh s3://BUCKET/emr/ARTIFACT/
+#   bootstrap.sh s3://BUCKET/emr/ARTIFACT/ REGION
+#
+# REGION is the bucket's: every copy names it, so that it goes to that
+# region's S3 endpoint, the one the nodes' private subnet reaches through
+# its gateway endpoint. The CLI's own choice (its configured region, else
+# us-east-1) may be another region, whose endpoint the subnet cannot reach.
 #
 # The folder holds `fruits`, `featurize_job.py` (the PySpark driver) and
 # `fruits.json`, their manifest ({"version", "sha256", "driver_sha256",
@@ -26,7 +31,8 @@
 # any failure exits non-zero, which makes EMR fail the node's bootstrap.
 # Everything goes to the bootstrap log (stdout/stderr: EMR keeps them under
 # the log URI, node/<id>/bootstrap-actions/) and to
-# /var/log/fruits-bootstrap.log.
+# /var/log/fruits-bootstrap.log, root's, 0644: readable, not writable, by
+# the other users of the node.
 #
 # Overridable for tests: FRUITS_INSTALL_DIR (default /usr/local/bin),
 # FRUITS_LIB_DIR (default /usr/local/lib/fruits), FRUITS_BOOTSTRAP_LOG,
@@ -34,8 +40,9 @@
 # /sbin/ldconfig), SUDO (default sudo when not root).
 set -euo pipefail
 
-SRC=${1:?usage: bootstrap.sh s3://BUCKET/emr/ARTIFACT/}
+SRC=${1:?usage: bootstrap.sh s3://BUCKET/emr/ARTIFACT/ REGION}
 SRC=${SRC%/}
+REGION=${2:?usage: bootstrap.sh s3://BUCKET/emr/ARTIFACT/ REGION}
 INSTALL_DIR=${FRUITS_INSTALL_DIR:-/usr/local/bin}
 LIB_DIR=${FRUITS_LIB_DIR:-/usr/local/lib/fruits}
 LOG=${FRUITS_BOOTSTRAP_LOG:-/var/log/fruits-bootstrap.log}
@@ -48,11 +55,13 @@ fi
 log() { echo "fruits-bootstrap: $*"; }
 fail() { log "FAILED: $*" >&2; exit 1; }
 
-# Mirror everything to our own log as well as EMR's.
-if $SUDO touch "$LOG" 2>/dev/null && $SUDO chmod a+w "$LOG" 2>/dev/null; then
-  exec > >(tee -a "$LOG") 2>&1
+# Mirror everything to our own log as well as EMR's, written by tee as the
+# log's owner (sudo), not by making the file writable by everyone.
+if $SUDO touch "$LOG" 2>/dev/null && $SUDO chmod 0644 "$LOG" 2>/dev/null; then
+  exec > >($SUDO tee -a "$LOG") 2>&1
 fi
-log "$(date -u +%FT%TZ) on $(hostname): installing fruits from $SRC"
+log "$(date -u +%FT%TZ) on $(hostname): installing fruits from $SRC ($REGION)"
+s3cp() { aws s3 cp --region "$REGION" --only-show-errors "$@"; }
 
 json_field() { # FILE FIELD
   python3 -c 'import json, sys; v = json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"
@@ -64,7 +73,7 @@ for w in json.load(open(sys.argv[1])).get("cuda_libs") or []: print(w["sha256"],
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-aws s3 cp --only-show-errors "$SRC/fruits.json" "$tmp/fruits.json" || fail "cannot copy $SRC/fruits.json"
+s3cp "$SRC/fruits.json" "$tmp/fruits.json" || fail "cannot copy $SRC/fruits.json"
 want=$(json_field "$tmp/fruits.json" sha256)
 [[ $want =~ ^[0-9a-f]{64}$ ]] || fail "$SRC/fruits.json has no sha256"
 
@@ -72,7 +81,7 @@ dest="$INSTALL_DIR/fruits"
 if [ -x "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$want" ]; then
   log "fruits $want is already installed at $dest"
 else
-  aws s3 cp --only-show-errors "$SRC/fruits" "$tmp/fruits" || fail "cannot copy $SRC/fruits"
+  s3cp "$SRC/fruits" "$tmp/fruits" || fail "cannot copy $SRC/fruits"
   got=$(sha256sum "$tmp/fruits" | cut -d' ' -f1)
   [ "$got" = "$want" ] || fail "sha256 of $SRC/fruits is $got, its manifest says $want"
   $SUDO install -m 0755 "$tmp/fruits" "$dest" || fail "cannot install to $dest"
@@ -82,7 +91,7 @@ version=$("$dest" --version 2>&1) || fail "$dest does not start on this node: $v
 log "$version"
 
 driver_sha=$(json_field "$tmp/fruits.json" driver_sha256)
-aws s3 cp --only-show-errors "$SRC/featurize_job.py" "$tmp/featurize_job.py" || fail "cannot copy $SRC/featurize_job.py"
+s3cp "$SRC/featurize_job.py" "$tmp/featurize_job.py" || fail "cannot copy $SRC/featurize_job.py"
 got=$(sha256sum "$tmp/featurize_job.py" | cut -d' ' -f1)
 [ "$got" = "$driver_sha" ] || fail "sha256 of $SRC/featurize_job.py is $got, its manifest says $driver_sha"
 $SUDO mkdir -p "$LIB_DIR" || fail "cannot make $LIB_DIR"
@@ -115,7 +124,7 @@ install_cuda_libs() {
       log "$name is already installed in $CUDA_DIR"
       continue
     fi
-    aws s3 cp --only-show-errors "${SRC%/*}/cuda/$sha/$name" "$tmp/$name" ||
+    s3cp "${SRC%/*}/cuda/$sha/$name" "$tmp/$name" ||
       fail "cannot copy the CUDA wheel ${SRC%/*}/cuda/$sha/$name"
     got=$(sha256sum "$tmp/$name" | cut -d' ' -f1)
     [ "$got" = "$sha" ] || fail "sha256 of the CUDA wheel $name is $got, its manifest says $sha"

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from . import cluster, commands, files, regions
+from . import artifacts, cluster, commands, files, regions
 from .aws import Aws
 
 
@@ -28,6 +28,15 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("deploy", parents=[common],
                        help="once: the bucket, VPC and roles (CloudFormation, emr/fruits_emr/infra.yaml)")
     d.add_argument("--bucket", required=True)
+    keep = commands.Retention()
+    d.add_argument("--photo-days", type=int, default=keep.photos,
+                   help="days photos are kept under photos/ (default %(default)s)")
+    d.add_argument("--run-days", type=int, default=keep.runs,
+                   help="days a run's results are kept under runs/ (default %(default)s)")
+    d.add_argument("--run-version-days", type=int, default=keep.run_versions,
+                   help="days an overwritten or deleted result stays recoverable (default %(default)s)")
+    d.add_argument("--log-days", type=int, default=keep.logs,
+                   help="days EMR's and the bucket's access logs are kept (default %(default)s)")
 
     def nodes(s, bucket_required=True):
         s.add_argument("--bucket", required=bucket_required,
@@ -42,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
                        help="the cuBLAS and NVRTC wheels GPU nodes install, fetched once by "
                        "emr/fetch_cuda_wheels.sh (default $FRUITS_CUDA_WHEELS or ~/.cache/fruits/cuda-wheels)")
         s.add_argument("--model", default="mobilenetv2")
-        s.add_argument("--weights", help="s3://... safetensors, or random:SEED; default: the pinned hub file")
+        s.add_argument("--weights", help="s3://... safetensors, or random:SEED; default: the pinned hub file, "
+                       "fetched on this machine (the nodes have no Internet) and put in the bucket once")
 
     r = sub.add_parser("run", parents=[common], help="a transient cluster: the job as its step, then it terminates")
     nodes(r, bucket_required=False)
@@ -57,14 +67,17 @@ def parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", parents=[common], help="an interactive cluster (terminates itself when idle)")
     nodes(u)
 
-    s = sub.add_parser("status", parents=[common], help="the fruits clusters up now, their age and cost")
+    s = sub.add_parser("status", parents=[common],
+                       help="the clusters up now tagged project=fruits, their age and cost")
     s.add_argument("--warn-hours", type=float, default=2.0)
 
-    dn = sub.add_parser("down", parents=[common], help="terminate a cluster (default: every fruits cluster up)")
+    dn = sub.add_parser("down", parents=[common],
+                        help="terminate a cluster (default: every cluster up tagged project=fruits)")
     dn.add_argument("--cluster-id")
 
     dm = sub.add_parser("demo", parents=[common],
-                        help="up, run on the sample photos, show results, down (also on Ctrl-C)")
+                        help="up, run on the sample photos, show results, down (on every exit: Ctrl-C, "
+                        "SIGTERM, SIGHUP too)")
     nodes(dm)
     dm.add_argument("--step-timeout", type=float, default=3600, help="seconds to wait for the job")
 
@@ -90,7 +103,8 @@ def main(argv=None) -> int:
         # Refuses a region outside Europe before anything else.
         aws = Aws(region, europe, dry_run=getattr(a, "dry_run", False))
         if a.command == "deploy":
-            commands.deploy(aws, a.bucket)
+            commands.deploy(aws, a.bucket, commands.Retention(photos=a.photo_days, runs=a.run_days,
+                                                              run_versions=a.run_version_days, logs=a.log_days))
         elif a.command == "run":
             job = commands.Job(input=a.input, keys=a.keys, output=a.output, resume=a.resume)
             bucket = a.bucket or commands.bucket_of(a.output)
@@ -106,7 +120,7 @@ def main(argv=None) -> int:
             commands.demo(aws, nodes_of(a, binary, a.bucket), step_timeout_s=a.step_timeout)
         elif a.command == "report":
             commands.report(aws, a.output)
-    except (regions.RegionRefused, commands.Failed, FileNotFoundError, KeyError) as e:
+    except (regions.RegionRefused, commands.Failed, artifacts.Unusable, FileNotFoundError, KeyError) as e:
         print(f"fruits-emr: error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -50,16 +50,28 @@ def placement(core_type: str) -> dict:
     return {"core_vcpu": str(inst["vcpu"]), "executor_memory": f"{quarter}g", "executor_overhead": f"{quarter}g"}
 
 
-def run_job_flow(*, bucket: str, roles: dict, artifact: str, purpose: str, shape: Shape, keep_alive: bool,
-                 idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S, steps=(), path: str = None) -> dict:
+def template(path: str = None) -> dict:
     with open(path or files.data("cluster.json"), encoding="utf-8") as f:
-        template = json.load(f)
+        return json.load(f)
+
+
+def project_tag() -> dict:
+    """The tag every fruits cluster carries (cluster.json's `project`): the
+    only sign `status` and `down` trust that a cluster is the project's."""
+    return next(t for t in template()["Tags"] if t["Key"] == "project")
+
+
+def run_job_flow(*, bucket: str, region: str, roles: dict, artifact: str, purpose: str, shape: Shape,
+                 keep_alive: bool, idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S, steps=(), path: str = None) -> dict:
+    """`roles`: the stack's outputs (stack_outputs in commands)."""
     values = {
         "purpose": purpose,
         "stamp": time.strftime("%Y%m%d-%H%M%S", time.gmtime()),
         "bucket": bucket,
+        "region": region,
         "service_role": roles["ServiceRole"],
         "instance_profile": roles["InstanceProfile"],
+        "security_configuration": roles["SecurityConfiguration"],
         "subnet": roles["SubnetId"],
         "artifact": artifact,
         "idle_timeout_s": idle_timeout_s,
@@ -70,7 +82,7 @@ def run_job_flow(*, bucket: str, roles: dict, artifact: str, purpose: str, shape
         "core_market": "SPOT" if shape.spot else "ON_DEMAND",
         **placement(shape.core_type),
     }
-    request = fill(template, values)
+    request = fill(template(path), values)
     # Spark's configuration values are strings.
     for conf in request["Configurations"]:
         conf["Properties"] = {k: str(v) for k, v in conf["Properties"].items()}

@@ -25,7 +25,13 @@ class Failed(Exception):
 
 
 def say(msg: str) -> None:
-    print(f"fruits-emr: {msg}", flush=True)
+    """A line for the person at the terminal. A terminal gone (SIGHUP: its
+    window closed) or a closed pipe must not stop what is under way, the
+    termination of a cluster least of all."""
+    try:
+        print(f"fruits-emr: {msg}", flush=True)
+    except OSError:
+        pass
 
 
 def poll_seconds() -> float:
@@ -61,25 +67,45 @@ class RunArgs:
     wait: bool = True
 
 
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """How many days the bucket keeps each kind of object (GDPR storage
+    limitation), after its creation: the one place of the defaults, which
+    `deploy` passes to the stack (infra.yaml's lifecycle rules). A deleted
+    or expired object's data is gone a day later (its noncurrent version),
+    except under runs/ (`run_versions` days: recoverable meanwhile) and
+    logs/ (`logs` days)."""
+    photos: int = 30
+    runs: int = 90
+    run_versions: int = 7
+    logs: int = 30
+
+    def parameters(self) -> list:
+        return [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in (
+            ("PhotoRetentionDays", self.photos), ("RunRetentionDays", self.runs),
+            ("RunVersionDays", self.run_versions), ("LogRetentionDays", self.logs))]
+
+
 def stack_name(bucket: str) -> str:
     return f"fruits-{bucket}".replace(".", "-")
 
 
 # deploy -------------------------------------------------------------------
-def deploy(aws, bucket: str) -> None:
-    """Creates (or updates) the stack of infra.yaml: bucket, VPC, roles."""
+def deploy(aws, bucket: str, retention: Retention = Retention()) -> None:
+    """Creates (or updates) the stack of infra.yaml: bucket, network,
+    security configuration, roles."""
     with open(files.data("infra.yaml"), encoding="utf-8") as f:
         body = f.read()
     params = [
         {"ParameterKey": "BucketName", "ParameterValue": bucket},
         {"ParameterKey": "EuropeanRegions", "ParameterValue": ",".join(aws.europe.codes)},
-    ]
+    ] + retention.parameters()
     name = stack_name(bucket)
     exists = not aws.dry_run and _stack(aws, name) is not None
     op = "UpdateStack" if exists else "CreateStack"
     request = dict(StackName=name, TemplateBody=body, Parameters=params, Capabilities=["CAPABILITY_IAM"])
     if not exists:
-        request["Tags"] = [{"Key": "project", "Value": "fruits"}]
+        request["Tags"] = [cluster.project_tag()]
     aws.call("cloudformation", op, **request)
     if aws.dry_run:
         return
@@ -109,9 +135,10 @@ def _wait_stack(aws, name) -> str:
 
 
 def stack_outputs(aws, bucket: str) -> dict:
-    """The roles and subnet `deploy` made (placeholders in a dry run)."""
+    """The roles, subnet and security configuration `deploy` made
+    (placeholders in a dry run)."""
     name = stack_name(bucket)
-    keys = ("ServiceRole", "InstanceProfile", "SubnetId", "LogUri")
+    keys = ("ServiceRole", "InstanceProfile", "SubnetId", "LogUri", "SecurityConfiguration")
     if aws.dry_run:
         return {k: f"<{k} of stack {name}>" for k in keys}
     stack = _stack(aws, name)
@@ -120,7 +147,8 @@ def stack_outputs(aws, bucket: str) -> dict:
     out = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     missing = [k for k in keys if k not in out]
     if missing:
-        raise Failed(f"stack {name} has no output {', '.join(missing)}")
+        raise Failed(f"stack {name} has no output {', '.join(missing)}: it predates this fruits-emr; update it "
+                     f"with `fruits-emr deploy --bucket {bucket}`")
     return out
 
 
@@ -153,14 +181,15 @@ def cuda_wheels_for(t: dict, shape: cluster.Shape, folder: str) -> list:
     if not gpus:
         return []
     wheels = artifacts.find_cuda_wheels(folder, f"a cluster of {' and '.join(gpus)} (GPU)")
-    say(f"GPU nodes ({', '.join(gpus)}): CUDA libraries from {folder}: "
-        + ", ".join(f"{os.path.basename(w)} ({os.path.getsize(w) / 1e6:.0f} MB)" for w in wheels))
+    say(f"GPU nodes ({', '.join(gpus)}): CUDA libraries from {folder}, as pinned: "
+        + ", ".join(f"{os.path.basename(w.path)} ({os.path.getsize(w.path) / 1e6:.0f} MB)" for w in wheels))
     return wheels
 
 
-def start(aws, nodes: Nodes, *, purpose: str, keep_alive: bool, steps=(), images: int = 0) -> str:
-    """Prints the cost, uploads the artifacts, starts the cluster; its id.
-    The binary and, for GPU nodes, the CUDA wheels are checked first."""
+def start(aws, nodes: Nodes, *, purpose: str, keep_alive: bool, job: Optional[Job] = None, images: int = 0) -> str:
+    """Prints the cost, uploads the artifacts, starts the cluster (with
+    `job` as its step, which terminates it when it fails); its id. The
+    binary and, for GPU nodes, the CUDA wheels are checked first."""
     shape = nodes.shape
     t = prices.table()
     e = prices.estimate(t, aws.region, shape.master_type, shape.core_type, shape.core_count, images)
@@ -169,8 +198,11 @@ def start(aws, nodes: Nodes, *, purpose: str, keep_alive: bool, steps=(), images
     art = artifacts.build(nodes.binary, cuda_wheels=wheels)
     roles = stack_outputs(aws, nodes.bucket)
     artifacts.upload(aws, nodes.bucket, art, say=say)
-    request = cluster.run_job_flow(bucket=nodes.bucket, roles=roles, artifact=art.id, purpose=purpose, shape=shape,
-                                   keep_alive=keep_alive, idle_timeout_s=nodes.idle_timeout_s, steps=steps)
+    steps = [job_step(aws, nodes, job, name="fruits featurize", on_failure="TERMINATE_CLUSTER")] if job else []
+    request = cluster.run_job_flow(bucket=nodes.bucket, region=aws.region, roles=roles, artifact=art.id,
+                                   purpose=purpose, shape=shape, keep_alive=keep_alive,
+                                   idle_timeout_s=nodes.idle_timeout_s, steps=steps)
+    pause(0)  # a demo interrupted during the uploads starts no cluster
     r = aws.call("emr", "RunJobFlow", **request)
     cid = r["JobFlowId"] if r else "<cluster id>"
     say(f"cluster {cid} starting: {shape.describe()}, {request['ReleaseLabel']}, idle timeout "
@@ -178,15 +210,21 @@ def start(aws, nodes: Nodes, *, purpose: str, keep_alive: bool, steps=(), images
     return cid
 
 
-def driver_args(aws, nodes: Nodes, job: Job) -> list:
+def job_step(aws, nodes: Nodes, job: Job, *, name: str, on_failure: str) -> dict:
+    """The step running the driver for `job`; the pinned weights are staged
+    in the bucket first unless --weights names others."""
+    weights = nodes.weights or artifacts.stage_pinned_weights(aws, nodes.bucket, nodes.binary, nodes.model, say)
+    return cluster.featurize_step(name=name, on_failure=on_failure,
+                                  driver_args=driver_args(aws, nodes, job, weights))
+
+
+def driver_args(aws, nodes: Nodes, job: Job, weights: str) -> list:
     """The driver's command line for `job` on `nodes`' cluster."""
     shape = nodes.shape
     hourly = prices.cluster_hourly(prices.table(), aws.region, shape.master_type, shape.core_type, shape.core_count)
     out = ["--output", job.output, "--model", nodes.model, "--region", aws.region,
-           "--cost-per-hour", f"{hourly:.3f}", "--cluster", shape.describe()]
+           "--cost-per-hour", f"{hourly:.3f}", "--cluster", shape.describe(), "--weights", weights]
     out += ["--input", job.input] if job.input else ["--keys", job.keys]
-    if nodes.weights:
-        out += ["--weights", nodes.weights]
     if job.resume:
         out.append("--resume")
     return out
@@ -198,9 +236,7 @@ def run(aws, args: RunArgs) -> None:
     after it (failed or not); waits and prints the report."""
     job = args.job
     check_locations(args.nodes.bucket, [job.input or job.keys], job.output)
-    step = cluster.featurize_step(name="fruits featurize", on_failure="TERMINATE_CLUSTER",
-                                  driver_args=driver_args(aws, args.nodes, job))
-    cid = start(aws, args.nodes, purpose="run", keep_alive=False, steps=[step], images=args.images)
+    cid = start(aws, args.nodes, purpose="run", keep_alive=False, job=job, images=args.images)
     if aws.dry_run or not args.wait:
         return
     state = wait_cluster(aws, cid, ENDED)
@@ -249,8 +285,18 @@ def up(aws, nodes: Nodes) -> str:
 
 
 def active_clusters(aws) -> list:
-    r = aws.call("emr", "ListClusters", ClusterStates=ACTIVE)
-    return [c for c in (r or {}).get("Clusters", []) if c["Name"].startswith("fruits-")]
+    """The clusters up now that carry the project's tag (cluster.json's), so
+    that `status` and `down` never count or stop another's cluster, whatever
+    its name. ListClusters gives no tags: DescribeCluster of each."""
+    tag, found, marker = cluster.project_tag(), [], None
+    while True:
+        r = aws.call("emr", "ListClusters", ClusterStates=ACTIVE, **({"Marker": marker} if marker else {}))
+        for c in (r or {}).get("Clusters", []):
+            if tag in aws.call("emr", "DescribeCluster", ClusterId=c["Id"])["Cluster"].get("Tags", []):
+                found.append(c)
+        marker = (r or {}).get("Marker")
+        if not marker:
+            return found
 
 
 def status(aws, warn_hours: float = 2.0) -> list:
@@ -278,29 +324,30 @@ def status(aws, warn_hours: float = 2.0) -> list:
 
 
 def down(aws, cluster_id: Optional[str] = None) -> None:
+    """Terminates `cluster_id`, or every cluster up with the project's tag."""
     ids = [cluster_id] if cluster_id else [c["Id"] for c in active_clusters(aws)]
     if not ids and not aws.dry_run:
         say("no fruits cluster is up")
         return
-    aws.call("emr", "TerminateJobFlows", JobFlowIds=ids or ["<every active fruits cluster>"])
+    aws.call("emr", "TerminateJobFlows", JobFlowIds=ids or ["<every active cluster tagged project=fruits>"])
     say(f"terminating {', '.join(ids)}")
 
 
 # demo -------------------------------------------------------------------------
 def demo(aws, nodes: Nodes, step_timeout_s: float = 3600) -> None:
     """up, upload the sample photos, run the job as a step, show the report,
-    down: down also on failure, Ctrl-C or SIGTERM."""
+    down: down on every exit, failure, Ctrl-C, SIGTERM or SIGHUP (its
+    terminal closed) included."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     job = Job(input=f"s3://{nodes.bucket}/photos/demo-sample/", output=f"s3://{nodes.bucket}/runs/demo-{stamp}/")
     cid = None
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, _interrupt) for sig in STOP_SIGNALS}
     try:
         cid = up(aws, nodes)
         pause(0)
         upload_sample(aws, nodes.binary, nodes.bucket, "photos/demo-sample/")
         pause(0)
-        step = cluster.featurize_step(name="fruits demo", on_failure="CONTINUE",
-                                      driver_args=driver_args(aws, nodes, job))
+        step = job_step(aws, nodes, job, name="fruits demo", on_failure="CONTINUE")
         r = aws.call("emr", "AddJobFlowSteps", JobFlowId=cid, Steps=[step])
         if aws.dry_run:
             return
@@ -309,26 +356,31 @@ def demo(aws, nodes: Nodes, step_timeout_s: float = 3600) -> None:
             raise Failed(f"the demo step ended {state}; its log is under s3://{nodes.bucket}/logs/emr/{cid}/steps/")
         report(aws, job.output)
     except KeyboardInterrupt:
-        say("interrupted")
+        say(f"interrupted ({STOPPED_BY[0].name})" if STOPPED_BY else "interrupted")
         raise Failed("interrupted") from None
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if cid is not None:
-            aws.call("emr", "TerminateJobFlows", JobFlowIds=[cid])
-            say(f"terminating {cid}")
+        try:
+            if cid is not None:
+                terminate(aws, cid)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
-# Ctrl-C and SIGTERM during `demo` set a flag that the waits check, instead
-# of raising wherever the signal lands: an exception thrown inside botocore
-# or urllib3 while they hold a lock can deadlock the TerminateJobFlows call
-# that must follow. A second signal raises at once.
+# A signal during `demo` sets a flag that its waits check, and is never
+# raised wherever it lands: an exception thrown inside botocore or urllib3
+# while they hold a lock can deadlock the TerminateJobFlows call that must
+# follow, and one thrown while RunJobFlow is under way would lose the id of
+# the cluster it starts. SIGHUP too: closing the terminal must not leave a
+# cluster up.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP = threading.Event()
+STOPPED_BY = []  # the first signal received
 
 
 def _interrupt(signum, frame):
-    if STOP.is_set():
-        raise KeyboardInterrupt
+    if not STOP.is_set():
+        STOPPED_BY.append(signal.Signals(signum))
     STOP.set()
 
 
@@ -336,6 +388,33 @@ def pause(seconds: float) -> None:
     """Sleeps, or raises KeyboardInterrupt once `demo` was interrupted."""
     if STOP.wait(seconds):
         raise KeyboardInterrupt
+
+
+# Seconds between TerminateJobFlows tries (after botocore's own retries):
+# about half a minute in all, for a network that comes back.
+TERMINATE_RETRY_S = (1, 2, 4, 8, 16)
+
+
+def terminate(aws, cid: str) -> None:
+    """TerminateJobFlows, tried again after a failure, with SIGINT, SIGTERM
+    and SIGHUP ignored until it returns: a cluster left up costs by the
+    hour. Raises Failed, naming the cluster, if every try failed."""
+    ignored = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        for wait in (0,) + TERMINATE_RETRY_S:
+            time.sleep(wait)
+            try:
+                aws.call("emr", "TerminateJobFlows", JobFlowIds=[cid])
+                say(f"terminating {cid}")
+                return
+            except Exception as e:  # any: the cluster must not be left up
+                error = e
+                say(f"TerminateJobFlows {cid} failed: {e}")
+        raise Failed(f"cluster {cid} may still be up, TerminateJobFlows failed {len(TERMINATE_RETRY_S) + 1} times "
+                     f"({error}): stop it with `fruits-emr down --cluster-id {cid}`")
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
 
 
 def upload_sample(aws, binary: str, bucket: str, prefix: str) -> int:

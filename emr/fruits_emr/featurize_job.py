@@ -102,11 +102,45 @@ def child_env(threads: int, environ: Optional[Dict[str, str]] = None) -> Dict[st
 
 def run_fruits(fruits: str, args: List[str], env: Dict[str, str], stdin: Optional[str] = None,
                check: bool = True) -> subprocess.CompletedProcess:
-    """Runs the binary; with `check`, a non-zero exit raises with its stderr."""
-    proc = subprocess.run([fruits] + args, input=stdin, env=env, capture_output=True, text=True)
+    r"""Runs the binary, which dies with this process (`die_with_parent`);
+    with `check`, a non-zero exit raises with its stderr. Its output is
+    decoded here, not in text mode: text mode turns every "\r" into "\n",
+    which would split a key holding one."""
+    data = None if stdin is None else stdin.encode("utf-8", "surrogateescape")
+    proc = subprocess.run([fruits] + args, input=data, env=env, capture_output=True,
+                          preexec_fn=die_with_parent(os.getpid()))
+    proc.stdout = proc.stdout.decode("utf-8", "surrogateescape")
+    proc.stderr = proc.stderr.decode("utf-8", "replace")
     if check and proc.returncode != 0:
         failed(fruits, args, proc)
     return proc
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(parent: int) -> Optional[Callable[[], None]]:
+    """The `preexec_fn` that makes a `fruits` child die (SIGKILL) with the
+    process that started it, on Linux. Spark kills a task's Python worker,
+    not the worker's children: a `featurize` left running would commit its
+    part after its task is gone, replacing the manifest of the attempt that
+    won, or racing `parts clean`. The signal follows the death of the thread
+    that forks the child (tasks and the driver call this from their main
+    thread); the parent's pid is checked after the request, in case the
+    parent died before it. prctl is looked up here, in the parent: the
+    child, between fork and exec, only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl, sigkill = ctypes.CDLL(None, use_errno=True).prctl, int(signal.SIGKILL)
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0 or os.getppid() != parent:
+            os._exit(137)
+
+    return preexec
 
 
 def failed(fruits: str, args: List[str], proc: subprocess.CompletedProcess):
@@ -119,23 +153,40 @@ def list_keys(spec: TaskSpec, input_folder: Optional[str], key_list: Optional[st
     --input, S3's), or the lines of a key list (a local file or s3://...);
     and how many files the listing found that are not images."""
     if key_list:
-        text = key_list_text(spec, key_list, env)
-        return [line for line in text.splitlines() if line.strip()], 0
+        return key_lines(key_list_text(spec, key_list, env)), 0
     proc = run_fruits(spec.fruits, list(spec.global_flags) + ["list", input_folder], env)
-    summary = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    summary = proc.stderr.strip().split("\n")[-1]
     log(summary or "listed")
     others = re.search(r"\((\d+) other files, not images\)", summary)
-    return proc.stdout.splitlines(), int(others.group(1)) if others else 0
+    return key_lines(proc.stdout), int(others.group(1)) if others else 0
+
+
+# What the binary's str::trim() removes (Unicode White_Space), to skip the
+# blank lines it skips; Python's str.strip() also removes \x1c-\x1f.
+WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+              "\u2028\u2029\u202f\u205f\u3000"
+
+
+def key_lines(text: str) -> List[str]:
+    r"""The keys of a key list or of `fruits list`, read as the binary reads
+    a key list: lines end at "\n" only, a trailing "\r" is dropped, blank
+    lines are skipped. str.splitlines() also ends lines at "\r", "\x0c",
+    "\x85", "\u2028" and more, which cut a key in two, and a fragment
+    without s3:// is read as a local path on the node."""
+    keys = (line.rstrip("\r") for line in text.split("\n"))
+    return [key for key in keys if key.strip(WHITE_SPACE)]
 
 
 def key_list_text(spec: TaskSpec, key_list: str, env) -> str:
+    """The text of a key list, local or s3://, its line ends untouched
+    (newline="": no universal-newline translation)."""
     if not key_list.startswith("s3://"):
-        with open(key_list, encoding="utf-8") as f:
+        with open(key_list, encoding="utf-8", newline="") as f:
             return f.read()
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "keys.txt")
         run_fruits(spec.fruits, list(spec.global_flags) + ["cp", key_list, local], env)
-        with open(local, encoding="utf-8") as f:
+        with open(local, encoding="utf-8", newline="") as f:
             return f.read()
 
 
@@ -238,9 +289,9 @@ def featurize_partition(index: int, keys: List[str], spec: TaskSpec, weights_pat
     # The report is the binary's last word: a part over --max-rejected
     # exits non-zero but is committed, and its report says so; any other
     # failure has no report, or one that does not say so.
-    lines = proc.stdout.strip().splitlines()
+    lines = proc.stdout.strip().split("\n")
     try:
-        report = json.loads(lines[-1]) if lines else None
+        report = json.loads(lines[-1])
     except ValueError:
         report = None
     if proc.returncode != 0 and not (isinstance(report, dict) and report.get("too_many_rejected")):
@@ -305,7 +356,7 @@ def clean_leftovers(spec: TaskSpec, env) -> int:
     for folder in ("features", "reduced"):
         proc = run_fruits(spec.fruits, list(spec.global_flags) + [
             "parts", "clean", "--older-than", "0", spec.folder(folder)], env)
-        removed += len(proc.stdout.splitlines())
+        removed += len([line for line in proc.stdout.split("\n") if line])
     return removed
 
 

@@ -1,9 +1,13 @@
 """Fixtures for the cluster side, all real and all on 127.0.0.1: the
 `fruits` binary cargo built, an S3-compatible server (moto, which also
-speaks EMR, CloudFormation and IAM), a recording proxy in front of it, and
-a Spark standalone cluster (a master and two workers, separate JVMs) from
-the pyspark wheel. No test reaches the network."""
+speaks EMR, CloudFormation and IAM), a recording proxy in front of it (and
+one that can refuse an EMR call), and a Spark standalone cluster (a master
+and two workers, separate JVMs) from the pyspark wheel. No test reaches the
+network."""
 
+import hashlib
+import http.client
+import http.server
 import json
 import os
 import shutil
@@ -12,7 +16,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import types
 import zipfile
 
 import pytest
@@ -47,15 +53,51 @@ def fake_wheel(path, members):
 
 def fake_cuda_wheels(folder):
     """A wheels folder as emr/fetch_cuda_wheels.sh leaves it: one wheel of
-    each pinned package and version, with small fake libraries."""
+    each pinned package and version, with small fake libraries (whose
+    sha256 is not the pinned one: fake_cuda_pins pins them)."""
     from fruits_emr import artifacts
 
     os.makedirs(folder, exist_ok=True)
     out = []
-    for package, version in artifacts.cuda_pins().wheels:
-        name = f"{package.replace('-', '_')}-{version}-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
-        out.append(fake_wheel(os.path.join(folder, name), FAKE_CUDA_MEMBERS[package]))
+    for pin in artifacts.cuda_pins().wheels:
+        name = f"{pin.package.replace('-', '_')}-{pin.version}-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+        out.append(fake_wheel(os.path.join(folder, name), FAKE_CUDA_MEMBERS[pin.package]))
     return out
+
+
+def fake_cuda_pins(wheels, path):
+    """A pins file in cuda_libs.txt's format pinning the fake `wheels` (from
+    fake_cuda_wheels, in the real pins' order) to their own sha256."""
+    from fruits_emr import artifacts
+
+    real = artifacts.cuda_pins()
+    lines = [f"# cuda_driver_min: {real.driver_min}"]
+    for pin, wheel in zip(real.wheels, wheels, strict=True):
+        digest = hashlib.sha256(open(wheel, "rb").read()).hexdigest()
+        lines.append(f"{pin.package}=={pin.version} --hash=sha256:{digest}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return str(path)
+
+
+def pinned_fruits_emr(root):
+    """fruits-emr as a user who pinned the fake wheels has it: a copy of
+    emr/ (without its tests) whose cuda_libs.txt pins the fake wheels of
+    root/cuda-wheels, and that folder. Its code is this checkout's and
+    checks the wheels as ever, against these pins; the real pins refuse the
+    fakes (test_cuda_unit), so tests that send wheels run this copy."""
+    root = str(root)
+    shutil.copytree(EMR, os.path.join(root, "emr"),
+                    ignore=shutil.ignore_patterns("tests", "build", "*.egg-info", "__pycache__"))
+    wheels = fake_cuda_wheels(os.path.join(root, "cuda-wheels"))
+    fake_cuda_pins(wheels, os.path.join(root, "emr", "fruits_emr", "cuda_libs.txt"))
+    return types.SimpleNamespace(root=root, tool=os.path.join(root, "emr", "fruits-emr"),
+                                 wheels=os.path.join(root, "cuda-wheels"))
+
+
+@pytest.fixture(scope="session")
+def pinned(tmp_path_factory):
+    return pinned_fruits_emr(tmp_path_factory.mktemp("pinned"))
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +145,84 @@ def recorder(moto, tmp_path):
     yield Recorder
     proc.kill()
     proc.wait()
+
+
+class EmrProxy:
+    """A proxy in front of moto, in this process: notes each request (the
+    operation of JSON-protocol ones, EMR's, and the body), and answers an
+    operation's first calls with 503, after holding them a while, as a
+    network or AWS having a bad moment would (`refuse`)."""
+
+    def __init__(self, upstream_port: int):
+        self.calls, self.rules, self.lock = [], {}, threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                op = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1]
+                status, headers, data = proxy.answer(op, self.command, self.path, dict(self.headers), body,
+                                                     upstream_port)
+                self.send_response(status)
+                for k, v in headers:
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_DELETE = do_HEAD = do_POST
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def refuse(self, op: str, times: int, hold_s: float = 0.0):
+        with self.lock:
+            self.rules[op] = {"times": times, "hold_s": hold_s}
+
+    def ops(self):
+        with self.lock:
+            return [op for op, _ in self.calls]
+
+    def bodies(self, op):
+        with self.lock:
+            return [json.loads(body or b"{}") for o, body in self.calls if o == op]
+
+    def answer(self, op, method, path, headers, body, upstream_port):
+        with self.lock:
+            self.calls.append((op, body))
+            rule = self.rules.get(op)
+            refused = bool(rule and rule["times"] > 0)
+            if refused:
+                rule["times"] -= 1
+        if rule:
+            time.sleep(rule["hold_s"])
+        if refused:
+            msg = json.dumps({"__type": "ServiceUnavailableException", "message": "refused by the test's proxy"})
+            return 503, [("Content-Type", "application/x-amz-json-1.1")], msg.encode()
+        conn = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+        conn.request(method, path, body=body or None,
+                     headers={k: v for k, v in headers.items() if k.lower() != "connection"})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, resp.getheaders(), data
+
+
+@pytest.fixture
+def emr_proxy(moto):
+    proxy = EmrProxy(int(moto.rsplit(":", 1)[1]))
+    yield proxy
+    proxy.server.shutdown()
+    proxy.server.server_close()
 
 
 def aws_env(endpoint, **extra):

@@ -1,6 +1,7 @@
 """emr/fruits_emr/bootstrap.sh run for real, on this machine, with the commands a node
 has that this machine has not replaced by small stand-ins on PATH: `aws`
-(copies from a local folder standing for the bucket, and notes each copy),
+(copies from a local folder standing for the bucket, and notes each copy
+with the region it was asked for),
 `lspci` and `nvidia-smi` (a GPU node or not, with a given driver version),
 and `ldconfig` (notes its calls); the CUDA wheels are small zips of fake
 libraries, the binary a script whose `info` says what it was given."""
@@ -69,8 +70,11 @@ def node(tmp_path):
     bin_dir.mkdir()
     copies = tmp_path / "aws-copies.log"
     script(bin_dir / "aws", f'''[ "$1 $2" = "s3 cp" ] || exit 2
-shift 2; [ "$1" = --only-show-errors ] && shift
-src=${{1#s3://demo/}}; echo "$src" >> "{copies}"; cp "{tmp_path}/bucket/$src" "$2"
+shift 2; region=none
+while [[ $1 == --* ]]; do
+  case $1 in --region) region=$2; shift 2;; --only-show-errors) shift;; *) exit 2;; esac
+done
+src=${{1#s3://demo/}}; echo "$src $region" >> "{copies}"; cp "{tmp_path}/bucket/$src" "$2"
 ''')
     ldconfig_calls = tmp_path / "ldconfig.calls"
     script(bin_dir / "ldconfig", f'echo "ldconfig $*" >> "{ldconfig_calls}"\n')
@@ -96,9 +100,17 @@ esac
         def wheel_in_bucket(i):
             return tmp_path / "bucket" / "emr" / "cuda" / cuda_libs[i]["sha256"] / cuda_libs[i]["name"]
 
+        log = tmp_path / "bootstrap.log"
+
         @staticmethod
         def copied():
-            return copies.read_text().split() if copies.exists() else []
+            """The key of each copy."""
+            return [key for key, _ in Node.copies()]
+
+        @staticmethod
+        def copies():
+            """(key, region) of each copy."""
+            return [line.split() for line in copies.read_text().splitlines()] if copies.exists() else []
 
         @staticmethod
         def ldconfig_calls():
@@ -119,14 +131,14 @@ esac
         def run(**extra):
             env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "SUDO": "",
                    "FRUITS_INSTALL_DIR": str(install), "FRUITS_LIB_DIR": str(lib),
-                   "FRUITS_BOOTSTRAP_LOG": str(tmp_path / "bootstrap.log"),
+                   "FRUITS_BOOTSTRAP_LOG": str(Node.log),
                    "FRUITS_LDCONF_DIR": str(ldconf), "FRUITS_LDCONFIG": str(bin_dir / "ldconfig")}
             env.update(extra)
             if extra.get("NO_NVIDIA_SMI"):
                 (bin_dir / "nvidia-smi").unlink()
             install.mkdir(exist_ok=True)
-            return subprocess.run(["bash", BOOTSTRAP, "s3://demo/emr/art1/"], capture_output=True, text=True,
-                                  env=env)
+            return subprocess.run(["bash", BOOTSTRAP, "s3://demo/emr/art1/", "eu-central-1"], capture_output=True,
+                                  text=True, env=env)
 
     return Node
 
@@ -138,6 +150,22 @@ def test_a_cpu_node_installs_and_a_second_run_keeps_it(node):
     assert "no NVIDIA GPU on this node" in out.stdout and "fruits 0.1.0" in out.stdout
     again = node.run()
     assert again.returncode == 0 and "is already installed" in again.stdout, again.stdout
+
+
+def test_every_copy_names_the_buckets_region_and_the_log_is_not_writable_by_all(node):
+    node.log.write_text("an earlier bootstrap's lines\n")
+    node.log.chmod(0o666)  # as bootstrap.sh left it before
+    out = node.run(FAKE_GPU="1", FAKE_DRIVER="535.104.05")
+    assert out.returncode == 0, out.stdout + out.stderr
+    copies = node.copies()
+    assert len(copies) == 5 and all(region == "eu-central-1" for _, region in copies), copies
+    assert stat.S_IMODE(node.log.stat().st_mode) == 0o644
+    log = node.log.read_text()
+    assert log.startswith("an earlier bootstrap's lines\n") and "installing fruits from s3://demo/emr/art1 " \
+        "(eu-central-1)" in log and "fruits-bootstrap: done" in log, log
+    # Without the region, the action refuses to start.
+    bare = subprocess.run(["bash", BOOTSTRAP, "s3://demo/emr/art1/"], capture_output=True, text=True)
+    assert bare.returncode != 0 and "usage: bootstrap.sh s3://BUCKET/emr/ARTIFACT/ REGION" in bare.stderr
 
 
 def test_a_tampered_binary_is_refused(node):

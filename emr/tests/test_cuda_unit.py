@@ -1,6 +1,7 @@
 """The CUDA libraries GPU nodes get, without AWS or the network: the pins
-(emr/fruits_emr/cuda_libs.txt), finding the pinned wheels in a folder, which clusters
-need them, and emr/fetch_cuda_wheels.sh's pip command (a stand-in pip)."""
+(emr/fruits_emr/cuda_libs.txt), finding the pinned wheels in a folder and
+checking each against its pin, which clusters need them, and
+emr/fetch_cuda_wheels.sh's pip command (a stand-in pip)."""
 
 import os
 import stat
@@ -8,8 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import EMR, fake_cuda_wheels, fake_wheel
-
+from conftest import EMR, fake_cuda_pins, fake_cuda_wheels, fake_wheel
 from fruits_emr import artifacts, cluster, commands, files, prices
 
 FETCH = os.path.join(EMR, "fetch_cuda_wheels.sh")
@@ -17,11 +17,12 @@ FETCH = os.path.join(EMR, "fetch_cuda_wheels.sh")
 
 def test_the_pins_are_exact_hashed_12x_wheels_of_cublas_and_nvrtc():
     pins = artifacts.cuda_pins()
-    assert [p for p, _ in pins.wheels] == ["nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12"]
-    assert all(v.startswith("12.") for _, v in pins.wheels)
+    assert [p.package for p in pins.wheels] == ["nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12"]
+    assert all(p.version.startswith("12.") for p in pins.wheels)
     assert pins.driver_min == "525.60.13"  # CUDA 12 minor-version compatibility
     lines = [line for line in open(files.data("cuda_libs.txt")) if line.strip() and not line.startswith("#")]
-    assert len(lines) == 2 and all("==" in line and "--hash=sha256:" in line for line in lines), lines
+    # The hashes are kept, each the one on its line.
+    assert [f"{p.package}=={p.version} --hash=sha256:{p.sha256}" for p in pins.wheels] == [x.strip() for x in lines]
 
 
 def test_a_bad_pins_file_is_refused(tmp_path):
@@ -29,23 +30,47 @@ def test_a_bad_pins_file_is_refused(tmp_path):
     bad.write_text("nvidia-cublas-cu12>=12\n# cuda_driver_min: 525\n")
     with pytest.raises(ValueError, match="is not `package==version"):
         artifacts.cuda_pins(str(bad))
-    bad.write_text("nvidia-cublas-cu12==12.6.4.1\n")
+    bad.write_text("nvidia-cublas-cu12==12.6.4.1\n# cuda_driver_min: 525\n")
+    with pytest.raises(ValueError, match="is not `package==version --hash=sha256:<64 hex>`"):
+        artifacts.cuda_pins(str(bad))  # a pin without its hash
+    bad.write_text(f"nvidia-cublas-cu12==12.6.4.1 --hash=sha256:{'0' * 64}\n")
     with pytest.raises(ValueError, match="cuda_driver_min"):
         artifacts.cuda_pins(str(bad))
 
 
 def test_the_pinned_wheels_are_found_and_the_others_ignored(tmp_path):
     wheels = fake_cuda_wheels(tmp_path)
+    pins = artifacts.cuda_pins(fake_cuda_pins(wheels, tmp_path / "pins.txt"))
     # Another platform's wheel and another version of the same package are not picked.
     fake_wheel(tmp_path / "nvidia_cublas_cu12-12.6.4.1-py3-none-manylinux2014_aarch64.whl", [])
     fake_wheel(tmp_path / "nvidia_cublas_cu12-12.9.1.4-py3-none-manylinux2014_x86_64.whl", [])
-    assert artifacts.find_cuda_wheels(str(tmp_path), "g4dn") == wheels
+    found = artifacts.find_cuda_wheels(str(tmp_path), "g4dn", pins)
+    assert [(w.path, w.sha256) for w in found] == [(w, p.sha256) for w, p in zip(wheels, pins.wheels, strict=True)]
     os.unlink(wheels[0])
     with pytest.raises(FileNotFoundError, match=r"no nvidia_cublas_cu12-12\.6\.4\.1-\*x86_64\.whl in .*"
                                                 r"fetch_cuda_wheels\.sh"):
-        artifacts.find_cuda_wheels(str(tmp_path), "g4dn")
+        artifacts.find_cuda_wheels(str(tmp_path), "g4dn", pins)
     with pytest.raises(FileNotFoundError, match="no CUDA wheels folder"):
-        artifacts.find_cuda_wheels(str(tmp_path / "nowhere"), "g4dn")
+        artifacts.find_cuda_wheels(str(tmp_path / "nowhere"), "g4dn", pins)
+
+
+def test_a_wheel_is_refused_unless_its_sha256_is_the_pinned_one(tmp_path):
+    wheels = fake_cuda_wheels(tmp_path / "w")
+    pins_file = fake_cuda_pins(wheels, tmp_path / "pins.txt")
+    pins = artifacts.cuda_pins(pins_file)
+    # One byte changed after the pins were written: refused, naming the file, the pin and both hashes.
+    with open(wheels[1], "ab") as f:
+        f.write(b"\0")
+    actual = artifacts.sha256_of(wheels[1])
+    with pytest.raises(artifacts.WheelRefused) as refused:
+        artifacts.find_cuda_wheels(str(tmp_path / "w"), "g4dn", pins)
+    assert str(refused.value).startswith(
+        f"{wheels[1]} is not the pinned nvidia-cuda-nvrtc-cu12==12.6.85: its sha256 is {actual}, "
+        f"{pins_file} pins {pins.wheels[1].sha256}; refused")
+    # The real pins (the default) refuse the fakes: only the files PyPI serves pass.
+    with pytest.raises(artifacts.WheelRefused, match=f"its sha256 is {artifacts.sha256_of(wheels[0])}, "
+                       f".*cuda_libs.txt pins {artifacts.cuda_pins().wheels[0].sha256}"):
+        artifacts.find_cuda_wheels(str(tmp_path / "w"), "g4dn")
 
 
 def test_only_clusters_with_gpu_instances_need_the_wheels(tmp_path):
@@ -65,11 +90,13 @@ def test_the_manifest_lists_the_wheels_and_the_id_changes_with_them(tmp_path):
     binary.chmod(0o755)
     plain = artifacts.build(str(binary))
     assert plain.manifest["cuda_libs"] == [] and plain.manifest["cuda_driver_min"] is None and plain.cuda == ()
-    wheels = fake_cuda_wheels(tmp_path / "w")
+    paths = fake_cuda_wheels(tmp_path / "w")
+    pins = artifacts.cuda_pins(fake_cuda_pins(paths, tmp_path / "pins.txt"))
+    wheels = artifacts.find_cuda_wheels(str(tmp_path / "w"), "g4dn", pins)
     gpu = artifacts.build(str(binary), cuda_wheels=wheels)
     assert gpu.id != plain.id
     assert gpu.manifest["cuda_driver_min"] == artifacts.cuda_pins().driver_min
-    for entry, path, (key, local) in zip(gpu.manifest["cuda_libs"], wheels, gpu.cuda, strict=True):
+    for entry, path, (key, local) in zip(gpu.manifest["cuda_libs"], paths, gpu.cuda, strict=True):
         assert entry == {"name": os.path.basename(path), "sha256": artifacts.sha256_of(path)}
         assert key == f"emr/cuda/{entry['sha256']}/{entry['name']}" and local == path
 

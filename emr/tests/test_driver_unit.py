@@ -2,14 +2,17 @@
 function of (partition index, keys, local paths), run here with the real
 binary on local photos."""
 
+import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import time
 
 import pytest
-from conftest import REPO
-
+from conftest import EMR, REPO
 from fruits_emr import featurize_job as job
 
 SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")
@@ -93,3 +96,135 @@ def test_the_report_renders_for_a_person():
     text = job.render(report)
     assert "36 of 40 images featurised" in text and "node-1: 20 images in 2 parts" in text
     assert "2 executor copies" in text and "$1.700/h" in text
+
+
+# Names that str.splitlines() cuts in two and the binary does not.
+ODD_NAMES = ["a\rb", "c\x0cd", "e\x85f", "g\u2028h"]
+
+
+def test_keys_are_lines_ending_at_newline_only_as_the_binary_reads_them(fruits_bin, tmp_path, weights):
+    folder = tmp_path / "photos" / "Training" / "Kiwi"
+    folder.mkdir(parents=True)
+    for name in ODD_NAMES:
+        shutil.copy(os.path.join(SAMPLE, "Test", "Kiwi", "f0_100.jpg"), folder / f"{name}.jpg")
+    expected = sorted(str(folder / f"{name}.jpg") for name in ODD_NAMES)
+    s = spec(fruits_bin, tmp_path, job.sha256_of(weights))
+    env = job.child_env(2)
+    # `fruits list` of the folder refuses the control characters (\r, \x0c,
+    # \x85), naming them: a line of its output could not hold them.
+    with pytest.raises(RuntimeError, match="hold a control character") as refused:
+        job.list_keys(s, str(tmp_path / "photos"), None, env)
+    assert "a\\rb.jpg" in str(refused.value) and "c\\u{c}d.jpg" in str(refused.value), refused.value
+    # A line separator is no control character: listed whole, one key a file.
+    lone = tmp_path / "lone" / "Training" / "Kiwi"
+    lone.mkdir(parents=True)
+    shutil.copy(folder / "g\u2028h.jpg", lone / "g\u2028h.jpg")
+    listed, not_images = job.list_keys(s, str(tmp_path / "lone"), None, env)
+    assert (listed, not_images) == ([str(lone / "g\u2028h.jpg")], 0)
+    # A key list of them, one line ending "\r\n" and a line of white space only, as the binary reads it.
+    keys = tmp_path / "keys.txt"
+    with open(keys, "w", encoding="utf-8", newline="") as f:
+        f.write(expected[0] + "\r\n" + "\n".join(expected[1:]) + "\n\u2028\x85\n")
+    from_list, _ = job.list_keys(s, None, str(keys), env)
+    assert from_list == expected
+    # Each one a whole path the binary reads: every image featurised, none rejected.
+    r = job.featurize_partition(0, from_list, s, weights)
+    assert (r["inputs"], r["featurised"], r["rejected"]) == (4, 4, 0), r
+
+
+# A Spark Python worker in small: runs one featurize task, nothing else.
+WORKER = """import json, sys
+sys.path.insert(0, sys.argv[1])
+from fruits_emr import featurize_job as job
+task = json.load(open(sys.argv[2]))
+spec = job.TaskSpec(**dict(task["spec"], global_flags=()))
+print(json.dumps(job.featurize_partition(0, task["keys"], spec, task["weights"])), flush=True)
+"""
+
+
+def children(pid):
+    """The pids whose parent is `pid`, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline") as f:
+            return f.read().split("\0")
+    except OSError:
+        return []
+
+
+def alive(pid):
+    """Running, not gone nor a zombie waiting for whoever inherited it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_fruits_child_dies_with_its_killed_python_worker_and_commits_nothing(fruits_bin, tmp_path, weights):
+    photos = sorted(os.path.join(d, f) for d, _, fs in os.walk(SAMPLE) for f in fs)
+    many = tmp_path / "many" / "Training" / "Kiwi"
+    many.mkdir(parents=True)
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+
+    def task(name, n):
+        """A worker featurising `n` photos (links to the sample's) on one thread."""
+        for i in range(n):
+            if not (many / f"{i:05d}.jpg").exists():
+                os.link(photos[i % len(photos)], many / f"{i:05d}.jpg")
+        keys = [str(many / f"{i:05d}.jpg") for i in range(n)]
+        s = spec(fruits_bin, tmp_path, job.sha256_of(weights), output=str(tmp_path / name), threads=1)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"spec": dataclasses.asdict(s), "keys": keys, "weights": weights}))
+        manifest = tmp_path / name / "features" / "_fruits" / "part-00000.manifest.json"
+        return [sys.executable, str(worker), EMR, str(path)], manifest
+
+    # Left alone, the worker's child commits its part: the test sees a commit. Enough photos for that
+    # to take a few seconds on this machine.
+    n = 500
+    while True:
+        argv, manifest = task(f"whole-{n}", n)
+        start = time.time()
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        took = time.time() - start
+        assert done.returncode == 0 and json.loads(done.stdout)["featurised"] == n, done.stderr[-2000:]
+        assert manifest.is_file()
+        if took > 3 or n >= 32000:
+            break
+        n *= 4
+    assert took > 3, f"{n} photos took {took:.1f} s: too short to kill the run midway"
+
+    # Killed (SIGKILL, as Spark kills a worker) while its child works: the child dies with it, and nothing
+    # is committed, even after the time the whole run took.
+    argv, manifest = task("killed", n)
+    start = time.time()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = None
+    while child is None and time.time() - start < 60:
+        child = next((c for c in children(proc.pid) if "featurize" in cmdline(c)), None)
+        time.sleep(0.01)
+    assert child is not None, "the worker never started fruits featurize"
+    time.sleep(1)
+    assert alive(child) and not manifest.exists(), "the child must be at work when its worker is killed"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 2
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.02)
+    assert not alive(child), "fruits featurize outlived the worker that started it"
+    time.sleep(max(0.0, start + took * 1.5 + 2 - time.time()))
+    assert not manifest.exists(), "the killed worker's child committed its part"

@@ -13,7 +13,7 @@ import pytest
 from conftest import EMR, REPO
 
 sys.path.insert(0, EMR)
-from fruits_emr import cluster, prices, regions  # noqa: E402
+from fruits_emr import cluster, commands, prices, regions  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -34,10 +34,11 @@ def test_the_template_keeps_the_bucket_private_and_the_roles_in_europe():
     t = template()["Resources"]
     bucket = t["Bucket"]["Properties"]
     assert all(bucket["PublicAccessBlockConfiguration"].values())
-    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
-        "SSEAlgorithm"] == "AES256"
-    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
-    assert rules["expire-logs"]["Prefix"] == "logs/"
+    (sse,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert sse["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
+                                                    "KMSMasterKeyID": {"Fn::GetAtt": ["DataKey", "Arn"]}}
+    assert sse["BucketKeyEnabled"] is True
+    assert t["DataKey"]["Properties"]["EnableKeyRotation"] is True
     (tls,) = t["BucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert tls["Effect"] == "Deny" and tls["Condition"]["Bool"]["aws:SecureTransport"] == "false"
     (deny,) = t["DenyOutsideEurope"]["Properties"]["PolicyDocument"]["Statement"]
@@ -45,11 +46,119 @@ def test_the_template_keeps_the_bucket_private_and_the_roles_in_europe():
     assert deny["Condition"]["StringNotEquals"]["aws:RequestedRegion"] == {"Ref": "EuropeanRegions"}
     for role in ("EmrServiceRole", "NodeRole"):
         assert {"Ref": "DenyOutsideEurope"} in t[role]["Properties"]["ManagedPolicyArns"], role
-    # The nodes write only under runs/ and logs/ of the project's bucket.
+    # The nodes write only under runs/ and logs/ of the project's bucket, and delete only under runs/.
     node = t["NodeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     writes = [s for s in node if "s3:PutObject" in s["Action"]]
     assert [r["Fn::Sub"] for r in writes[0]["Resource"]] == ["${Bucket.Arn}/runs/*", "${Bucket.Arn}/logs/*"]
     assert not any(s["Action"] == "*" or s.get("Resource") == "*" for s in node if s["Effect"] == "Allow")
+
+
+def actions(statement):
+    a = statement["Action"]
+    return [a] if isinstance(a, str) else a
+
+
+def resources(statement):
+    r = statement["Resource"]
+    return [x.get("Fn::Sub") or x for x in (r if isinstance(r, list) else [r])]
+
+
+def test_the_nodes_cannot_delete_logs():
+    node = template()["Resources"]["NodeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    allowed_deletes = [s for s in node if s["Effect"] == "Allow" and any("Delete" in a for a in actions(s))]
+    assert [(actions(s), resources(s)) for s in allowed_deletes] == [(["s3:DeleteObject"], ["${Bucket.Arn}/runs/*"])]
+    # Explicitly denied, whatever a later policy allows: deleting under logs/ or the access logs, and deleting
+    # any version for good (versioning keeps what a delete or an overwrite hides).
+    denied = {(a, r) for s in node if s["Effect"] == "Deny" for a in actions(s) for r in resources(s)}
+    assert {("s3:DeleteObject", "${Bucket.Arn}/logs/*"), ("s3:DeleteObject", "${AccessLogBucket.Arn}/*"),
+            ("s3:DeleteObjectVersion", "${Bucket.Arn}/*"), ("s3:DeleteObjectVersion", "${AccessLogBucket.Arn}/*")} \
+        <= denied, denied
+
+
+def test_the_bucket_is_versioned_access_logged_and_keeps_each_prefix_for_its_retention():
+    t = template()
+    bucket = t["Resources"]["Bucket"]["Properties"]
+    # Versioning is bucket-wide (S3 has no per-prefix versioning).
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogBucket"}
+    logs = t["Resources"]["AccessLogBucket"]["Properties"]
+    assert logs["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"] == \
+        {"SSEAlgorithm": "AES256"}, "S3 delivers access logs only to an SSE-S3 bucket"
+    (delivery, tls) = t["Resources"]["AccessLogBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"} and delivery["Action"] == "s3:PutObject"
+    assert delivery["Condition"]["ArnLike"]["aws:SourceArn"] == {"Fn::GetAtt": ["Bucket", "Arn"]}
+    assert tls["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    (expire_logs,) = logs["LifecycleConfiguration"]["Rules"]
+    assert expire_logs["ExpirationInDays"] == {"Ref": "LogRetentionDays"}
+    # Each prefix expires after the deployer's retention, and so do its noncurrent versions: versioning keeps
+    # runs/ recoverable for RunVersionDays and an overwritten log for LogRetentionDays, and extends nothing else
+    # (one day). One rule a prefix: where rules overlap, S3 applies the shortest expiration.
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
+    expected = {"expire-photos": ("photos/", "PhotoRetentionDays", 1),
+                "expire-runs": ("runs/", "RunRetentionDays", {"Ref": "RunVersionDays"}),
+                "expire-logs": ("logs/", "LogRetentionDays", {"Ref": "LogRetentionDays"}),
+                "drop-old-artifact-versions": ("emr/", None, 1)}
+    for rule_id, (prefix, days, noncurrent) in expected.items():
+        rule = rules[rule_id]
+        assert rule["Status"] == "Enabled" and rule["Prefix"] == prefix, rule
+        assert rule.get("ExpirationInDays") == ({"Ref": days} if days else None), rule
+        assert rule["NoncurrentVersionExpiration"] == {"NoncurrentDays": noncurrent}, rule
+    versioned = [r for r in rules.values() if "NoncurrentVersionExpiration" in r]
+    assert sorted(r["Prefix"] for r in versioned) == ["emr/", "logs/", "photos/", "runs/"], "no overlap"
+    assert rules["remove-expired-delete-markers"]["ExpiredObjectDeleteMarker"] is True
+    # The retention parameters have no default in the template: fruits-emr deploy passes them, its flags'
+    # defaults (commands.Retention) being the one place of the defaults.
+    params = t["Parameters"]
+    sent = {p["ParameterKey"] for p in commands.Retention().parameters()}
+    assert sent == {k for k in params if k.endswith("Days")}
+    assert all("Default" not in params[k] and params[k]["MinValue"] == 1 for k in sent)
+
+
+def test_the_security_configuration_requires_imdsv2_and_encrypts_at_rest_with_the_key():
+    t = template()["Resources"]
+    sc = t["SecurityConfiguration"]["Properties"]["SecurityConfiguration"]
+    assert sc["InstanceMetadataServiceConfiguration"] == {"MinimumInstanceMetadataServiceVersion": 2,
+                                                          "HttpPutResponseHopLimit": 1}
+    enc = sc["EncryptionConfiguration"]
+    key = {"Fn::GetAtt": ["DataKey", "Arn"]}
+    assert enc["EnableAtRestEncryption"] is True
+    assert enc["AtRestEncryptionConfiguration"] == {
+        "S3EncryptionConfiguration": {"EncryptionMode": "SSE-KMS", "AwsKmsKey": key},
+        "LocalDiskEncryptionConfiguration": {"EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": key,
+                                             "EnableEbsEncryption": True}}
+    # Not in transit: EMR needs TLS certificates for it (docs/EMR.md says why, and what travels in clear).
+    assert enc["EnableInTransitEncryption"] is False and "InTransitEncryptionConfiguration" not in enc
+    # The roles may use the key: the nodes for S3 and their disks, EMR for the volumes it creates.
+    node = t["NodeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (kms,) = [s for s in node if any(a.startswith("kms:") for a in actions(s))]
+    assert kms["Resource"] == key and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(actions(kms))
+    service = {p["PolicyName"]: p for p in t["EmrServiceRole"]["Properties"]["Policies"]}
+    grants = service["encrypt-node-volumes"]["PolicyDocument"]["Statement"][1]
+    assert grants["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}} and grants["Resource"] == key
+
+
+def test_the_nodes_are_in_a_private_subnet_reaching_only_s3_and_kms():
+    t = template()["Resources"]
+    types = {name: r["Type"] for name, r in t.items()}
+    assert "AWS::EC2::InternetGateway" not in types.values() and "AWS::EC2::NatGateway" not in types.values()
+    assert "AWS::EC2::Route" not in types.values(), "no route but the S3 endpoint's"
+    assert t["Subnet"]["Properties"]["MapPublicIpOnLaunch"] is False
+    endpoints = {r["Properties"]["ServiceName"]["Fn::Sub"]: r["Properties"] for r in t.values()
+                 if r["Type"] == "AWS::EC2::VPCEndpoint"}
+    assert endpoints.keys() == {"com.amazonaws.${AWS::Region}.s3", "com.amazonaws.${AWS::Region}.kms"}
+    s3 = endpoints["com.amazonaws.${AWS::Region}.s3"]
+    assert s3["VpcEndpointType"] == "Gateway" and s3["RouteTableIds"] == [{"Ref": "RouteTable"}]
+    kms = endpoints["com.amazonaws.${AWS::Region}.kms"]
+    assert kms["VpcEndpointType"] == "Interface" and kms["SubnetIds"] == [{"Ref": "Subnet"}]
+    assert kms["PrivateDnsEnabled"] is True
+    (ingress,) = t["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert (ingress["FromPort"], ingress["ToPort"], ingress["CidrIp"]) == \
+        (443, 443, t["Vpc"]["Properties"]["CidrBlock"]), "HTTPS from the VPC only"
+
+
+ARNS = {"Bucket": "arn:aws:s3:::fruits-demo", "AccessLogBucket": "arn:aws:s3:::fruits-demo-logs",
+        "DataKey": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "NodeRole": "arn:aws:iam::123456789012:role/fruits-node"}
 
 
 def iam_policies():
@@ -58,11 +167,12 @@ def iam_policies():
     def concrete(node):
         if isinstance(node, dict):
             if "Fn::Sub" in node:
-                return node["Fn::Sub"].replace("${Bucket.Arn}", "arn:aws:s3:::fruits-demo").replace(
-                    "${Bucket}", "fruits-demo").replace("${AWS::Partition}", "aws")
+                text = node["Fn::Sub"].replace("${AWS::Partition}", "aws").replace("${Bucket}", "fruits-demo")
+                for name, arn in ARNS.items():
+                    text = text.replace("${" + name + ".Arn}", arn)
+                return text
             if "Fn::GetAtt" in node:
-                return "arn:aws:s3:::fruits-demo" if node["Fn::GetAtt"][0] == "Bucket" else \
-                    "arn:aws:iam::123456789012:role/fruits-node"
+                return ARNS[node["Fn::GetAtt"][0]]
             if "Ref" in node:
                 return ["eu-west-1", "eu-central-1"] if node["Ref"] == "EuropeanRegions" else "x"
             return {k: concrete(v) for k, v in node.items()}
@@ -100,14 +210,17 @@ def test_shellcheck_passes_on_every_script():
 
 
 def test_the_cluster_definition_is_transient_or_idle_terminating_and_has_no_ssh():
-    roles = {"ServiceRole": "s", "InstanceProfile": "p", "SubnetId": "subnet-1"}
-    req = cluster.run_job_flow(bucket="b", roles=roles, artifact="a", purpose="run", shape=cluster.Shape(),
-                               keep_alive=False)
+    roles = {"ServiceRole": "s", "InstanceProfile": "p", "SubnetId": "subnet-1", "SecurityConfiguration": "sc"}
+    req = cluster.run_job_flow(bucket="b", region="eu-west-1", roles=roles, artifact="a", purpose="run",
+                               shape=cluster.Shape(), keep_alive=False)
     assert req["ReleaseLabel"].startswith("emr-7.")
+    assert req["SecurityConfiguration"] == "sc" and req["Instances"]["Ec2SubnetId"] == "subnet-1"
+    assert req["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == ["s3://b/emr/a/", "eu-west-1"]
+    assert cluster.project_tag() in req["Tags"] and cluster.project_tag() == {"Key": "project", "Value": "fruits"}
     assert req["AutoTerminationPolicy"]["IdleTimeout"] == 30 * 60
     assert "Ec2KeyName" not in req["Instances"]
     assert all(isinstance(v, str) for c in req["Configurations"] for v in c["Properties"].values())
-    spot = cluster.run_job_flow(bucket="b", roles=roles, artifact="a", purpose="run",
+    spot = cluster.run_job_flow(bucket="b", region="eu-west-1", roles=roles, artifact="a", purpose="run",
                                 shape=cluster.Shape(spot=True), keep_alive=True)
     assert spot["Instances"]["InstanceGroups"][1]["Market"] == "SPOT"
     assert spot["Instances"]["InstanceGroups"][0]["Market"] == "ON_DEMAND", "the master stays on demand"

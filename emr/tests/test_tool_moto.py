@@ -1,10 +1,15 @@
-"""fruits-emr against moto's server mode (S3, CloudFormation, IAM, EMR),
-through a proxy that records every request: what the commands send, and
-that a region outside Europe is refused before any request."""
+"""fruits-emr against moto's server mode (S3, CloudFormation, IAM, EMR, EC2,
+KMS), through a proxy that records every request: what the commands send,
+what the stack makes, and that a region outside Europe, or a CUDA wheel
+that is not the pinned one, is refused before any request. The commands
+run the copy of fruits-emr that pins the fake CUDA wheels (conftest's
+`pinned`)."""
 
+import ast
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,23 +18,17 @@ from urllib.parse import parse_qs
 
 import boto3
 import pytest
-from conftest import EMR, aws_env, fake_cuda_wheels
+from conftest import aws_env
 
-TOOL = os.path.join(EMR, "fruits-emr")
-
-
-@pytest.fixture(scope="session")
-def cuda_wheels(tmp_path_factory):
-    """A folder as emr/fetch_cuda_wheels.sh leaves it, with small fake wheels."""
-    folder = tmp_path_factory.mktemp("cuda-wheels")
-    fake_cuda_wheels(folder)
-    return str(folder)
+TOOL = None  # the pinned copy's emr/fruits-emr (pinned_tool)
 
 
 @pytest.fixture(autouse=True)
-def default_cuda_wheels(cuda_wheels, monkeypatch):
-    """Every command finds the wheels where fruits-emr looks by default."""
-    monkeypatch.setenv("FRUITS_CUDA_WHEELS", cuda_wheels)
+def pinned_tool(pinned, monkeypatch):
+    """Every command runs the copy that pins the fake wheels, and finds them
+    where fruits-emr looks by default."""
+    monkeypatch.setitem(globals(), "TOOL", pinned.tool)
+    monkeypatch.setenv("FRUITS_CUDA_WHEELS", pinned.wheels)
 
 
 @pytest.fixture(autouse=True)
@@ -43,13 +42,25 @@ def tool(endpoint, *args, timeout=120, env_extra=None):
     return subprocess.run([TOOL] + list(args), capture_output=True, text=True, env=env, timeout=timeout)
 
 
+@pytest.fixture(scope="session")
+def hub_weights(tmp_path_factory, fruits_bin):
+    """What `fruits weights fetch` finds in the model hub's cache, in small:
+    deterministic weights of the real shapes (the hub is not reachable)."""
+    w = tmp_path_factory.mktemp("hub") / "mobilenetv2.safetensors"
+    subprocess.run([fruits_bin, "weights", "init", "--model", "mobilenetv2", "--seed", "5", "--out", str(w)],
+                   check=True, capture_output=True)
+    return str(w)
+
+
 @pytest.fixture
-def binary(tmp_path, fruits_bin):
+def binary(tmp_path, fruits_bin, hub_weights):
     """The file the nodes would install: its bytes are what the tool uploads
     and hashes (a few, not the build's megabytes); it answers as the built
-    binary does (--version, the regions, the sample photos)."""
+    binary does (--version, the regions, the sample photos), and `weights
+    fetch` with the path of the hub's file."""
     b = tmp_path / "fruits"
-    b.write_text(f"#!/bin/sh\nexec '{fruits_bin}' \"$@\"\n")
+    b.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'weights fetch' ] && echo '{hub_weights}' && exit 0\n"
+                 f"exec '{fruits_bin}' \"$@\"\n")
     b.chmod(0o755)
     return str(b)
 
@@ -68,6 +79,20 @@ def client(endpoint, service):
                         aws_secret_access_key="test-secret-key")
 
 
+def stack_emr(endpoint):
+    """EMR as the stack's resources see it. moto's server takes EMR's region
+    from the host name alone (127.0.0.1: us-east-1, where fruits-emr's own
+    EMR requests land), while CloudFormation makes the stack's EMR resources
+    in the stack's region, eu-west-1: this client names that region's host."""
+    emr = client(endpoint, "emr")
+
+    def regional_host(request, **_):
+        request.headers["Host"] = "elasticmapreduce.eu-west-1.amazonaws.com"
+
+    emr.meta.events.register("before-send.emr.*", regional_host)
+    return emr
+
+
 @pytest.fixture
 def deployed(recorder, tmp_path):
     bucket = f"fruits-{int(time.time() * 1000) % 10**9}"
@@ -76,27 +101,78 @@ def deployed(recorder, tmp_path):
     return bucket
 
 
+def sent_parameters(recorder, action):
+    """The parameters of the stack's `action` request (CreateStack...)."""
+    (req,) = [parse_qs(r["body"]) for r in recorder.requests() if f"Action={action}" in r["body"]]
+    n = len([k for k in req if k.endswith(".ParameterKey")])
+    return {req[f"Parameters.member.{i}.ParameterKey"][0]: req[f"Parameters.member.{i}.ParameterValue"][0]
+            for i in range(1, n + 1)}, req
+
+
 def test_deploy_creates_the_stack_with_the_binarys_european_regions(recorder, deployed, fruits_bin):
     stack = client(recorder.endpoint, "cloudformation").describe_stacks(StackName=f"fruits-{deployed}")["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
-    # What was sent (moto renders a list parameter back as a Python list).
-    (create,) = [parse_qs(r["body"]) for r in recorder.requests() if "Action=CreateStack" in r["body"]]
-    sent = {create[f"Parameters.member.{i}.ParameterKey"][0]: create[f"Parameters.member.{i}.ParameterValue"][0]
-            for i in (1, 2)}
+    sent, create = sent_parameters(recorder, "CreateStack")
     binary = json.loads(subprocess.run([fruits_bin, "regions", "--json"], capture_output=True, text=True).stdout)
     assert sent["EuropeanRegions"].split(",") == [r["code"] for r in binary["regions"]]
     assert sent["BucketName"] == deployed
+    # The retention, stated defaults (GDPR storage limitation), always sent.
+    assert {k: sent[k] for k in ("PhotoRetentionDays", "RunRetentionDays", "RunVersionDays", "LogRetentionDays")} \
+        == {"PhotoRetentionDays": "30", "RunRetentionDays": "90", "RunVersionDays": "7", "LogRetentionDays": "30"}
     assert create["Capabilities.member.1"] == ["CAPABILITY_IAM"]
-    outputs = {o["OutputKey"] for o in stack["Outputs"]}
-    assert {"ServiceRole", "InstanceProfile", "SubnetId", "LogUri"} <= outputs
-    # The stack made the bucket (its settings are checked in the template: test_infra.py).
-    client(recorder.endpoint, "s3").head_bucket(Bucket=deployed)
-    # Deploying again updates the stack instead of failing.
-    again = tool(recorder.endpoint, "deploy", "--bucket", deployed)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert {"ServiceRole", "InstanceProfile", "SubnetId", "LogUri", "SecurityConfiguration", "KmsKey"} <= set(outputs)
+    # The stack made the bucket, encrypted with the stack's key (its other settings are checked in the
+    # template: test_infra.py).
+    rule = client(recorder.endpoint, "s3").get_bucket_encryption(Bucket=deployed)[
+        "ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    assert rule == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": outputs["KmsKey"]}
+    assert outputs["KmsKey"] in [k["KeyArn"] for k in client(recorder.endpoint, "kms").list_keys()["Keys"]]
+    # The security configuration every cluster gets, as EMR holds it.
+    sc = stack_emr(recorder.endpoint).describe_security_configuration(Name=outputs["SecurityConfiguration"])
+    # (AWS answers JSON; moto keeps what CloudFormation gave it, in Python's notation)
+    conf = ast.literal_eval(sc["SecurityConfiguration"])
+    assert conf["InstanceMetadataServiceConfiguration"] == {"MinimumInstanceMetadataServiceVersion": 2,
+                                                            "HttpPutResponseHopLimit": 1}
+    enc = conf["EncryptionConfiguration"]
+    assert enc["EnableAtRestEncryption"] is True and enc["EnableInTransitEncryption"] is False
+    assert enc["AtRestEncryptionConfiguration"] == {
+        "S3EncryptionConfiguration": {"EncryptionMode": "SSE-KMS", "AwsKmsKey": outputs["KmsKey"]},
+        "LocalDiskEncryptionConfiguration": {"EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": outputs["KmsKey"],
+                                             "EnableEbsEncryption": True}}
+    # The nodes' subnet: private, its only way out of the VPC the S3 gateway endpoint; KMS in the subnet.
+    # (No public IPs: moto ignores MapPublicIpOnLaunch, the template says false, test_infra.py.)
+    ec2 = client(recorder.endpoint, "ec2")
+    vpc = ec2.describe_subnets(SubnetIds=[outputs["SubnetId"]])["Subnets"][0]["VpcId"]
+    endpoints = {e["ServiceName"]: e for e in ec2.describe_vpc_endpoints(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]}
+    s3 = endpoints["com.amazonaws.eu-west-1.s3"]
+    assert s3["VpcEndpointType"] == "Gateway"
+    tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]
+    routes = [r for t in tables for r in t["Routes"]]
+    assert all(r.get("GatewayId") in ("local", s3["VpcEndpointId"]) for r in routes), routes
+    assert [r["DestinationPrefixListId"] for r in routes if r["GatewayId"] == s3["VpcEndpointId"]], routes
+    assert not ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])[
+        "InternetGateways"]
+    assert not ec2.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NatGateways"]
+    kms = endpoints["com.amazonaws.eu-west-1.kms"]
+    assert kms["VpcEndpointType"] == "Interface" and kms["SubnetIds"] == [outputs["SubnetId"]]
+    assert kms["PrivateDnsEnabled"] is True
+    # Deploying again updates the stack instead of failing, with the deployer's retention (--log-days as well,
+    # in a dry run: moto cannot update a bucket CloudFormation named, the access-log bucket).
+    again = tool(recorder.endpoint, "deploy", "--bucket", deployed, "--photo-days", "14", "--run-days", "60",
+                 "--run-version-days", "3")
     assert again.returncode == 0 or "No updates" in again.stderr, again.stderr
+    sent, _ = sent_parameters(recorder, "UpdateStack")
+    assert {k: sent[k] for k in ("PhotoRetentionDays", "RunRetentionDays", "RunVersionDays", "LogRetentionDays")} \
+        == {"PhotoRetentionDays": "14", "RunRetentionDays": "60", "RunVersionDays": "3", "LogRetentionDays": "30"}
+    dry = tool(recorder.endpoint, "--dry-run", "deploy", "--bucket", deployed, "--log-days", "45")
+    (line,) = [line for line in dry.stdout.splitlines() if line.startswith("aws cloudformation CreateStack ")]
+    sent = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(line.split(" ", 3)[3])["Parameters"]}
+    assert (sent["LogRetentionDays"], sent["PhotoRetentionDays"]) == ("45", "30")
 
 
-def test_run_sends_a_transient_cluster_with_the_job_as_its_step(recorder, deployed, binary):
+def test_run_sends_a_transient_cluster_with_the_job_as_its_step(recorder, deployed, binary, hub_weights):
     out = tool(recorder.endpoint, "run", "--bucket", deployed, "--input", f"s3://{deployed}/photos/fruits-360/",
                "--output", f"s3://{deployed}/runs/run-1/", "--binary", binary, "--images", "90000", "--no-wait")
     assert out.returncode == 0, out.stderr + out.stdout
@@ -115,9 +191,14 @@ def test_run_sends_a_transient_cluster_with_the_job_as_its_step(recorder, deploy
     assert groups["CORE"]["Market"] == "ON_DEMAND"
     assert "Ec2KeyName" not in req["Instances"], "no SSH key: no SSH"
     assert req["LogUri"] == f"s3://{deployed}/logs/emr/"
+    # The stack's security configuration (IMDSv2, encryption at rest: test_deploy...), as EMR holds it.
+    stack = client(recorder.endpoint, "cloudformation").describe_stacks(StackName=f"fruits-{deployed}")["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert req["SecurityConfiguration"] == outputs["SecurityConfiguration"]
     (boot,) = req["BootstrapActions"]
-    prefix = boot["ScriptBootstrapAction"]["Args"][0]
+    prefix, region = boot["ScriptBootstrapAction"]["Args"]
     assert boot["ScriptBootstrapAction"]["Path"] == prefix + "bootstrap.sh"
+    assert region == "eu-west-1", "the bootstrap action copies from the bucket's region"
     spark = next(c["Properties"] for c in req["Configurations"] if c["Classification"] == "spark-defaults")
     assert spark["spark.executor.cores"] == spark["spark.task.cpus"] == "4", "one task owns a node"
     assert spark["spark.executor.instances"] == "2"
@@ -128,9 +209,15 @@ def test_run_sends_a_transient_cluster_with_the_job_as_its_step(recorder, deploy
     assert args[args.index("--input") + 1] == f"s3://{deployed}/photos/fruits-360/"
     assert args[args.index("--output") + 1] == f"s3://{deployed}/runs/run-1/"
     assert float(args[args.index("--cost-per-hour") + 1]) > 0
+    # The nodes cannot reach the model hub: the pinned weights went to the bucket, content-addressed.
+    weights = args[args.index("--weights") + 1]
+    digest = hashlib.sha256(open(hub_weights, "rb").read()).hexdigest()
+    assert weights == f"s3://{deployed}/emr/weights/{digest}/mobilenetv2.safetensors"
     # The artifacts are in S3 where the bootstrap action looks, with their hashes.
     s3 = client(recorder.endpoint, "s3")
     key = prefix[len(f"s3://{deployed}/"):]
+    assert s3.get_object(Bucket=deployed, Key=weights[len(f"s3://{deployed}/"):])["Body"].read() == \
+        open(hub_weights, "rb").read()
     manifest = json.loads(s3.get_object(Bucket=deployed, Key=key + "fruits.json")["Body"].read())
     assert manifest["sha256"] == hashlib.sha256(open(binary, "rb").read()).hexdigest()
     driver = s3.get_object(Bucket=deployed, Key=key + "featurize_job.py")["Body"].read()
@@ -145,26 +232,36 @@ def test_run_sends_a_transient_cluster_with_the_job_as_its_step(recorder, deploy
         assert w["sha256"] == hashlib.sha256(local).hexdigest()
         cuda_key = key.rstrip("/").rsplit("/", 1)[0] + f"/cuda/{w['sha256']}/{w['name']}"
         assert s3.get_object(Bucket=deployed, Key=cuda_key)["Body"].read() == local
-    assert f"CUDA libraries from {os.environ['FRUITS_CUDA_WHEELS']}" in out.stdout
-    # A second cluster does not upload them again.
+    assert f"CUDA libraries from {os.environ['FRUITS_CUDA_WHEELS']}, as pinned" in out.stdout
+    # A second cluster does not upload them, or the weights, again.
     before = len(recorder.requests())
     again = tool(recorder.endpoint, "run", "--bucket", deployed, "--input", f"s3://{deployed}/photos/fruits-360/",
                  "--output", f"s3://{deployed}/runs/run-2/", "--binary", binary, "--no-wait")
     assert again.returncode == 0, again.stderr + again.stdout
     puts = [r["path"] for r in recorder.requests()[before:] if r["method"] == "PUT"]
-    assert not [p for p in puts if "/emr/cuda/" in p] and any(p.endswith("/fruits.json") for p in puts), puts
-    assert again.stdout.count("is there already") == len(wheels)
+    assert not [p for p in puts if "/emr/cuda/" in p or "/emr/weights/" in p], puts
+    assert any(p.endswith("/fruits.json") for p in puts), puts
+    assert again.stdout.count("is there already") == len(wheels) + 1
     # The cluster, as EMR (moto) holds it.
-    clusters = client(recorder.endpoint, "emr").list_clusters()["Clusters"]
-    assert any(c["Name"].startswith("fruits-run-") for c in clusters)
+    emr = client(recorder.endpoint, "emr")
+    ours = [c["Id"] for c in emr.list_clusters()["Clusters"] if c["Name"] == req["Name"]]
+    assert ours and all(emr.describe_cluster(ClusterId=c)["Cluster"]["SecurityConfiguration"]
+                        == outputs["SecurityConfiguration"] for c in ours)
 
 
 def test_up_status_down(recorder, deployed, binary, tmp_path):
+    # Somebody else's cluster, named like ours but without the project's tag.
+    emr = client(recorder.endpoint, "emr")
+    other = emr.run_job_flow(Name="fruits-not-ours", ReleaseLabel="emr-7.13.0", JobFlowRole="r", ServiceRole="s",
+                             Instances={"MasterInstanceType": "m5.xlarge", "SlaveInstanceType": "m5.xlarge",
+                                        "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+                             Tags=[{"Key": "project", "Value": "vegetables"}])["JobFlowId"]
     # CPU nodes only: no CUDA wheels needed, none uploaded.
     out = tool(recorder.endpoint, "up", "--bucket", deployed, "--binary", binary, "--core-count", "1",
                "--core-type", "m5.xlarge", "--idle-timeout", "20", "--cuda-wheels", str(tmp_path / "none"))
     assert out.returncode == 0, out.stderr + out.stdout
-    (_, req, _), = [c for c in calls(recorder, "ElasticMapReduce") if c[0] == "RunJobFlow"]
+    (_, req, _), = [c for c in calls(recorder, "ElasticMapReduce")
+                    if c[0] == "RunJobFlow" and c[1]["Name"].startswith("fruits-interactive-")]
     prefix = req["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"][0][len(f"s3://{deployed}/"):]
     manifest = json.loads(client(recorder.endpoint, "s3").get_object(Bucket=deployed, Key=prefix + "fruits.json")
                           ["Body"].read())
@@ -176,13 +273,17 @@ def test_up_status_down(recorder, deployed, binary, tmp_path):
     status = tool(recorder.endpoint, "status", "--warn-hours", "0")
     assert status.returncode == 0, status.stderr
     assert "up 0.0 h" in status.stdout and "WARNING" in status.stdout, status.stdout
+    assert other not in status.stdout, "not the project's: not counted"
     down = tool(recorder.endpoint, "down")
     assert down.returncode == 0, down.stderr
     (_, term, _), = [c for c in calls(recorder, "ElasticMapReduce") if c[0] == "TerminateJobFlows"]
-    emr = client(recorder.endpoint, "emr")
+    assert term["JobFlowIds"] and other not in term["JobFlowIds"], term
     for cid in term["JobFlowIds"]:
         assert emr.describe_cluster(ClusterId=cid)["Cluster"]["Status"]["State"].startswith("TERMINAT")
     assert "no fruits cluster is up" in tool(recorder.endpoint, "status").stdout
+    # The untagged cluster is still up: `down` stops only the project's clusters.
+    assert emr.describe_cluster(ClusterId=other)["Cluster"]["Status"]["State"] == "WAITING"
+    emr.terminate_job_flows(JobFlowIds=[other])
 
 
 def test_demo_terminates_its_cluster_when_the_job_fails_or_is_interrupted(recorder, deployed, binary):
@@ -211,6 +312,40 @@ def test_demo_terminates_its_cluster_when_the_job_fails_or_is_interrupted(record
     assert sum(c[0] == "TerminateJobFlows" for c in calls(recorder)) == 2
 
 
+def test_demo_terminates_its_cluster_on_sighup_retrying_and_deaf_to_signals_meanwhile(moto, emr_proxy, binary):
+    bucket = f"fruits-{int(time.time() * 1000) % 10**9}"
+    assert tool(moto, "deploy", "--bucket", bucket).returncode == 0
+    # The first TerminateJobFlows fails, after a while (botocore's own retries off: the tool's are tested).
+    emr_proxy.refuse("TerminateJobFlows", times=1, hold_s=2)
+    env = aws_env(emr_proxy.endpoint, FRUITS_EMR_PYTHON=sys.executable, FRUITS_EMR_POLL_S="0.1", AWS_MAX_ATTEMPTS="1")
+    proc = subprocess.Popen([TOOL, "demo", "--bucket", bucket, "--binary", binary], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_for(op):
+        deadline = time.time() + 180
+        while op not in emr_proxy.ops():
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() < deadline, f"no {op}"
+            time.sleep(0.05)
+
+    wait_for("AddJobFlowSteps")
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGHUP)  # the terminal closed
+    wait_for("TerminateJobFlows")
+    # While that call is under way, and between its tries: Ctrl-C, SIGTERM, SIGHUP again, all ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        time.sleep(0.3)
+        proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stdout + stderr
+    assert "interrupted (SIGHUP)" in stdout, stdout
+    (cid,) = {b["JobFlowId"] for b in emr_proxy.bodies("AddJobFlowSteps")}
+    assert [b["JobFlowIds"] for b in emr_proxy.bodies("TerminateJobFlows")] == [[cid], [cid]], "tried again"
+    assert f"TerminateJobFlows {cid} failed" in stdout and f"terminating {cid}" in stdout, stdout
+    state = client(moto, "emr").describe_cluster(ClusterId=cid)["Cluster"]["Status"]["State"]
+    assert state.startswith("TERMINAT"), state
+
+
 def test_a_region_outside_europe_is_refused_before_any_request(recorder, binary):
     for args in (["deploy", "--bucket", "b"], ["status"], ["down"],
                  ["run", "--bucket", "b", "--input", "s3://b/photos/x/", "--output", "s3://b/runs/r/",
@@ -230,8 +365,9 @@ def test_dry_run_prints_the_requests_and_sends_none(recorder, binary):
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("aws ")]
     ops = [line.split()[1] + " " + line.split()[2] for line in lines]
-    assert ops == ["s3 HeadObject", "s3 PutObject"] * 2 + ["s3 PutObject"] * 4 + ["emr RunJobFlow"], ops
+    assert ops == ["s3 HeadObject", "s3 PutObject"] * 2 + ["s3 PutObject"] * 5 + ["emr RunJobFlow"], ops
     assert "/cuda/" in json.loads(lines[0].split(" ", 3)[3])["Key"]
+    assert json.loads(lines[-2].split(" ", 3)[3])["Key"] == "emr/weights/<sha256>/mobilenetv2.safetensors"
     req = json.loads(lines[-1].split(" ", 3)[3])
     assert req["ServiceRole"] == "<ServiceRole of stack fruits-fruits-demo>"
     assert req["Steps"][0]["HadoopJarStep"]["Args"][0] == "spark-submit"
@@ -250,7 +386,7 @@ def test_outputs_the_nodes_cannot_write_are_refused_first(recorder, binary):
     assert recorder.requests() == []
 
 
-def test_a_gpu_cluster_without_its_cuda_wheels_is_refused_before_any_request(recorder, binary, tmp_path):
+def test_a_gpu_cluster_without_its_cuda_wheels_is_refused_before_any_request(recorder, binary, pinned, tmp_path):
     run = ["run", "--bucket", "fruits-demo", "--input", "s3://fruits-demo/photos/x/", "--output",
            "s3://fruits-demo/runs/r/", "--binary", binary]
     missing = tmp_path / "no-such-folder"
@@ -262,10 +398,30 @@ def test_a_gpu_cluster_without_its_cuda_wheels_is_refused_before_any_request(rec
         assert f"emr/fetch_cuda_wheels.sh {missing}" in out.stderr
     # A folder without one of the pinned wheels: its name is said.
     partial = tmp_path / "partial"
-    fake_cuda_wheels(partial)
+    shutil.copytree(pinned.wheels, partial)
     nvrtc = next(n for n in os.listdir(partial) if n.startswith("nvidia_cuda_nvrtc_cu12-"))
     (partial / nvrtc).unlink()
     out = tool(recorder.endpoint, *run, "--cuda-wheels", str(partial))
     assert out.returncode == 1
     assert f"no {nvrtc.split('-py3')[0]}-*x86_64.whl in {partial}" in out.stderr, out.stderr
+    assert recorder.requests() == [], "not one request"
+
+
+def test_a_cuda_wheel_that_is_not_the_pinned_one_is_refused_before_any_request(recorder, binary, pinned, tmp_path):
+    # The pinned wheels, one of them changed after it was fetched.
+    tampered = tmp_path / "tampered"
+    shutil.copytree(pinned.wheels, tampered)
+    cublas = next(n for n in os.listdir(tampered) if n.startswith("nvidia_cublas_cu12-"))
+    pin = hashlib.sha256((tampered / cublas).read_bytes()).hexdigest()
+    with open(tampered / cublas, "ab") as f:
+        f.write(b"a payload run as root on every GPU node")
+    actual = hashlib.sha256((tampered / cublas).read_bytes()).hexdigest()
+    for args in (["run", "--bucket", "fruits-demo", "--input", "s3://fruits-demo/photos/x/", "--output",
+                  "s3://fruits-demo/runs/r/", "--binary", binary, "--cuda-wheels", str(tampered)],
+                 ["--dry-run", "up", "--bucket", "fruits-demo", "--binary", binary, "--cuda-wheels", str(tampered)]):
+        out = tool(recorder.endpoint, *args)
+        assert out.returncode == 1, (args, out.stdout)
+        assert f"{tampered / cublas} is not the pinned nvidia-cublas-cu12==12.6.4.1: its sha256 is {actual}" \
+            in out.stderr and f"pins {pin}; refused" in out.stderr, out.stderr
+        assert "aws " not in out.stdout, "not even printed"
     assert recorder.requests() == [], "not one request"
