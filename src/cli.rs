@@ -21,6 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Featurize(cmd::featurize::Args),
+    Pack(cmd::pack::Args),
     Pca(cmd::pca::Args),
     Index(cmd::index::Args),
     Identify(cmd::identify::Args),

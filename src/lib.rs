@@ -3,9 +3,13 @@
 //! The rooms, each a folder with one job (the dependencies run one way:
 //! `tests/test_layout.rs` fails on a cycle between files or folders):
 //!
-//! - [`features`]: `fruits featurize`, one job = one part: list and account
-//!   for every input, stream bytes → pixels → batches → features, write the
-//!   Parquet, the rejections and the statistics.
+//! - [`photos`]: where photos come from: the files under a folder or
+//!   prefix, or a key list, every one accounted for; and shards, photos
+//!   packed into Parquet files (`fruits pack`), read back row group by row
+//!   group.
+//! - [`features`]: `fruits featurize`, one job = one part: stream bytes →
+//!   pixels → batches → features, write the Parquet, the rejections and the
+//!   statistics.
 //! - [`part`]: the unit a task writes: its Parquet schema, file names,
 //!   manifest and atomic commit, and a folder of parts read as a dataset.
 //! - [`pca`]: mergeable statistics → components (maths, job, files, pictures).
@@ -33,6 +37,7 @@ pub mod image;
 pub mod model;
 pub mod part;
 pub mod pca;
+pub mod photos;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -17,6 +17,7 @@ mod cmd;
 fn dispatch(command: cli::Command, s3: &fruits::storage::S3Options) -> anyhow::Result<ExitCode> {
     match command {
         cli::Command::Featurize(args) => cmd::featurize::run(args, s3),
+        cli::Command::Pack(args) => cmd::pack::run(args, s3),
         cli::Command::Pca(args) => cmd::pca::run(args, s3),
         cli::Command::Index(args) => cmd::index::run(args, s3),
         cli::Command::Identify(args) => cmd::identify::run(args, s3),

@@ -78,7 +78,7 @@ fn runs_for_real(args: &[String]) -> bool {
     let local = !args.iter().any(|a| a.starts_with("s3://"));
     let cheap = matches!(
         (args.first().map(String::as_str), args.get(1).map(String::as_str)),
-        (Some("featurize" | "pca" | "index" | "identify" | "info" | "regions" | "list" | "demo"), _)
+        (Some("featurize" | "pack" | "pca" | "index" | "identify" | "info" | "regions" | "list" | "demo"), _)
             | (Some("parts"), Some("list"))
             | (Some("weights"), Some("init"))
     );

@@ -181,7 +181,7 @@ fn corpus(dir: &Dir) -> std::path::PathBuf {
 
 /// The start of an ISO base media file (AVIF, HEIF): an `ftyp` box with
 /// its major and compatible brands, then an empty `meta` box.
-fn iso_bmff(major: &[u8; 4], compatible: &[&[u8; 4]]) -> Vec<u8> {
+pub(crate) fn iso_bmff(major: &[u8; 4], compatible: &[&[u8; 4]]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend(((16 + 4 * compatible.len()) as u32).to_be_bytes());
     b.extend(b"ftyp");

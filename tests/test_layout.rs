@@ -305,6 +305,8 @@ fn folders_have_no_cycle_and_keep_their_directions() {
         ("part", "features", "a part is what features write, not how"),
         ("part", "pca", "a part holds no PCA"),
         ("storage", "part", "storage moves bytes, it knows no part"),
+        ("photos", "features", "photos and shards are read by featurize, they know nothing of it"),
+        ("part", "photos", "a part is any unit a task writes, shards among them"),
     ];
     for (from, to, why) in forbidden {
         let found = edges_between(&g, from, to);

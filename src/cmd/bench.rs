@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use fruits::engine::Dtype;
 use fruits::engine::{self, DeviceChoice, Engine};
-use fruits::features::input::list_location;
 use fruits::model::weights::Source;
 use fruits::model::Which;
+use fruits::photos::input::list_location;
 use fruits::storage::{FetchLimits, Location, S3Options, Storage};
 
 /// Measure one stage of the pipeline on its own.

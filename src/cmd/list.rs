@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use fruits::features::input::list_location;
+use fruits::photos::input::list_location;
 use fruits::storage::{Location, S3Options, Storage};
 
 /// Print the image keys under a folder or s3://bucket/prefix, one per line,

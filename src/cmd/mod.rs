@@ -13,6 +13,7 @@ pub mod identify;
 pub mod index;
 pub mod info;
 pub mod list;
+pub mod pack;
 pub mod parse;
 pub mod parts;
 pub mod pca;

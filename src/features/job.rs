@@ -3,30 +3,22 @@
 //! already complete, take the inventory, stream, commit the part.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use crate::engine::model::Model;
 use crate::error::{Error, Param, Result};
-use crate::features::input::{list_location, read_key_list, Inventory};
 use crate::features::pipeline::{self, Streamed};
 use crate::image::preprocessing_description;
 use crate::part::folder::{self, Peek};
 use crate::part::schema::RunMeta;
 use crate::part::{Attempt, Committed, Role};
+use crate::photos::input::{self, Inventory};
 use crate::storage::{Location, Storage};
 
 /// The run id `featurize` writes when none is given: local reruns with the
 /// same model, weights, dtype and preprocessing are one run.
 pub const DEFAULT_RUN_ID: &str = "default";
 
-/// What to featurise.
-#[derive(Debug, Clone)]
-pub enum Input {
-    /// Every file under a folder or `s3://bucket/prefix`.
-    Folder(Location),
-    /// The locations listed in a file (`-`: stdin).
-    Keys(PathBuf),
-}
+pub use crate::photos::input::Input;
 
 /// One `featurize` run: one part of a folder.
 #[derive(Debug, Clone)]
@@ -92,7 +84,8 @@ pub fn run(job: &Job, model: &Model, storage: &Storage, on_batch: &(dyn Fn(usize
     let attempt = Attempt::begin(storage, &out, job.part)?;
     let paths = [Role::Rows, Role::Errors, Role::Stats].map(|r| attempt.staging_path(r));
     let outputs = pipeline::Outputs { features: &paths[0], errors: &paths[1], stats: &paths[2] };
-    let streamed = pipeline::stream(&inventory.items, model, &run, &outputs, &job.stream, storage, on_batch)?;
+    let source = pipeline::Source { items: &inventory.items, shards: &inventory.shards };
+    let streamed = pipeline::stream(source, model, &run, &outputs, &job.stream, storage, on_batch)?;
     let committed = commit(attempt, &run, &inventory, &streamed)?;
     let Inventory { not_images, duplicates, .. } = inventory;
     Ok(Report::Done(Box::new(Done { streamed, not_images, duplicates, removed, committed })))
@@ -113,10 +106,7 @@ fn is_complete(peek: &Peek, ours: &BTreeMap<String, String>) -> bool {
 }
 
 fn take_inventory(job: &Job, storage: &Storage) -> Result<Inventory> {
-    match &job.input {
-        Input::Folder(loc) => list_location(storage, loc),
-        Input::Keys(list) => read_key_list(list),
-    }
+    input::take(storage, &job.input)
 }
 
 fn commit(attempt: Attempt, run: &RunMeta, inventory: &Inventory, streamed: &Streamed) -> Result<Committed> {

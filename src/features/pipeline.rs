@@ -3,7 +3,8 @@
 //! rejection, written in input order.
 //!
 //! ```text
-//! read (local: decode threads; S3: requests in flight, any order)
+//! read (local: decode threads; S3: requests in flight, any order;
+//!       shards: a row group at a time, in order)
 //!   → decode + resize (decode pool; DECODE_MEMORY bounds huge images)
 //!   → model (its device; one batch at a time)
 //!   → reorder (results back into input order) → Parquet + errors + statistics
@@ -24,10 +25,12 @@ use rayon::prelude::*;
 use super::writers::{ErrorWriter, FeatureWriter};
 use crate::engine::model::Model;
 use crate::error::{Error, Param, Result};
-use crate::features::input::Item;
 use crate::image::{prepare, Prepared, RejectKind, Rejection};
 use crate::part::schema::{RowId, RowInfo};
 use crate::pca::maths::Moments;
+use crate::photos::input::Item;
+use crate::photos::shard::Shard;
+use crate::storage::fetch::too_large;
 use crate::storage::{read_local, Fetch, FetchLimits, Fetched, Location, Storage};
 
 /// Decoded batches allowed to wait for the model.
@@ -84,10 +87,17 @@ impl Streamed {
 
 type Decoded = Vec<(usize, std::result::Result<Prepared, Rejection>)>;
 
-/// Featurises `items` with `model` into `out`. `on_batch(done, rejected)`
-/// is called as rows are written (for a progress bar).
+/// What to featurise: the items, and the shards packed ones are in.
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub items: &'a [Item],
+    pub shards: &'a [Shard],
+}
+
+/// Featurises the source's items with `model` into `out`.
+/// `on_batch(done, rejected)` is called as rows are written (for a progress bar).
 pub fn stream(
-    items: &[Item],
+    source: Source<'_>,
     model: &Model,
     run: &crate::part::schema::RunMeta,
     out: &Outputs,
@@ -106,13 +116,19 @@ pub fn stream(
         .build()
         .map_err(|e| Error::Threads { what: format!("{} decode threads", opts.decode_threads), source: Box::new(e) })?;
     let res = model.which.resolution() as u32;
-    let mut sink = Sink::create(out, run, items, opts.batch)?;
+    let items = source.items;
+    let mut sink = Sink::create(out, run, source, opts.batch)?;
     let (tx, rx) = crossbeam_channel::bounded::<Decoded>(IN_FLIGHT);
     let (fatal_tx, fatal_rx) = crossbeam_channel::bounded::<Error>(1);
     let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
     let result = std::thread::scope(|s| -> Result<()> {
         let (window_ref, pool_ref) = (&window, &pool);
-        if items.iter().any(|it| it.location.is_s3()) {
+        if items.iter().any(|it| it.packed.is_some()) {
+            let (btx, brx) = crossbeam_channel::bounded(opts.batch * IN_FLIGHT);
+            let max = opts.limits.max_image_bytes;
+            s.spawn(move || read_shards(storage, source, max, btx, fatal_tx));
+            s.spawn(move || decode_arrivals(pool_ref, brx, res, opts.batch, tx));
+        } else if items.iter().any(|it| it.location.is_s3()) {
             let (btx, brx) = crossbeam_channel::bounded(opts.batch * IN_FLIGHT);
             s.spawn(move || fetch(storage, items, &opts.limits, window_ref, btx, fatal_tx));
             s.spawn(move || decode_arrivals(pool_ref, brx, res, opts.batch, tx));
@@ -156,6 +172,40 @@ fn read_and_decode(pool: &rayon::ThreadPool, items: &[Item], res: u32, opts: &Op
 }
 
 type Arrival = (usize, std::result::Result<Fetched, Rejection>);
+
+/// Packed items: their shards read a row group at a time (one ranged read
+/// of its photos), in order; rows no item wants (a path packed again
+/// later) are skipped, and so are row groups with none wanted.
+fn read_shards(storage: &Storage, source: Source<'_>, max_bytes: u64, btx: Sender<Arrival>, fatal: Sender<Error>) {
+    let mut wanted: BTreeMap<(usize, usize), Vec<(usize, usize)>> = BTreeMap::new();
+    for (i, it) in source.items.iter().enumerate() {
+        if let Some(p) = it.packed {
+            wanted.entry((p.shard, p.row_group)).or_default().push((p.row, i));
+        }
+    }
+    for ((shard, rg), rows) in wanted {
+        let mut contents = match source.shards[shard].contents(storage, rg) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = fatal.try_send(e);
+                return;
+            }
+        };
+        for (row, i) in rows {
+            let got = match contents.get_mut(row).and_then(Option::take) {
+                Some(bytes) if bytes.len() as u64 > max_bytes => Err(too_large(bytes.len() as u64, max_bytes)),
+                Some(bytes) => Ok(Fetched::new(bytes)),
+                _ => Err(Rejection::new(
+                    RejectKind::Empty,
+                    format!("row group {rg}, row {row} of its shard holds no bytes"),
+                )),
+            };
+            if btx.send((i, got)).is_err() {
+                return;
+            }
+        }
+    }
+}
 
 /// S3 (and mixed) inputs: fetched with requests in flight, sent on as each
 /// completes. A fatal error (no bucket, no credentials) stops the run.
@@ -226,6 +276,7 @@ fn consume(
         }
         for (i, r) in decoded {
             if let Err(why) = r {
+                let why = sink.where_packed(i, why);
                 sink.done.insert(i, Done::Rejected(why));
             }
         }
@@ -246,6 +297,7 @@ enum Done {
 /// (a batch at a time), rejections to the errors file, statistics as they go.
 struct Sink<'a> {
     items: &'a [Item],
+    shards: &'a [Shard],
     features: FeatureWriter,
     errors: ErrorWriter,
     moments: Moments,
@@ -258,9 +310,10 @@ struct Sink<'a> {
 }
 
 impl<'a> Sink<'a> {
-    fn create(out: &Outputs, run: &crate::part::schema::RunMeta, items: &'a [Item], batch: usize) -> Result<Self> {
+    fn create(out: &Outputs, run: &crate::part::schema::RunMeta, source: Source<'a>, batch: usize) -> Result<Self> {
         Ok(Self {
-            items,
+            items: source.items,
+            shards: source.shards,
             features: FeatureWriter::create(out.features, run)?,
             errors: ErrorWriter::create(out.errors)?,
             moments: Moments::new(run.feature_dim),
@@ -271,6 +324,17 @@ impl<'a> Sink<'a> {
             batch,
             streamed: Streamed::default(),
         })
+    }
+
+    /// A packed photo's rejection names its shard and row.
+    fn where_packed(&self, i: usize, why: Rejection) -> Rejection {
+        match self.items[i].packed {
+            Some(p) => {
+                let at = format!("{}, row group {}, row {}", self.shards[p.shard].location, p.row_group, p.row);
+                Rejection::new(why.kind, format!("{} (in {at})", why.detail))
+            }
+            None => why,
+        }
     }
 
     /// Writes every outcome that is next in input order; returns how many.

@@ -12,17 +12,39 @@
 //! - A key list is taken in its own order; a key named again is dropped
 //!   (and counted); a line that is no location is an error naming the line.
 //!
+//! - Shards ([`super::shard`]): a folder or prefix of shards (`fruits
+//!   pack`'s, or Parquet files with `path` and `content` columns another
+//!   tool wrote, e.g. Spark's `binaryFile`), or a key list of `.parquet`
+//!   files, is read as the photos inside, in the shards' order; a path
+//!   packed again in a later shard is taken from there (counted as a
+//!   duplicate).
+//!
 //! Labels follow the Fruits-360 layout `<root>/[Training|Test]/<Label>/<file>`:
 //! the label is the parent folder's name, the split the folder above it when
-//! that is `Training` or `Test`.
+//! that is `Training` or `Test` (a shard's own `label` and `split` win).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
+use super::shard::{Entry, Shard};
 use crate::error::{Error, Param, Result};
 use crate::image::format::is_image_name;
+use crate::part::{folder, Role};
 use crate::storage::{Listed, Location, Storage};
+
+/// What to read photos from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Every file under a folder or `s3://bucket/prefix` (photos, or shards).
+    Folder(Location),
+    /// The locations listed in a file (`-`: stdin): photos, or shards.
+    Keys(PathBuf),
+}
+
+/// The manifests' `kind` of a part that is a shard.
+pub const SHARD_KIND: &str = "shards";
 
 /// Split folder names of the Fruits-360 layout.
 pub const SPLITS: [&str; 2] = ["Training", "Test"];
@@ -30,10 +52,24 @@ pub const SPLITS: [&str; 2] = ["Training", "Test"];
 /// One image to featurise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    /// Where to read it; its string form names the row in the output.
+    /// Where it was (loose, where to read it); its string form names the
+    /// row in the output.
     pub location: Location,
     pub label: Option<String>,
     pub split: Option<String>,
+    /// When it was last written, where the listing says.
+    pub modified: Option<SystemTime>,
+    /// Inside a shard: read from there, not from `location`.
+    pub packed: Option<Packed>,
+}
+
+/// Where a photo sits in the inventory's shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packed {
+    /// Index into [`Inventory::shards`].
+    pub shard: usize,
+    pub row_group: usize,
+    pub row: usize,
 }
 
 impl Item {
@@ -42,7 +78,18 @@ impl Item {
         let mut folders = text.rsplit('/').skip(1).filter(|s| !s.is_empty());
         let label = folders.next().map(str::to_string);
         let split = folders.next().filter(|s| SPLITS.contains(s)).map(str::to_string);
-        Self { location, label, split }
+        Self { location, label, split, modified: None, packed: None }
+    }
+
+    /// A photo packed in shard `shard` of an inventory.
+    fn packed(shard: usize, e: Entry) -> std::result::Result<Self, String> {
+        // Spark's binaryFile names local files `file:/…`.
+        let path = e.path.strip_prefix("file://").or_else(|| e.path.strip_prefix("file:")).unwrap_or(&e.path);
+        let mut item = Item::new(path.parse()?);
+        item.label = e.label.or(item.label);
+        item.split = e.split.or(item.split);
+        item.packed = Some(Packed { shard, row_group: e.row_group, row: e.row });
+        Ok(item)
     }
 
     /// The row's `path`: the location as given (a local path or `s3://…`).
@@ -58,8 +105,11 @@ pub struct Inventory {
     pub items: Vec<Item>,
     /// Files whose names are no image format: not read, counted.
     pub not_images: Vec<String>,
-    /// Keys a list named again after their first line (dropped).
+    /// Keys a list named again after their first line (dropped), or
+    /// paths a later shard packed again.
     pub duplicates: usize,
+    /// The shards the items are in, when they are packed.
+    pub shards: Vec<Shard>,
 }
 
 impl Inventory {
@@ -67,7 +117,9 @@ impl Inventory {
         let mut inv = Inventory::default();
         for f in files {
             if is_image_name(&f.location.file_name()) {
-                inv.items.push(Item::new(f.location));
+                let mut item = Item::new(f.location);
+                item.modified = f.modified;
+                inv.items.push(item);
             } else {
                 inv.not_images.push(f.location.to_string());
             }
@@ -80,6 +132,78 @@ impl Inventory {
         }
         Ok(inv)
     }
+}
+
+/// What `input` holds: its photos, loose or in shards.
+pub fn take(storage: &Storage, input: &Input) -> Result<Inventory> {
+    match input {
+        Input::Folder(loc) => match shards_in(storage, loc)? {
+            Some(shards) => from_shards(storage, shards),
+            None => list_location(storage, loc),
+        },
+        Input::Keys(list) => {
+            let listed = read_key_list(list)?;
+            let is_shard = |it: &Item| it.location.file_name().ends_with(".parquet");
+            match (listed.items.iter().all(is_shard), listed.items.iter().any(is_shard)) {
+                (true, _) => from_shards(storage, listed.items.into_iter().map(|it| it.location).collect()),
+                (false, false) => Ok(listed),
+                (false, true) => Err(Error::corrupt(
+                    list.display(),
+                    "names both shards (.parquet) and photos: list one kind per run",
+                )),
+            }
+        }
+    }
+}
+
+/// The shards of a folder: its committed shard parts (`fruits pack`'s), or,
+/// with no part and no photo at all, its `part-*.parquet` files (another
+/// tool's, e.g. Spark's). `None`: a folder of photos.
+fn shards_in(storage: &Storage, loc: &Location) -> Result<Option<Vec<Location>>> {
+    if matches!(loc, Location::Local(p) if !p.is_dir()) {
+        return Ok(None);
+    }
+    let f = folder::open(storage, loc)?;
+    let packed: Vec<Location> =
+        f.parts.iter().filter(|p| p.manifest.kind == SHARD_KIND).filter_map(|p| p.location(Role::Rows)).collect();
+    if !packed.is_empty() {
+        return Ok(Some(packed));
+    }
+    if f.parts.is_empty() && !f.foreign.is_empty() {
+        let listed = storage.list(&folder::as_folder(loc))?;
+        if !listed.iter().any(|l| is_image_name(&l.location.file_name())) {
+            return Ok(Some(f.foreign));
+        }
+    }
+    Ok(None)
+}
+
+/// The photos of `shards`, in order; a path packed again later is taken
+/// from its last shard.
+pub fn from_shards(storage: &Storage, shards: Vec<Location>) -> Result<Inventory> {
+    let mut inv = Inventory::default();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    let mut items: Vec<Option<Item>> = Vec::new();
+    for (k, loc) in shards.iter().enumerate() {
+        let shard = Shard::open(storage, loc)?;
+        for e in shard.entries(storage)? {
+            let (rg, row) = (e.row_group, e.row);
+            let item =
+                Item::packed(k, e).map_err(|why| Error::corrupt(loc, format!("row group {rg}, row {row}: {why}")))?;
+            if let Some(earlier) = at.insert(item.location.to_string(), items.len()) {
+                items[earlier] = None;
+                inv.duplicates += 1;
+            }
+            items.push(Some(item));
+        }
+        inv.shards.push(shard);
+    }
+    inv.items = items.into_iter().flatten().collect();
+    if inv.items.is_empty() {
+        let input = shards.first().map(|l| l.to_string()).unwrap_or_default();
+        return Err(Error::NoImages { input, detail: format!("{} shards, no photo in them", shards.len()) });
+    }
+    Ok(inv)
 }
 
 /// Every file under `loc` (a folder, or an `s3://bucket/prefix`), sorted

@@ -81,7 +81,8 @@ impl Fetch {
     }
 }
 
-pub(crate) fn too_large(size: u64, max: u64) -> Rejection {
+/// An image over the size limit, rejected unread (or from a shard's row).
+pub fn too_large(size: u64, max: u64) -> Rejection {
     Rejection::new(RejectKind::TooLarge, format!("{size} bytes, more than the limit of {max}"))
 }
 

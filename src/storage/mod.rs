@@ -158,6 +158,22 @@ impl Storage {
         }
     }
 
+    /// `len` bytes from `start` (a shard's row group: one ranged GET in S3).
+    pub fn get_range(&self, loc: &Location, start: u64, len: u64) -> Result<Vec<u8>> {
+        match loc {
+            Location::Local(p) => {
+                use std::io::{Read, Seek, SeekFrom};
+                let io = |e| Error::Input { path: p.clone(), source: e };
+                let mut f = std::fs::File::open(p).map_err(io)?;
+                f.seek(SeekFrom::Start(start)).map_err(io)?;
+                let mut buf = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
+                f.read_exact(&mut buf).map_err(io)?;
+                Ok(buf)
+            }
+            Location::S3 { bucket, key } => self.s3()?.get_range(bucket, key, start, len),
+        }
+    }
+
     pub fn exists(&self, loc: &Location) -> Result<bool> {
         match loc {
             Location::Local(p) => Ok(p.exists()),

@@ -324,6 +324,26 @@ impl S3 {
         })
     }
 
+    /// `len` bytes from `start`, in one ranged GET.
+    pub fn get_range(&self, bucket: &str, key: &str, start: u64, len: u64) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.bucket(bucket)?;
+        self.rt.block_on(async {
+            let range = format!("bytes={start}-{}", start + len - 1);
+            let r = client.get_object().bucket(bucket).key(key).range(range).send().await;
+            let r = r.map_err(|e| s3_err(format!("cannot read s3://{bucket}/{key}"), e))?;
+            let b = r.body.collect().await.map_err(|e| body_err(format!("cannot read s3://{bucket}/{key}"), e))?;
+            let bytes = b.into_bytes().to_vec();
+            if bytes.len() as u64 != len {
+                let got = format!("bytes {start}..{} answered with {} bytes", start + len, bytes.len());
+                return Err(Error::corrupt(format!("s3://{bucket}/{key}"), got));
+            }
+            Ok(bytes)
+        })
+    }
+
     pub fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
         let client = self.bucket(bucket)?;
         self.rt.block_on(async {
