@@ -296,3 +296,76 @@ fn concurrent_clients_share_batches_and_sigterm_drains() {
     assert!(out.contains("stopped"), "{out}");
     assert!(TcpStream::connect(&a).is_err(), "no longer listening");
 }
+
+/// SIGHUP takes up a rebuilt index with requests in flight, and none fails;
+/// a broken one is refused and the last good one keeps answering.
+#[test]
+fn sighup_takes_up_a_new_index_without_a_failed_request() {
+    let dir = Dir::new("serve-reload");
+    let index = demo_index(&dir);
+    let served = dir.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    for f in ["vectors.safetensors", "entries.parquet", "index.json"] {
+        std::fs::copy(index.join(f), served.join(f)).unwrap();
+    }
+    let mut s = start(&served, &dir.path, &[]);
+    let a = s.addr.clone();
+    let health = |a: &str| -> Value { serde_json::from_str(&get(a, "/healthz").1).unwrap() };
+    let first = health(&a);
+    assert_eq!(first["index_rows"], 14);
+    // Photos posted without pause by 8 clients while the index changes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, stop) = (a.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let apple = photo("Test/Apple/f0_100.jpg");
+                let mut statuses = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    statuses.push(post(&a, "image/jpeg", &apple).0);
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Another index from the same features: the 5 Test photos.
+    let other = dir.join("other");
+    let mut build = fruits();
+    build.args(["index", "build", "--features"]).arg(dir.join("demo/features"));
+    build.args(["--split", "Test", "--output"]).arg(&other);
+    run(build, 0);
+    for f in ["vectors.safetensors", "entries.parquet", "index.json"] {
+        std::fs::copy(other.join(f), served.join(f)).unwrap();
+    }
+    let pid = s.child.id().to_string();
+    let hup = || assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    hup();
+    let t = Instant::now();
+    while health(&a)["index_version"] == first["index_version"] {
+        assert!(t.elapsed() < Duration::from_secs(20), "the new index was not taken up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = health(&a);
+    assert_eq!(second["index_rows"], 5);
+    // A broken index: refused; the last good one answers on.
+    std::fs::write(served.join("index.json"), b"{ not an index").unwrap();
+    hup();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(health(&a)["index_version"], second["index_version"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses: Vec<u16> = load.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(statuses.len() >= 16 && statuses.iter().all(|s| *s == 200), "{} requests: {statuses:?}", statuses.len());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut err = String::new();
+    s.child.wait().unwrap();
+    s.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        err.contains(&format!("index reloaded: version {}, 5 rows", second["index_version"].as_str().unwrap())),
+        "{err}"
+    );
+    let refused = format!(
+        "index not reloaded, the old one still answers: cannot parse {}: ",
+        served.join("index.json").display()
+    );
+    assert!(err.contains(&refused), "{err}");
+}

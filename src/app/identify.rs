@@ -3,6 +3,9 @@
 //! the network, the index and the fruit table; `fruits identify`, `fruits
 //! serve` and `index eval` all answer through it, so they cannot differ.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::app::fruit_info::{Info, Table};
@@ -34,7 +37,9 @@ impl Default for Options {
 
 pub struct Identifier {
     pub model: Model,
-    pub index: Index,
+    /// Swapped whole by [`Identifier::replace_index`] while answers are
+    /// being made: each batch of answers reads one index from start to end.
+    index: ArcSwap<Index>,
     pub info: Table,
     pub options: Options,
 }
@@ -92,7 +97,7 @@ impl Identifier {
         if options.k == 0 {
             return Err(Error::invalid(Param::Neighbours, "must be at least 1"));
         }
-        Ok(Self { model, index, info, options })
+        Ok(Self { model, index: ArcSwap::from_pointee(index), info, options })
     }
 
     /// Decodes one photo for the network (never panics).
@@ -112,25 +117,39 @@ impl Identifier {
         self.model.features(&rgb)
     }
 
+    /// The index answering now.
+    pub fn index(&self) -> Arc<Index> {
+        self.index.load_full()
+    }
+
+    /// Answers from `index` from now on; a batch being answered finishes
+    /// with the one it started with. Refused, the old one kept, when the
+    /// model would not make the features `index` holds.
+    pub fn replace_index(&self, index: Index) -> Result<()> {
+        check_compatible(&self.model, &index)?;
+        self.index.store(Arc::new(index));
+        Ok(())
+    }
+
     /// The neighbours of n feature vectors (one scan of the index for all).
-    pub fn nearest(&self, features: &[f32], k: usize) -> Vec<Vec<Hit>> {
-        let queries = self.index.projection.apply(features);
-        search::nearest(&self.index.vectors, &queries, k)
+    pub fn nearest(index: &Index, features: &[f32], k: usize) -> Vec<Vec<Hit>> {
+        let queries = index.projection.apply(features);
+        search::nearest(&index.vectors, &queries, k)
     }
 
-    /// Answers for n feature vectors.
+    /// Answers for n feature vectors, all from the same index.
     pub fn answer(&self, features: &[f32]) -> Vec<Answer> {
-        let k = self.options.k;
-        self.nearest(features, k).iter().map(|hits| self.answer_one(hits)).collect()
+        let index = self.index.load();
+        Self::nearest(&index, features, self.options.k).iter().map(|hits| self.answer_one(&index, hits)).collect()
     }
 
-    pub fn predict(&self, hits: &[Hit]) -> Prediction {
-        vote::vote(hits, |row| self.index.entries[row as usize].class, self.options.min_score)
+    pub fn predict(&self, index: &Index, hits: &[Hit]) -> Prediction {
+        vote::vote(hits, |row| index.entries[row as usize].class, self.options.min_score)
     }
 
-    fn answer_one(&self, hits: &[Hit]) -> Answer {
-        let p = self.predict(hits);
-        let label = |c: u32| self.index.label(c).to_string();
+    fn answer_one(&self, index: &Index, hits: &[Hit]) -> Answer {
+        let p = self.predict(index, hits);
+        let label = |c: u32| index.label(c).to_string();
         let best = p.best();
         let fruit = best.filter(|_| !p.unknown).map(|b| label(b.class));
         Answer {
@@ -147,7 +166,7 @@ impl Identifier {
             neighbours: hits
                 .iter()
                 .map(|h| {
-                    let e = &self.index.entries[h.row as usize];
+                    let e = &index.entries[h.row as usize];
                     Neighbour { path: Some(e.path.clone()), label: label(e.class), similarity: h.similarity }
                 })
                 .collect(),

@@ -184,8 +184,8 @@ fn identify(a: IdentifyArgs, s3: &S3Options) -> anyhow::Result<ExitCode> {
          (medians: read+decode {:.2}, network {:.2}, search+vote {:.3})",
         a.photo,
         runs.len(),
-        engine.index.len(),
-        engine.index.dim(),
+        engine.index().len(),
+        engine.index().dim(),
         median(1),
         median(2),
         median(3)

@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fruits::app::index::files;
 use fruits::app::serve::batcher::BatchOptions;
 use fruits::app::serve::routes::Limits;
-use fruits::app::serve::{serve, stop_signal, Config};
+use fruits::app::serve::{serve, stop_signal, Config, IndexSource};
 use fruits::storage::{S3Options, Storage};
 
 use super::identify::EngineArgs;
@@ -115,12 +116,20 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             queue: args.queue,
         },
     };
-    let meta = &engine.index.meta;
-    let described = format!("{} rows of {} labels", meta.rows, meta.classes.len());
+    let index = engine.index();
+    let described =
+        format!("{} rows of {} labels, version {}", index.meta.rows, index.meta.classes.len(), index.version());
+    // SIGHUP loads the index again from where it came from.
+    let at = args.engine.index.clone();
+    let reload: IndexSource = Arc::new(move || {
+        let scratch = tempfile::tempdir()?;
+        files::open(&storage, &at, scratch.path())
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("fruits-serve").build()?;
     runtime.block_on(serve(
         engine,
         config,
+        Some(reload),
         |at, metrics| {
             println!("fruits serve: listening on http://{at} (index: {described})");
             if let Some(m) = metrics {

@@ -30,8 +30,9 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn bad(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Input { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+/// An index file that does not hold what it should.
+fn bad(path: &Path, detail: impl std::fmt::Display) -> Error {
+    Error::corrupt(path.display(), detail.to_string())
 }
 
 /// Writes `index` into the local folder `dir`.
@@ -84,10 +85,10 @@ pub fn save(index: &Index, dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn load(dir: &Path) -> Result<Index> {
     let json = dir.join(FILES[2]);
     let text = std::fs::read_to_string(&json).map_err(|e| Error::Input { path: json.clone(), source: e })?;
-    let meta: Meta = serde_json::from_str(&text).map_err(|e| bad(&json, format!("not an index: {e}")))?;
+    let meta: Meta = serde_json::from_str(&text).map_err(|e| Error::parse(json.display(), e))?;
     let path = dir.join(FILES[0]);
     let bytes = std::fs::read(&path).map_err(|e| Error::Input { path: path.clone(), source: e })?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(&path, e))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::parse(path.display(), e))?;
     let get = |name: &str| -> Result<Option<Vec<f32>>> {
         match st.tensor(name) {
             Ok(t) if t.dtype() == Dtype::F32 => {

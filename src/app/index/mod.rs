@@ -139,6 +139,18 @@ pub struct Index {
 }
 
 impl Index {
+    /// Names this index among its rebuilds (what `serve`'s `/healthz`
+    /// reports): the first 16 hex digits of the sha256 of its description
+    /// and of its vectors' bytes.
+    pub fn version(&self) -> String {
+        let meta = serde_json::to_vec(&self.meta).expect("the meta serialises");
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut h, &meta);
+        sha2::Digest::update(&mut h, self.vectors.as_bytes());
+        let digest = sha2::Digest::finalize(h);
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn dim(&self) -> usize {
         self.meta.dim
     }

@@ -89,6 +89,11 @@ impl Vectors {
         out
     }
 
+    /// The stored values' bytes (little-endian f32, blocked as scanned).
+    pub fn as_bytes(&self) -> Vec<u8> {
+        self.blocked.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
     pub fn all_finite(&self) -> bool {
         self.blocked.iter().all(|v| v.is_finite())
     }

@@ -23,8 +23,12 @@
 //!   bounded queue to the network (503 beyond).
 //!
 //! SIGTERM or Ctrl-C stops accepting, lets requests in flight finish (up to
-//! `drain_timeout`), and returns. `/metrics` is served on its own address
-//! (`metrics_addr`), never on the public one.
+//! `drain_timeout`), and returns. SIGHUP takes up a new index from where
+//! the first came from ([`IndexSource`]) without stopping: requests in
+//! flight finish with the old one, the next ones get the new one; one that
+//! does not load, or that the model cannot answer for, is refused and the
+//! old one kept. `/metrics` is served on its own address (`metrics_addr`),
+//! never on the public one.
 
 pub mod batcher;
 pub mod metrics;
@@ -42,6 +46,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::app::identify::Identifier;
+use crate::app::index::Index;
 use crate::error::{Error, Result};
 use batcher::{BatchOptions, Batcher};
 
@@ -57,11 +62,15 @@ pub struct Config {
     pub batch: BatchOptions,
 }
 
+/// Loads the index again (from its folder or S3 prefix) for SIGHUP.
+pub type IndexSource = Arc<dyn Fn() -> Result<Index> + Send + Sync>;
+
 /// Serves until `shutdown` resolves; `on_listening` gets the bound
 /// addresses, the app's then the metrics' (port 0 picks a free one).
 pub async fn serve(
     engine: Arc<Identifier>,
     config: Config,
+    reload: Option<IndexSource>,
     on_listening: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
@@ -87,6 +96,9 @@ pub async fn serve(
         let (app, config, stopped) = (routes::metrics_router(metrics), config.clone(), stopped.clone());
         tokio::spawn(async move { accept(l, app, &config, stopped).await })
     });
+    if let Some(source) = reload {
+        tokio::spawn(reload_on_hangup(engine_of(&state), source));
+    }
     let main = accept(listener, routes::router(state.clone()), &config, stopped);
     tokio::pin!(main);
     tokio::select! {
@@ -144,6 +156,52 @@ async fn accept(listener: TcpListener, app: axum::Router, config: &Config, mut s
             eprintln!("fruits serve: requests still open after {:?}; closing them", config.drain_timeout);
         }
     }
+}
+
+fn engine_of(state: &routes::AppState) -> Arc<Identifier> {
+    state.engine.clone()
+}
+
+/// Each SIGHUP: load the index again and answer from it, or say why not
+/// and keep the one answering now.
+async fn reload_on_hangup(engine: Arc<Identifier>, source: IndexSource) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            eprintln!("fruits serve: cannot listen for SIGHUP: the index will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let (engine, source) = (engine.clone(), source.clone());
+            // A thread of its own, outside the runtime: reading from S3
+            // runs the storage's own runtime, which cannot start inside this one.
+            let (done, loaded) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = done.send(source().and_then(|i| engine.replace_index(i).map(|()| engine)));
+            });
+            match loaded.await {
+                Ok(Ok(engine)) => {
+                    let index = engine.index();
+                    eprintln!("fruits serve: index reloaded: version {}, {} rows", index.version(), index.len());
+                }
+                Ok(Err(e)) => eprintln!("fruits serve: index not reloaded, the old one still answers: {}", chain(&e)),
+                Err(_) => eprintln!("fruits serve: index not reloaded: the loading thread died"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (engine, source);
+}
+
+/// An error and its causes, `a: b: c`.
+fn chain(e: &Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        out = format!("{out}: {c}");
+        cause = c.source();
+    }
+    out
 }
 
 /// Resolves once `stop` says so (or its sender is gone).

@@ -212,16 +212,20 @@ struct Health {
     status: &'static str,
     model: String,
     weights: String,
+    /// Which index answers (it changes when a new one is taken up).
+    index_version: String,
     index_rows: usize,
     labels: usize,
 }
 
 async fn healthz(State(s): State<Arc<AppState>>) -> Json<Health> {
-    let m = &s.engine.index.meta;
+    let index = s.engine.index();
+    let m = &index.meta;
     Json(Health {
         status: "ok",
         model: s.engine.model.which.name().into(),
         weights: s.engine.model.weights_id.clone(),
+        index_version: index.version(),
         index_rows: m.rows,
         labels: m.classes.len(),
     })
