@@ -2,6 +2,7 @@
 
 mod util;
 
+mod test_append;
 mod test_bad_inputs;
 mod test_cli;
 mod test_docs;

@@ -228,6 +228,7 @@ fn end_to_end(
         run_id: featurize::DEFAULT_RUN_ID.to_string(),
         skip_existing: false,
         overwrite: false,
+        append: false,
         stream: pipeline::Options {
             batch: b,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),

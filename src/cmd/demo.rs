@@ -62,6 +62,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         run_id: DEFAULT_RUN_ID.into(),
         skip_existing: false,
         overwrite: true,
+        append: false,
         stream: pipeline::Options {
             batch: 64,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),

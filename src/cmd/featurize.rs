@@ -62,6 +62,13 @@ pub struct Args {
     #[arg(long)]
     skip_existing: bool,
 
+    /// Featurise only the photos no complete part of --output holds yet (new ones, and
+    /// ones written again since their part: their old rows are removed), as the next part
+    /// (--part-id is ignored); with --input, rows of photos no longer there are removed
+    /// too. Nothing new: nothing written.
+    #[arg(long, conflicts_with_all = ["overwrite", "skip_existing"])]
+    append: bool,
+
     #[arg(long, value_enum, default_value_t = Which::MobileNetV2)]
     model: Which,
 
@@ -148,6 +155,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             (count("rejected"), count("rejected") + count("featurised"))
         }
         Report::Done(done) => (done.streamed.rejected.len() as u64, done.streamed.total() as u64),
+        Report::UpToDate(_) => (0, 0),
     };
     let fraction = rejected as f64 / total.max(1) as f64;
     let too_many = fraction > args.max_rejected;
@@ -159,6 +167,11 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let done = match report {
         Report::Skipped(manifest, _) => {
             eprintln!("fruits: part {} is complete ({manifest}); skipping (--skip-existing)", args.part_id);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Report::UpToDate(a) => {
+            print_appended(&a);
+            eprintln!("fruits: nothing new to featurise in {}", args.output);
             return Ok(ExitCode::SUCCESS);
         }
         Report::Done(done) => done,
@@ -206,6 +219,7 @@ fn job(args: &Args) -> Job {
         run_id: args.run_id.clone(),
         skip_existing: args.skip_existing,
         overwrite: args.overwrite,
+        append: args.append,
         stream: pipeline::Options {
             batch: args.batch as usize,
             decode_threads: threads,
@@ -215,8 +229,19 @@ fn job(args: &Args) -> Job {
 }
 
 /// What happened to every input, and where the part's files are.
+/// What `--append` found beside the new photos.
+fn print_appended(a: &featurize::Appended) {
+    eprintln!(
+        "fruits: --append: {} photos held already, {} changed and {} deleted since ({} parts rewritten without them)",
+        a.held, a.changed, a.deleted, a.rewritten
+    );
+}
+
 pub fn print_summary(done: &featurize::Done, model: &Model) {
     let s = &done.streamed;
+    if let Some(a) = &done.appended {
+        print_appended(a);
+    }
     if done.removed > 0 {
         eprintln!("fruits: removed {} parts of other runs (--overwrite)", done.removed);
     }

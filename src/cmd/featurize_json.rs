@@ -37,6 +37,15 @@ pub fn featurize(report: &Report, model: &Model, part: u32) -> Value {
                 "duplicates": count("duplicates"),
             })
         }
+        Report::UpToDate(a) => json!({
+            "status": "up-to-date",
+            "held": a.held,
+            "changed": a.changed,
+            "deleted": a.deleted,
+            "inputs": 0,
+            "featurised": 0,
+            "rejected": 0,
+        }),
         Report::Done(done) => {
             let s = &done.streamed;
             let kinds: serde_json::Map<String, Value> =

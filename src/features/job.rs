@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::engine::model::Model;
 use crate::error::{Error, Param, Result};
+use crate::features::append;
 use crate::features::pipeline::{self, Streamed};
 use crate::image::preprocessing_description;
 use crate::part::folder::{self, Peek};
@@ -31,6 +32,9 @@ pub struct Job {
     pub skip_existing: bool,
     /// Remove the folder's parts of other runs instead of refusing.
     pub overwrite: bool,
+    /// Featurise only what no complete part holds, as the next part
+    /// (see [`crate::features::append`]); `part` is then ignored.
+    pub append: bool,
     pub stream: pipeline::Options,
 }
 
@@ -39,11 +43,26 @@ pub struct Job {
 pub enum Report {
     /// `--skip-existing` found the part complete: where its manifest is, and what it says.
     Skipped(Location, Box<crate::part::manifest::Manifest>),
+    /// `--append` found nothing new, changed or deleted.
+    UpToDate(Appended),
     Done(Box<Done>),
+}
+
+/// What `--append` found, besides the new photos.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Appended {
+    /// Photos the folder's parts held already, unchanged.
+    pub held: usize,
+    pub changed: usize,
+    pub deleted: usize,
+    /// Parts committed again without the rows of changed and deleted photos.
+    pub rewritten: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct Done {
+    /// With `--append`: what the folder held.
+    pub appended: Option<Appended>,
     pub streamed: Streamed,
     pub not_images: Vec<String>,
     pub duplicates: usize,
@@ -68,6 +87,9 @@ pub fn run(job: &Job, model: &Model, storage: &Storage, on_batch: &(dyn Fn(usize
     let run = run_meta(model, &job.run_id);
     let out = folder::as_folder(&job.output);
     refuse_output_inside_input(job)?;
+    if job.append {
+        return run_append(job, model, storage, on_batch, &run, &out);
+    }
     let peek = folder::peek(storage, &out, job.part)?;
     let ours: BTreeMap<String, String> = run.key_values().into_iter().collect();
     let removed = if job.overwrite {
@@ -88,7 +110,41 @@ pub fn run(job: &Job, model: &Model, storage: &Storage, on_batch: &(dyn Fn(usize
     let streamed = pipeline::stream(source, model, &run, &outputs, &job.stream, storage, on_batch)?;
     let committed = commit(attempt, &run, &inventory, &streamed)?;
     let Inventory { not_images, duplicates, .. } = inventory;
-    Ok(Report::Done(Box::new(Done { streamed, not_images, duplicates, removed, committed })))
+    Ok(Report::Done(Box::new(Done { appended: None, streamed, not_images, duplicates, removed, committed })))
+}
+
+/// `--append`: remove changed and deleted photos' rows from their parts,
+/// then featurise the new and changed ones as the next part.
+fn run_append(
+    job: &Job,
+    model: &Model,
+    storage: &Storage,
+    on_batch: &(dyn Fn(usize, usize) + Sync),
+    run: &RunMeta,
+    out: &Location,
+) -> Result<Report> {
+    let folder = append::open(storage, out, run)?;
+    let mut inventory = take_inventory(job, storage)?;
+    let plan = append::plan(storage, &folder, &job.input, &inventory)?;
+    for (part, paths) in &plan.remove {
+        let p = folder.part(*part).expect("a holder is a part of the folder");
+        append::remove(storage, &folder, p, paths, run)?;
+    }
+    let appended =
+        Appended { held: plan.held, changed: plan.changed, deleted: plan.deleted, rewritten: plan.remove.len() };
+    if plan.todo.is_empty() {
+        return Ok(Report::UpToDate(appended));
+    }
+    inventory.items = plan.todo;
+    let attempt = Attempt::begin(storage, out, append::next_part(&folder))?;
+    let paths = [Role::Rows, Role::Errors, Role::Stats].map(|r| attempt.staging_path(r));
+    let outputs = pipeline::Outputs { features: &paths[0], errors: &paths[1], stats: &paths[2] };
+    let source = pipeline::Source { items: &inventory.items, shards: &inventory.shards };
+    let streamed = pipeline::stream(source, model, run, &outputs, &job.stream, storage, on_batch)?;
+    let committed = commit(attempt, run, &inventory, &streamed)?;
+    let Inventory { not_images, duplicates, .. } = inventory;
+    let done = Done { appended: Some(appended), streamed, not_images, duplicates, removed: 0, committed };
+    Ok(Report::Done(Box::new(done)))
 }
 
 /// Featurising into the input folder would read its own output next time.

@@ -9,6 +9,7 @@
 //! This file only declares and re-exports: the children never import
 //! through it, so the module graph has no cycle.
 
+pub mod append;
 pub mod job;
 pub mod pipeline;
 pub mod sample;
