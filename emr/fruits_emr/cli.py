@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from . import artifacts, cluster, commands, files, regions
+from . import artifacts, cluster, commands, files, regions, tls
 from .aws import Aws
 
 
@@ -37,6 +37,9 @@ def parser() -> argparse.ArgumentParser:
                    help="days an overwritten or deleted result stays recoverable (default %(default)s)")
     d.add_argument("--log-days", type=int, default=keep.logs,
                    help="days EMR's and the bucket's access logs are kept (default %(default)s)")
+    d.add_argument("--rotate-tls", action="store_true",
+                   help="replace the in-transit TLS certificate in the bucket now (deploy otherwise makes one "
+                   "only when there is none or it expires within 30 days); refused while a cluster is up")
 
     def nodes(s, bucket_required=True):
         s.add_argument("--bucket", required=bucket_required,
@@ -104,7 +107,8 @@ def main(argv=None) -> int:
         aws = Aws(region, europe, dry_run=getattr(a, "dry_run", False))
         if a.command == "deploy":
             commands.deploy(aws, a.bucket, commands.Retention(photos=a.photo_days, runs=a.run_days,
-                                                              run_versions=a.run_version_days, logs=a.log_days))
+                                                              run_versions=a.run_version_days, logs=a.log_days),
+                            rotate_tls=a.rotate_tls)
         elif a.command == "run":
             job = commands.Job(input=a.input, keys=a.keys, output=a.output, resume=a.resume)
             bucket = a.bucket or commands.bucket_of(a.output)
@@ -120,7 +124,8 @@ def main(argv=None) -> int:
             commands.demo(aws, nodes_of(a, binary, a.bucket), step_timeout_s=a.step_timeout)
         elif a.command == "report":
             commands.report(aws, a.output)
-    except (regions.RegionRefused, commands.Failed, artifacts.Unusable, FileNotFoundError, KeyError) as e:
+    except (regions.RegionRefused, commands.Failed, artifacts.Unusable, tls.Unmade, FileNotFoundError,
+            KeyError) as e:
         print(f"fruits-emr: error: {e}", file=sys.stderr)
         return 1
     return 0

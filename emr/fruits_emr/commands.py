@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Optional
 
-from . import artifacts, cluster, files, prices
+from . import artifacts, cluster, files, prices, tls
 from .featurize_job import render
 
 ACTIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
@@ -91,9 +91,11 @@ def stack_name(bucket: str) -> str:
 
 
 # deploy -------------------------------------------------------------------
-def deploy(aws, bucket: str, retention: Retention = Retention()) -> None:
+def deploy(aws, bucket: str, retention: Retention = Retention(), rotate_tls: bool = False) -> None:
     """Creates (or updates) the stack of infra.yaml: bucket, network,
-    security configuration, roles."""
+    security configuration, roles; then puts the in-transit certificate
+    the security configuration names in the bucket the stack made (or keeps
+    the one there: in_transit_certificate)."""
     with open(files.data("infra.yaml"), encoding="utf-8") as f:
         body = f.read()
     params = [
@@ -106,15 +108,81 @@ def deploy(aws, bucket: str, retention: Retention = Retention()) -> None:
     request = dict(StackName=name, TemplateBody=body, Parameters=params, Capabilities=["CAPABILITY_IAM"])
     if not exists:
         request["Tags"] = [cluster.project_tag()]
-    aws.call("cloudformation", op, **request)
+    try:
+        aws.call("cloudformation", op, **request)
+        changed = True
+    except Exception as e:  # botocore's ClientError; CloudFormation refuses an update that changes nothing
+        if not (exists and "No updates are to be performed" in str(e)):
+            raise
+        changed = False
     if aws.dry_run:
+        in_transit_certificate(aws, bucket, f"<KmsKey of stack {name}>", rotate=rotate_tls)
         return
-    status = _wait_stack(aws, name)
-    say(f"stack {name}: {status}")
+    status = _wait_stack(aws, name) if changed else _stack(aws, name)["StackStatus"]
+    say(f"stack {name}: {status}" + ("" if changed else " (unchanged: nothing to update)"))
     if not status.endswith("_COMPLETE") or "ROLLBACK" in status:
         raise Failed(f"stack {name} ended {status}; see its events in the CloudFormation console")
-    for k, v in stack_outputs(aws, bucket).items():
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in _stack(aws, name).get("Outputs", [])}
+    for k, v in outputs.items():
         say(f"  {k}: {v}")
+    in_transit_certificate(aws, bucket, outputs["KmsKey"], rotate=rotate_tls)
+
+
+def in_transit_certificate(aws, bucket: str, kms_key: str, rotate: bool = False) -> None:
+    """The TLS certificate of EMR's in-transit encryption, at the key the
+    stack's security configuration names (tls.KEY), in the bucket the stack
+    made, so after the stack: EMR reads it when a cluster starts. Made
+    (tls.make) and put there when there is none, when the one there names
+    another region's nodes, expires within tls.RENEW_DAYS days, or with
+    --rotate-tls; otherwise kept, so that a deploy does not change the
+    certificate under a cluster (a certificate that is not fruits-emr's,
+    the operator's own, is kept too). While a project cluster is up, a
+    rotation is refused (--rotate-tls) or put off with a warning (the
+    others): a node EMR adds to it would get the new certificate, which
+    its other nodes do not trust."""
+    where = f"s3://{bucket}/{tls.KEY}"
+    current = tls.held(aws, bucket)
+    why = tls.reason_to_make(current, aws.region, datetime.datetime.now(datetime.timezone.utc), rotate)
+    if why is None:
+        say(f"in-transit certificate {where}: kept ({current.describe()})")
+        return
+    if current is not None:
+        up = [c["Id"] for c in active_clusters(aws)]
+        if up and rotate:
+            raise Failed(f"not rotating {where}: cluster(s) {', '.join(up)} are up with it, and a node EMR adds "
+                         f"would get the new one, which they do not trust; rotate when none is up "
+                         f"(`fruits-emr status`, `fruits-emr down`)")
+        if up:
+            say(f"WARNING: in-transit certificate {where} kept although {why}: cluster(s) {', '.join(up)} are up "
+                f"with it; deploy again when none is")
+            return
+    if aws.dry_run:  # it read nothing: the upload a first deploy makes, without a key
+        say(f"in-transit certificate {where}: made and put there when there is none, when it names another "
+            f"region, expires within {tls.RENEW_DAYS} days or with --rotate-tls ({tls.names(aws.region)}, "
+            f"{tls.VALID_DAYS} days); otherwise kept")
+        tls.upload(aws, bucket, kms_key, None, aws.region)
+        return
+    bundle = tls.make(aws.region)
+    tls.upload(aws, bucket, kms_key, bundle, aws.region)
+    say(f"in-transit certificate {where}: {'made' if current is None else 'rotated'}, since {why}: "
+        f"{bundle.certificate.describe()}")
+
+
+def check_in_transit_certificate(aws, bucket: str) -> None:
+    """Before a cluster is asked for: the certificate its security
+    configuration names is in the bucket, and not about to expire (EMR
+    would only fail the cluster minutes later)."""
+    current = tls.held(aws, bucket)
+    if aws.dry_run:
+        return
+    where = f"s3://{bucket}/{tls.KEY}"
+    if current is None:
+        raise Failed(f"no in-transit certificate at {where}, which the stack's security configuration names: "
+                     f"`fruits-emr deploy --bucket {bucket}` puts one there")
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    if current.ours() and (current.not_after is None or current.not_after < soon):
+        raise Failed(f"the in-transit certificate at {where} ({current.describe()}) has expired or expires within "
+                     f"a day: `fruits-emr deploy --bucket {bucket}` makes a new one")
 
 
 def _stack(aws, name):
@@ -197,6 +265,7 @@ def start(aws, nodes: Nodes, *, purpose: str, keep_alive: bool, job: Optional[Jo
     wheels = cuda_wheels_for(t, shape, nodes.cuda_wheels or files.default_cuda_wheels())
     art = artifacts.build(nodes.binary, cuda_wheels=wheels)
     roles = stack_outputs(aws, nodes.bucket)
+    check_in_transit_certificate(aws, nodes.bucket)
     artifacts.upload(aws, nodes.bucket, art, say=say)
     steps = [job_step(aws, nodes, job, name="fruits featurize", on_failure="TERMINATE_CLUSTER")] if job else []
     request = cluster.run_job_flow(bucket=nodes.bucket, region=aws.region, roles=roles, artifact=art.id,

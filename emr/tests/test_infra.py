@@ -13,7 +13,7 @@ import pytest
 from conftest import EMR, REPO
 
 sys.path.insert(0, EMR)
-from fruits_emr import cluster, commands, prices, regions  # noqa: E402
+from fruits_emr import cluster, commands, prices, regions, tls  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -126,10 +126,19 @@ def test_the_security_configuration_requires_imdsv2_and_encrypts_at_rest_with_th
         "S3EncryptionConfiguration": {"EncryptionMode": "SSE-KMS", "AwsKmsKey": key},
         "LocalDiskEncryptionConfiguration": {"EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": key,
                                              "EnableEbsEncryption": True}}
-    # Not in transit: EMR needs TLS certificates for it (docs/EMR.md says why, and what travels in clear).
-    assert enc["EnableInTransitEncryption"] is False and "InTransitEncryptionConfiguration" not in enc
-    # The roles may use the key: the nodes for S3 and their disks, EMR for the volumes it creates.
+    # In transit: EMR's PEM provider, the zip `fruits-emr deploy` puts in the stack's bucket (tls.KEY; what it
+    # holds: test_tls.py, test_tool_moto.py), under emr/, which the nodes' role reads.
+    assert enc["EnableInTransitEncryption"] is True
+    assert enc["InTransitEncryptionConfiguration"] == {"TLSCertificateConfiguration": {
+        "CertificateProviderType": "PEM", "S3Object": {"Fn::Sub": f"s3://${{Bucket}}/{tls.KEY}"}}}
+    assert tls.KEY.startswith("emr/")
+    # A security configuration cannot change in place, nor a named resource be replaced: a new name.
+    assert t["SecurityConfiguration"]["Properties"]["Name"] == {"Fn::Sub": "${AWS::StackName}-2"}
+    # The roles may use the key: the nodes for S3 (the certificate's zip too) and their disks, EMR for the
+    # volumes it creates.
     node = t["NodeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (reads,) = [s for s in node if s["Effect"] == "Allow" and actions(s) == ["s3:GetObject"]]
+    assert "${Bucket.Arn}/emr/*" in resources(reads)
     (kms,) = [s for s in node if any(a.startswith("kms:") for a in actions(s))]
     assert kms["Resource"] == key and {"kms:Decrypt", "kms:GenerateDataKey"} <= set(actions(kms))
     service = {p["PolicyName"]: p for p in t["EmrServiceRole"]["Properties"]["Policies"]}

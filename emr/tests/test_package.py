@@ -42,9 +42,13 @@ def test_the_installed_package_runs_outside_the_clone(tmp_path, fruits_bin):
                            capture_output=True, text=True, env=env, cwd=elsewhere).stdout.split()
     assert where == [str(site / "fruits_emr" / "files.py"), "None"], where
 
-    (_, _, op, body), = run("deploy", "--bucket", "fruits-demo")
+    (_, _, op, body), head, put = run("deploy", "--bucket", "fruits-demo")
     request = json.loads(body)
     assert op == "CreateStack" and "AWS::S3::Bucket" in request["TemplateBody"]
+    # Then the in-transit certificate, where the template's security configuration names it (tls.py ships).
+    assert [head[2], put[2]] == ["HeadObject", "PutObject"]
+    assert json.loads(put[3])["Key"] == "emr/tls/in-transit.zip" and "s3://${Bucket}/emr/tls/in-transit.zip" \
+        in request["TemplateBody"]
     regions = json.loads(subprocess.run([fruits_bin, "regions", "--json"], capture_output=True, text=True).stdout)
     sent = {p["ParameterKey"]: p["ParameterValue"] for p in request["Parameters"]}
     assert sent["EuropeanRegions"].split(",") == [r["code"] for r in regions["regions"]]

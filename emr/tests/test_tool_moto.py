@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import boto3
 import pytest
 from conftest import aws_env
+from test_tls import check_bundle  # the certificate, read back by openssl
 
 TOOL = None  # the pinned copy's emr/fruits-emr (pinned_tool)
 
@@ -135,7 +136,12 @@ def test_deploy_creates_the_stack_with_the_binarys_european_regions(recorder, de
     assert conf["InstanceMetadataServiceConfiguration"] == {"MinimumInstanceMetadataServiceVersion": 2,
                                                             "HttpPutResponseHopLimit": 1}
     enc = conf["EncryptionConfiguration"]
-    assert enc["EnableAtRestEncryption"] is True and enc["EnableInTransitEncryption"] is False
+    assert enc["EnableAtRestEncryption"] is True and enc["EnableInTransitEncryption"] is True
+    # In transit: EMR's PEM provider, naming the zip deploy put in the stack's bucket (what the zip holds:
+    # test_deploy_puts_the_in_transit_certificate_in_the_bucket_after_the_stack).
+    assert enc["InTransitEncryptionConfiguration"] == {"TLSCertificateConfiguration": {
+        "CertificateProviderType": "PEM", "S3Object": f"s3://{deployed}/emr/tls/in-transit.zip"}}
+    assert client(recorder.endpoint, "s3").head_object(Bucket=deployed, Key="emr/tls/in-transit.zip")
     assert enc["AtRestEncryptionConfiguration"] == {
         "S3EncryptionConfiguration": {"EncryptionMode": "SSE-KMS", "AwsKmsKey": outputs["KmsKey"]},
         "LocalDiskEncryptionConfiguration": {"EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": outputs["KmsKey"],
@@ -365,8 +371,11 @@ def test_dry_run_prints_the_requests_and_sends_none(recorder, binary):
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("aws ")]
     ops = [line.split()[1] + " " + line.split()[2] for line in lines]
-    assert ops == ["s3 HeadObject", "s3 PutObject"] * 2 + ["s3 PutObject"] * 5 + ["emr RunJobFlow"], ops
-    assert "/cuda/" in json.loads(lines[0].split(" ", 3)[3])["Key"]
+    # The in-transit certificate looked for first, then the CUDA wheels, the artifacts, the weights.
+    assert ops == ["s3 HeadObject"] + ["s3 HeadObject", "s3 PutObject"] * 2 + ["s3 PutObject"] * 5 \
+        + ["emr RunJobFlow"], ops
+    assert json.loads(lines[0].split(" ", 3)[3])["Key"] == "emr/tls/in-transit.zip"
+    assert "/cuda/" in json.loads(lines[1].split(" ", 3)[3])["Key"]
     assert json.loads(lines[-2].split(" ", 3)[3])["Key"] == "emr/weights/<sha256>/mobilenetv2.safetensors"
     req = json.loads(lines[-1].split(" ", 3)[3])
     assert req["ServiceRole"] == "<ServiceRole of stack fruits-fruits-demo>"
@@ -425,3 +434,171 @@ def test_a_cuda_wheel_that_is_not_the_pinned_one_is_refused_before_any_request(r
             in out.stderr and f"pins {pin}; refused" in out.stderr, out.stderr
         assert "aws " not in out.stdout, "not even printed"
     assert recorder.requests() == [], "not one request"
+
+
+# The in-transit certificate ----------------------------------------------------
+TLS_KEY = "emr/tls/in-transit.zip"  # infra.yaml's security configuration names it
+
+
+def tls_puts(recorder, since=0):
+    return [r for r in recorder.requests()[since:]
+            if r["method"] == "PUT" and r["path"].split("?")[0].endswith("/" + TLS_KEY)]
+
+
+def assert_no_key_material(key_pem: bytes, *texts):
+    """Not the key, nor a line of it, in what the tool said."""
+    lines = [line for line in key_pem.decode().splitlines() if line and "PRIVATE KEY" not in line]
+    assert len(lines) > 10
+    for text in texts:
+        assert "PRIVATE KEY" not in text and not any(line in text for line in lines)
+
+
+def stack_outputs_of(endpoint, bucket):
+    stack = client(endpoint, "cloudformation").describe_stacks(StackName=f"fruits-{bucket}")["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+
+
+def test_deploy_puts_the_in_transit_certificate_in_the_bucket_after_the_stack(recorder):
+    bucket = f"fruits-{int(time.time() * 1000) % 10**9}"
+    out = tool(recorder.endpoint, "deploy", "--bucket", bucket)
+    assert out.returncode == 0, out.stderr + out.stdout
+    # After the stack (which makes the bucket) is complete: CreateStack, its DescribeStacks, then the upload.
+    reqs = recorder.requests()
+    create = next(i for i, r in enumerate(reqs) if "Action=CreateStack" in r["body"])
+    described = [i for i, r in enumerate(reqs) if "Action=DescribeStacks" in r["body"]]
+    (put,) = [i for i, r in enumerate(reqs) if r in tls_puts(recorder)]
+    assert create < described[-1] < put == len(reqs) - 1, (create, described, put)
+    # Where the security configuration looks, encrypted with the stack's key (not only by the bucket's default).
+    obj = client(recorder.endpoint, "s3").get_object(Bucket=bucket, Key=TLS_KEY)
+    kms = stack_outputs_of(recorder.endpoint, bucket)["KmsKey"]
+    assert (obj["ServerSideEncryption"], obj["SSEKMSKeyId"]) == ("aws:kms", kms)
+    # EMR's three files; the certificate's names, validity, usage; the key its own (test_tls.check_bundle).
+    files = check_bundle(obj["Body"].read())
+    chain = files["certificateChain.pem"]
+    der = subprocess.run(["openssl", "x509", "-outform", "DER"], input=chain, capture_output=True).stdout
+    end = subprocess.run(["openssl", "x509", "-noout", "-enddate"], input=chain, capture_output=True).stdout.decode()
+    not_after = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.strptime(" ".join(end.split("=", 1)[1].split()),
+                                                                  "%b %d %H:%M:%S %Y %Z"))
+    assert obj["Metadata"] == {"made-by": "fruits-emr", "names": "*.eu-west-1.compute.internal",
+                               "not-after": not_after, "certificate-sha256": hashlib.sha256(der).hexdigest()}
+    # Said, with its facts; the key never.
+    assert f"in-transit certificate s3://{bucket}/{TLS_KEY}: made, since there is none in the bucket yet: " \
+           f"*.eu-west-1.compute.internal, valid until {not_after}" in out.stdout, out.stdout
+    assert_no_key_material(files["privateKey.pem"], out.stdout, out.stderr)
+
+
+def test_a_redeploy_keeps_the_certificate_and_rotates_it_near_its_end_or_when_asked(recorder, deployed, binary,
+                                                                                     tmp_path):
+    s3 = client(recorder.endpoint, "s3")
+    kms = stack_outputs_of(recorder.endpoint, deployed)["KmsKey"]
+    where = f"s3://{deployed}/{TLS_KEY}"
+
+    def current():
+        obj = s3.get_object(Bucket=deployed, Key=TLS_KEY)
+        return check_bundle(obj["Body"].read()), obj["Metadata"]
+
+    first, meta = current()
+    # Deploying again: the certificate is kept (a stack CloudFormation finds nothing to update in is no
+    # failure either, test_tls.py: moto updates it anyway).
+    before = len(recorder.requests())
+    again = tool(recorder.endpoint, "deploy", "--bucket", deployed)
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert f"in-transit certificate {where}: kept (*.eu-west-1.compute.internal, valid until {meta['not-after']}" \
+        in again.stdout, again.stdout
+    assert not tls_puts(recorder, before) and current()[0] == first
+    # Within 30 days of its end: a new one, and why.
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 10 * 86400))
+    s3.copy_object(Bucket=deployed, Key=TLS_KEY, CopySource={"Bucket": deployed, "Key": TLS_KEY},
+                   MetadataDirective="REPLACE", Metadata={**meta, "not-after": soon},
+                   ServerSideEncryption="aws:kms", SSEKMSKeyId=kms)
+    near = tool(recorder.endpoint, "deploy", "--bucket", deployed)
+    assert near.returncode == 0, near.stderr + near.stdout
+    assert f"in-transit certificate {where}: rotated, since it expires {soon}, within 30 days: " in near.stdout
+    second, _ = current()
+    assert second["privateKey.pem"] != first["privateKey.pem"]
+    assert_no_key_material(second["privateKey.pem"], near.stdout, near.stderr)
+    # --rotate-tls while a project cluster is up: refused (a node EMR adds would not be trusted by the others).
+    assert tool(recorder.endpoint, "down").returncode == 0  # others' tests' clusters
+    up = tool(recorder.endpoint, "up", "--bucket", deployed, "--binary", binary, "--core-count", "1",
+              "--core-type", "m5.xlarge", "--cuda-wheels", str(tmp_path / "none"))
+    assert up.returncode == 0, up.stderr + up.stdout
+    (cid,) = {c["Id"] for c in client(recorder.endpoint, "emr").list_clusters(ClusterStates=["WAITING", "RUNNING",
+                                                                                             "STARTING"])["Clusters"]}
+    before = len(recorder.requests())
+    refused = tool(recorder.endpoint, "deploy", "--bucket", deployed, "--rotate-tls")
+    assert refused.returncode == 1, refused.stdout
+    assert f"not rotating {where}: cluster(s) {cid} are up with it" in refused.stderr, refused.stderr
+    assert not tls_puts(recorder, before) and current()[0] == second
+    # Near its end with a cluster up: kept, with a warning, and the deploy goes on.
+    s3.copy_object(Bucket=deployed, Key=TLS_KEY, CopySource={"Bucket": deployed, "Key": TLS_KEY},
+                   MetadataDirective="REPLACE", Metadata={**current()[1], "not-after": soon},
+                   ServerSideEncryption="aws:kms", SSEKMSKeyId=kms)
+    before = len(recorder.requests())
+    kept = tool(recorder.endpoint, "deploy", "--bucket", deployed)
+    assert kept.returncode == 0, kept.stderr + kept.stdout
+    assert f"WARNING: in-transit certificate {where} kept although it expires {soon}, within 30 days: " \
+           f"cluster(s) {cid} are up with it" in kept.stdout, kept.stdout
+    assert not tls_puts(recorder, before)
+    # None up: rotated.
+    assert tool(recorder.endpoint, "down").returncode == 0
+    rotated = tool(recorder.endpoint, "deploy", "--bucket", deployed, "--rotate-tls")
+    assert rotated.returncode == 0, rotated.stderr + rotated.stdout
+    assert f"in-transit certificate {where}: rotated, since --rotate-tls: " in rotated.stdout
+    third, meta = current()
+    assert third["privateKey.pem"] not in (first["privateKey.pem"], second["privateKey.pem"])
+    assert meta["not-after"] != soon
+    # The operator's own zip (a CA's certificate, say: no fruits-emr metadata) is theirs: kept.
+    s3.put_object(Bucket=deployed, Key=TLS_KEY, Body=b"the operator's zip", ServerSideEncryption="aws:kms",
+                  SSEKMSKeyId=kms)
+    before = len(recorder.requests())
+    own = tool(recorder.endpoint, "deploy", "--bucket", deployed)
+    assert own.returncode == 0, own.stderr + own.stdout
+    assert f"in-transit certificate {where}: kept (not made by fruits-emr" in own.stdout, own.stdout
+    assert not tls_puts(recorder, before)
+    assert s3.get_object(Bucket=deployed, Key=TLS_KEY)["Body"].read() == b"the operator's zip"
+
+
+def test_a_cluster_is_not_asked_for_without_a_usable_in_transit_certificate(recorder, deployed, binary, tmp_path):
+    s3 = client(recorder.endpoint, "s3")
+    cpu = ["--bucket", deployed, "--binary", binary, "--core-count", "1", "--core-type", "m5.xlarge",
+           "--cuda-wheels", str(tmp_path / "none")]
+    s3.delete_object(Bucket=deployed, Key=TLS_KEY)
+    out = tool(recorder.endpoint, "up", *cpu)
+    assert out.returncode == 1, out.stdout
+    assert f"no in-transit certificate at s3://{deployed}/{TLS_KEY}, which the stack's security configuration " \
+           f"names: `fruits-emr deploy --bucket {deployed}` puts one there" in out.stderr, out.stderr
+    assert not [c for c in calls(recorder, "ElasticMapReduce") if c[0] == "RunJobFlow"]
+    # deploy puts one back; one that expires within a day is refused as well.
+    back = tool(recorder.endpoint, "deploy", "--bucket", deployed)
+    assert back.returncode == 0 and "made, since there is none in the bucket yet" in back.stdout, back.stdout
+    meta = s3.head_object(Bucket=deployed, Key=TLS_KEY)["Metadata"]
+    hour = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    s3.copy_object(Bucket=deployed, Key=TLS_KEY, CopySource={"Bucket": deployed, "Key": TLS_KEY},
+                   MetadataDirective="REPLACE", Metadata={**meta, "not-after": hour})
+    out = tool(recorder.endpoint, "up", *cpu)
+    assert out.returncode == 1, out.stdout
+    assert "has expired or expires within a day: `fruits-emr deploy" in out.stderr, out.stderr
+    assert not [c for c in calls(recorder, "ElasticMapReduce") if c[0] == "RunJobFlow"]
+
+
+def test_a_dry_run_deploy_shows_the_certificates_upload_and_makes_no_key(recorder, tmp_path):
+    # An openssl that notes any call: a dry run must not make a key at all.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "openssl").write_text(f"#!/bin/sh\necho \"$@\" >> '{tmp_path}/openssl-calls'\nexit 1\n")
+    (fake / "openssl").chmod(0o755)
+    out = tool(recorder.endpoint, "--dry-run", "deploy", "--bucket", "fruits-demo",
+               env_extra={"PATH": f"{fake}:{os.environ['PATH']}"})
+    assert out.returncode == 0, out.stderr
+    lines = [line.split(" ", 3) for line in out.stdout.splitlines() if line.startswith("aws ")]
+    assert [(s, op) for _, s, op, _ in lines] == [("cloudformation", "CreateStack"), ("s3", "HeadObject"),
+                                                  ("s3", "PutObject")]
+    put = json.loads(lines[-1][3])
+    assert put["Key"] == TLS_KEY and put["Bucket"] == "fruits-demo"
+    assert put["Body"] == "<zip of privateKey.pem, certificateChain.pem, trustedCertificates.pem: a new RSA-2048 " \
+                          "key and its self-signed certificate, made here>"
+    assert (put["ServerSideEncryption"], put["SSEKMSKeyId"]) == ("aws:kms", "<KmsKey of stack fruits-fruits-demo>")
+    assert put["Metadata"]["names"] == "*.eu-west-1.compute.internal"
+    assert "PRIVATE KEY" not in out.stdout + out.stderr and "BEGIN" not in out.stdout + out.stderr
+    assert not (tmp_path / "openssl-calls").exists(), "no key made"
+    assert recorder.requests() == [], "a dry run sends nothing"
