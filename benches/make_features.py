@@ -1,7 +1,9 @@
 """Writes synthetic features parts for benches/pca.sh: ROWS rows of DIM float32
 (a decaying spectrum plus noise), in parts of PART_ROWS, with fruits' metadata.
 
-    python benches/make_features.py OUT_DIR ROWS [DIM] [PART_ROWS]
+    python benches/make_features.py OUT_DIR ROWS [DIM] [PART_ROWS] [LABELS]
+
+LABELS > 0: each row labelled `fruit-<i mod LABELS>` (split Training), for an index.
 """
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pyarrow.parquet as pq
 out, rows = Path(sys.argv[1]), int(sys.argv[2])
 dim = int(sys.argv[3]) if len(sys.argv) > 3 else 1280
 part_rows = int(sys.argv[4]) if len(sys.argv) > 4 else 10_000
+labels = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 out.mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 basis = rng.standard_normal((64, dim)).astype(np.float32)
@@ -28,8 +31,8 @@ for p, start in enumerate(range(0, rows, part_rows)):
     features = pa.ListArray.from_arrays(offsets, values).cast(pa.list_(pa.field("element", pa.float32(), False)))
     table = pa.table({
         "path": [f"synthetic/{start + i}" for i in range(n)],
-        "label": pa.array([None] * n, pa.string()),
-        "split": pa.array([None] * n, pa.string()),
+        "label": pa.array([f"fruit-{(start + i) % labels}" if labels else None for i in range(n)], pa.string()),
+        "split": pa.array(["Training" if labels else None] * n, pa.string()),
         "features": features,
         "width": pa.array(np.ones(n, np.int32)),
         "height": pa.array(np.ones(n, np.int32)),

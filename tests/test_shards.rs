@@ -264,3 +264,33 @@ fn s3_shards_take_a_few_requests_and_give_the_same_features() {
     assert!(shard_gets < 10, "a shard's footer, its names, its photos: {shard_gets} GETs");
     assert_same(features_of(&from_shards), features_of(&loose), "the same rows and statistics");
 }
+
+/// A photo written again after it was packed is packed again, into a new
+/// shard, and featurised from there (the newest shard holding a path wins).
+#[test]
+fn a_changed_photo_is_packed_again_and_read_from_its_newest_shard() {
+    let dir = Dir::new("shards-changed");
+    let input = dir.join("in");
+    copy_tree(&sample_dir(), &input);
+    let out = dir.join("shards");
+    pack(&input, &out, &["--shard-size", "20K"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::copy(sample_dir().join("Test/Lemon/f0_100.jpg"), input.join("Test/Apple/f0_100.jpg")).unwrap();
+    let err = pack(&input, &out, &["--shard-size", "20K"]);
+    assert!(err.contains("packed 1 photos into 1 shards (0 rejected, 18 already packed"), "{err}");
+    let (loose, from_shards) = (dir.join("loose"), dir.join("from-shards"));
+    featurize(&mut fruits(), input.to_str().unwrap(), &loose);
+    let err = featurize(&mut fruits(), out.to_str().unwrap(), &from_shards);
+    assert!(err.contains("featurised 19 of 19") && err.contains("1 duplicate keys dropped"), "{err}");
+    let by_path = |f: &Path| -> std::collections::BTreeMap<String, Value> {
+        let c = read_parquet(&part_file(f, 0, "rows"))["columns"].clone();
+        c["path"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .zip(c["features"].as_array().unwrap().iter().cloned())
+            .collect()
+    };
+    assert!(by_path(&from_shards) == by_path(&loose), "the new bytes' features, once");
+}

@@ -5,18 +5,23 @@ and PCA in S3, on every node of a cluster.
 Spark splits the work, schedules it and retries it; the `fruits` binary, on
 every node, does the work. The steps, in the order `main` runs them:
 
-1. list_keys          driver     every image key of --input (`fruits list`), or a key list
-2. plan_partitions    driver     contiguous slices of the keys; partition index = part id
+1. list_keys          driver     every image key of --input (`fruits list`), or a key list;
+   list_shards                   or, with --shards, the shards of a `fruits pack` folder and
+                                 their photo counts (`fruits parts list`: no photo is listed)
+2. plan_partitions    driver     contiguous slices of the keys; partition index = part id;
+   plan_shards                   or whole shards, in order, grouped by their photo counts
 3. stage_weights      driver     the weights resolved and hashed once, one copy put on HDFS,
                                  handed to every executor with `SparkContext.addFile`
-4. featurize          executors  one `fruits featurize` per partition, keys on stdin,
-                                 output straight to S3; retried by Spark when it fails
+4. featurize          executors  one `fruits featurize` per partition, keys (or the
+                                 partition's shard locations) on stdin, output straight
+                                 to S3; retried by Spark when it fails
 5. fit_pca            driver     `fruits pca fit` from the parts' statistics
 6. transform          executors  one `fruits pca transform --part N` per part
 7. write_report       driver     run.json: counts, per-node images/s, stage times, cost
 
 What crosses the network: the keys, once, each slice to the executor that
-runs it (they are the RDD's data, not captured in closures); the weights,
+runs it (they are the RDD's data, not captured in closures), or with
+--shards only the shards' locations, a few per task; the weights,
 once per executor (`addFile` of the HDFS copy, fetched into the executor's
 work directory and reused by every task there); the images, from S3 to the
 node that featurises them; the parts, from that node straight to S3; one
@@ -24,8 +29,9 @@ small JSON report per task back to the driver. No weights are pickled into
 tasks, and no executor downloads them from the model hub or S3.
 
 The executor side (`featurize_partition`, `transform_partition`) is a plain
-function of (partition index, keys, local paths), so tests call it without
-Spark; `run_partitions` is the only place that knows about Spark's tasks.
+function of (partition index, keys or shard locations, local paths), so
+tests call it without Spark; `run_partitions` is the only place that knows
+about Spark's tasks.
 """
 
 import argparse
@@ -81,6 +87,7 @@ class TaskSpec:
     resume: bool
     max_rejected: float
     global_flags: tuple  # --region / --s3-endpoint, passed to every command
+    shards: bool = False  # the tasks' lines are shards (.parquet of `fruits pack`), not photos
 
     def folder(self, name: str) -> str:
         return self.output.rstrip("/") + "/" + name + "/"
@@ -190,6 +197,51 @@ def key_list_text(spec: TaskSpec, key_list: str, env) -> str:
             return f.read()
 
 
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    part: int  # the shard's part number in its folder
+    rows: int  # photos it holds, from its manifest
+    location: str  # its rows file: a line of `featurize --keys -`
+
+
+def shard_lines(text: str) -> List[Shard]:
+    r"""The shards in the output of `fruits parts list`: one line a part,
+    `part<TAB>rows<TAB>rows file`, lines ending at "\n" only (as key_lines;
+    the location is the rest of the line, tabs and all), in part order."""
+    shards = []
+    for line in key_lines(text):
+        fields = line.split("\t", 2)
+        if len(fields) != 3 or not all(re.fullmatch(r"[0-9]+", f) for f in fields[:2]):
+            raise RuntimeError(f"`fruits parts list` printed a line that is not part, rows, file: {line!r}")
+        shards.append(Shard(part=int(fields[0]), rows=int(fields[1]), location=fields[2]))
+    return sorted(shards, key=lambda s: s.part)
+
+
+def list_shards(spec: TaskSpec, folder: str, env) -> List[Shard]:
+    """The complete shards of a `fruits pack` folder and how many photos each
+    holds, from their manifests (`fruits parts list`): no photo is listed or
+    read. Refuses a folder without shards, and a folder of other parts
+    (features, reduced) by the kind its first manifest records: every task
+    would fail on them."""
+    proc = run_fruits(spec.fruits, list(spec.global_flags) + ["parts", "list", folder], env)
+    log((proc.stderr.strip().split("\n")[-1] or "listed") + f" in {folder}")
+    shards = shard_lines(proc.stdout)
+    if not shards:
+        raise RuntimeError(f"no complete shards in {folder}: `fruits pack --output {folder}` writes them")
+    manifest = folder.rstrip("/") + f"/_fruits/part-{shards[0].part:05d}.manifest.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "manifest.json")
+        run_fruits(spec.fruits, list(spec.global_flags) + ["cp", manifest, local], env)
+        with open(local, encoding="utf-8") as f:
+            kind = json.load(f).get("kind")
+    if kind != "shards":
+        raise RuntimeError(f"{folder} holds parts of kind {kind!r}, not shards (`fruits pack` writes shards)")
+    bad = [s.location for s in shards if not s.location.endswith(".parquet")]
+    if bad:
+        raise RuntimeError(f"shards whose rows file is not .parquet: {bad[:5]}")
+    return shards
+
+
 # 2. ------------------------------------------------------------------ driver
 def plan_partitions(keys: List[str], images_per_partition: int, slots: int,
                     partitions: Optional[int] = None) -> List[List[str]]:
@@ -207,6 +259,51 @@ def plan_partitions(keys: List[str], images_per_partition: int, slots: int,
         out.append(keys[start:end])
         start = end
     return out
+
+
+def plan_shards(shards: List[Shard], images_per_partition: int, slots: int,
+                partitions: Optional[int] = None) -> List[List[str]]:
+    """Whole shards, in their order, grouped into partitions by their photo
+    counts; group i is part i, and each holds the locations of its shards.
+
+    The target is --images-per-partition photos a task, lowered to the
+    photos / task slots so that every executor works when there are shards
+    enough; with `partitions` it is photos / partitions instead (about that
+    many partitions: shards are never split). A group closes before the
+    shard that would take it over the target, so no group holds more than
+    the target except a shard bigger than it, which is a group of its own.
+    A shard of no photos joins the group it falls in (no task of nothing).
+    Grouping from the first shard, with shards numbered as `fruits pack`
+    adds them, the groups before the last stay the same when shards are
+    added at the end."""
+    total = sum(s.rows for s in shards)
+    if partitions:
+        target = math.ceil(total / partitions)
+    else:
+        target = min(max(images_per_partition, 1), math.ceil(total / max(slots, 1)))
+    target = max(target, 1)
+    groups: List[List[str]] = []
+    current: List[str] = []
+    rows = 0
+    for s in shards:
+        if current and s.rows and rows + s.rows > target:
+            groups.append(current)
+            current, rows = [], 0
+        current.append(s.location)
+        rows += s.rows
+    if current:
+        groups.append(current)
+    return groups
+
+
+def stale_parts(parts: List[dict], slices: List[List[str]], shards: List[Shard]) -> List[int]:
+    """The parts --resume skipped whose photos are not their shards' of now:
+    a part committed before `fruits pack` added shards that this plan puts
+    in it (the last group grows first) holds fewer photos than its shards,
+    and skipping it would leave the new ones out."""
+    rows = {s.location: s.rows for s in shards}
+    return sorted(p["part"] for p in parts if p.get("status") == "skipped"
+                  and p.get("inputs") != sum(rows[loc] for loc in slices[p["part"]]))
 
 
 # 3. ------------------------------------------------------------------ driver
@@ -271,9 +368,12 @@ def put_staged(local: str, uri: str) -> None:
 def featurize_partition(index: int, keys: List[str], spec: TaskSpec, weights_path: str,
                         attempt: int = 0, environ=None) -> dict:
     """Runs on an executor: one `fruits featurize` for part `index`, its keys
-    on stdin, the executor's own copy of the weights (checked against the
-    staged sha256 by the binary). Raises when the binary fails, so Spark
-    retries the task; the part's manifest makes the retry safe."""
+    on stdin (with `spec.shards`, the locations of its whole shards: the
+    binary reads their photos, a row group at a time, and names each row by
+    the photo's original path), the executor's own copy of the weights
+    (checked against the staged sha256 by the binary). Raises when the
+    binary fails, so Spark retries the task; the part's manifest makes the
+    retry safe."""
     args = list(spec.global_flags) + [
         "featurize", "--keys", "-", "--output", spec.folder("features"),
         "--part-id", str(index), "--run-id", spec.run_id, "--model", spec.model,
@@ -297,11 +397,13 @@ def featurize_partition(index: int, keys: List[str], spec: TaskSpec, weights_pat
     if proc.returncode != 0 and not (isinstance(report, dict) and report.get("too_many_rejected")):
         failed(spec.fruits, args, proc)
     report.update({
-        "keys": len(keys),
+        "keys": 0 if spec.shards else len(keys),  # photo keys this task was given
         "task_attempt": attempt,
         "task_seconds": time.time() - start,
         "weights_path": weights_path,
     })
+    if spec.shards:
+        report.update({"shards": len(keys), "shard_files": list(keys)})
     return report
 
 
@@ -318,7 +420,7 @@ def transform_partition(index: int, spec: TaskSpec, environ=None) -> dict:
 
 def run_partitions(sc, slices: List[List[str]], spec: TaskSpec) -> List[dict]:
     """Driver: one Spark task per slice; each element of the RDD is (part id,
-    keys), so a task receives only its own keys."""
+    keys) or (part id, shard locations), so a task receives only its own."""
     from pyspark import SparkFiles, TaskContext
 
     def task(items):
@@ -386,6 +488,8 @@ def summarise(parts: List[dict], stages: Dict[str, float], pca: dict, staged: St
         "weights": {"sha256": staged.sha256, "source": staged.source, "staged": staged.uri,
                     "executor_copies": sorted({os.path.dirname(p["weights_path"]) for p in parts})},
         "images": totals,
+        # Shards read (--shards): their photos are counted in "images".
+        "shards": sum(p.get("shards", 0) for p in parts),
         "parts": {"total": len(parts), "done": len(done), "skipped": len(parts) - len(done),
                   "too_many_rejected": [p["part"] for p in parts if p.get("too_many_rejected")]},
         "nodes": nodes,
@@ -405,8 +509,9 @@ def summarise(parts: List[dict], stages: Dict[str, float], pca: dict, staged: St
 def render(report: dict) -> str:
     """run.json for a person."""
     img, st = report["images"], report["stages"]
+    shards = f" from {report['shards']} shards" if report.get("shards") else ""
     lines = [
-        f"run {report['run_id']}: {img['featurised']} of {img['inputs']} images featurised, "
+        f"run {report['run_id']}: {img['featurised']} of {img['inputs']} images{shards} featurised, "
         f"{img['rejected']} rejected, {img['not_images']} not images, {img['duplicates']} duplicates dropped",
         f"parts: {report['parts']['done']} written, {report['parts']['skipped']} already complete; "
         f"PCA k = {report['pca']['n_components']} of {report['pca']['n_samples']} rows",
@@ -448,13 +553,17 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="folder of images: s3://bucket/prefix/ (or a path every node sees)")
     src.add_argument("--keys", help="file listing image keys, one per line (local or s3://)")
+    src.add_argument("--shards", help="folder of shards written by `fruits pack` (s3://bucket/shards/): "
+                                      "listed by `fruits parts list`, whole shards per task")
     p.add_argument("--output", required=True, help="the run's folder: s3://bucket/run-1/")
     p.add_argument("--model", default="mobilenetv2")
     p.add_argument("--weights", help="safetensors path or s3://..., or random:SEED; default: the pinned hub file")
     p.add_argument("--fruits", default="/usr/local/bin/fruits", help="the binary, at this path on every node")
     p.add_argument("--stage-dir", default="hdfs:///fruits/weights", help="where the one copy of the weights goes")
-    p.add_argument("--images-per-partition", type=int, default=2000)
-    p.add_argument("--partitions", type=int, help="number of parts (default: from --images-per-partition)")
+    p.add_argument("--images-per-partition", type=int, default=2000,
+                   help="photos a task; with --shards, whole shards up to this many (a bigger shard alone)")
+    p.add_argument("--partitions", type=int, help="number of parts (default: from --images-per-partition; "
+                                                  "with --shards, about that many)")
     p.add_argument("--run-id", help="default: from --output (the same for a rerun into it, so --resume works)")
     p.add_argument("--resume", action="store_true", help="skip parts already complete")
     p.add_argument("--max-rejected", type=float, default=0.01)
@@ -493,12 +602,23 @@ def main(argv: List[str]) -> int:
         sc.addFile(staged.uri)
     spec = TaskSpec(fruits=args.fruits, output=args.output, model=args.model, weights_name=staged.name,
                     weights_sha256=staged.sha256, run_id=args.run_id or default_run_id(args.output), threads=task_cpus,
-                    resume=args.resume, max_rejected=args.max_rejected, global_flags=flags)
-    keys, not_images = timed("list", lambda: list_keys(spec, args.input, args.keys, env))
+                    resume=args.resume, max_rejected=args.max_rejected, global_flags=flags,
+                    shards=bool(args.shards))
     slots = max(1, sc.defaultParallelism // task_cpus)
-    slices = plan_partitions(keys, args.images_per_partition, slots, args.partitions)
-    log(f"{len(keys)} keys in {len(slices)} partitions ({slots} task slots), run {spec.run_id}")
+    if args.shards:
+        shards = timed("list", lambda: list_shards(spec, args.shards, env))
+        slices, not_images = plan_shards(shards, args.images_per_partition, slots, args.partitions), 0
+        log(f"{len(shards)} shards of {sum(s.rows for s in shards)} photos in {len(slices)} partitions of whole "
+            f"shards ({slots} task slots), run {spec.run_id}")
+    else:
+        keys, not_images = timed("list", lambda: list_keys(spec, args.input, args.keys, env))
+        slices = plan_partitions(keys, args.images_per_partition, slots, args.partitions)
+        log(f"{len(keys)} keys in {len(slices)} partitions ({slots} task slots), run {spec.run_id}")
     parts = timed("featurize", lambda: run_partitions(sc, slices, spec))
+    stale = stale_parts(parts, slices, shards) if args.shards else []
+    if stale:
+        raise RuntimeError(f"--resume: parts {', '.join(map(str, stale))} were written from fewer photos than "
+                           f"their shards hold now (shards packed since): run into a new --output")
     keep = ["--k", str(args.k)] if args.k else ["--variance", str(args.variance)]
     pca = timed("pca_fit", lambda: fit_pca(spec, keep, env))
     timed("transform", lambda: transform_partitions(sc, [p["part"] for p in parts], spec))

@@ -10,6 +10,7 @@ import http.client
 import http.server
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -106,6 +107,50 @@ def fruits_bin():
     if not os.path.isfile(path):
         pytest.fail(f"no fruits binary at {path}: run .ci/run (it builds it with cargo test) or set FRUITS_BIN")
     return path
+
+
+RECORDING_FRUITS = """#!/bin/bash
+# Notes this call (its arguments; a featurize's stdin too), then becomes the
+# real binary: exec, the same process, so it dies with its parent as the
+# binary would, and a test that kills the binary kills this.
+log={folder}/$(date +%s%N)-$$
+printf '%s\\0' "$@" > "$log.args"
+for a in "$@"; do
+    if [ "$a" = featurize ]; then
+        cat > "$log.stdin"
+        exec {real} "$@" < "$log.stdin"
+    fi
+done
+exec {real} "$@"
+"""
+
+
+def recording_fruits(real, folder):
+    """A `fruits` that notes every call in `folder` and runs `real`. Returns
+    its path and a function giving the calls so far, in the order they
+    started: {"args": [...], "stdin": the lines of a featurize's stdin, else
+    None}."""
+    folder = os.path.abspath(str(folder))
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "fruits")
+    with open(path, "w") as f:
+        f.write(RECORDING_FRUITS.format(folder=shlex.quote(folder), real=shlex.quote(os.path.abspath(real))))
+    os.chmod(path, 0o755)
+
+    def calls():
+        out = []
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".args")):
+            base = os.path.join(folder, name[:-len(".args")])
+            with open(base + ".args", encoding="utf-8", errors="surrogateescape") as f:
+                args = f.read().split("\0")[:-1]
+            stdin = None
+            if os.path.exists(base + ".stdin"):
+                with open(base + ".stdin", encoding="utf-8", errors="surrogateescape", newline="") as f:
+                    stdin = [line for line in f.read().split("\n") if line]
+            out.append({"args": args, "stdin": stdin})
+        return out
+
+    return path, calls
 
 
 def spawn_ready(args, env=None):

@@ -5,14 +5,16 @@ binary on local photos."""
 import dataclasses
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import pytest
-from conftest import EMR, REPO
+from conftest import EMR, REPO, recording_fruits
 from fruits_emr import featurize_job as job
 
 SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")
@@ -29,6 +31,137 @@ def test_partitions_are_contiguous_cover_every_key_once_and_fill_every_slot():
     assert len(job.plan_partitions(keys, 100, 4)) == 4  # at least one per task slot
     assert len(job.plan_partitions(keys, 4, 1, 50)) == 10  # never more than the keys
     assert job.plan_partitions([], 4, 2) == []
+
+
+def shards_of(rows):
+    return [job.Shard(part=i, rows=n, location=f"s3://b/shards/part-{i:05d}-0123456789abcdef.parquet")
+            for i, n in enumerate(rows)]
+
+
+def test_shards_are_grouped_whole_in_order_by_their_photo_counts():
+    def plan(rows, ipp, slots=1, parts=None):
+        """The planned groups, as the photo counts of their shards."""
+        shards = shards_of(rows)
+        groups = job.plan_shards(shards, ipp, slots, parts)
+        assert [loc for g in groups for loc in g] == [sh.location for sh in shards], "every shard once, in order"
+        assert all(groups), "no empty group"
+        by = {sh.location: sh.rows for sh in shards}
+        return [[by[loc] for loc in g] for g in groups]
+
+    # Exact fits: a group fills up to the target and closes.
+    assert plan([4, 4, 4, 4], 8) == [[4, 4], [4, 4]]
+    assert plan([4, 4, 4, 4, 3], 8) == [[4, 4], [4, 4], [3]]
+    assert plan([5, 3, 8, 1, 7], 8) == [[5, 3], [8], [1, 7]]
+    assert plan([8], 8) == [[8]]
+    # One huge shard: a task of its own wherever it is, never split.
+    assert plan([100], 10) == [[100]]
+    assert plan([3, 100, 2, 2], 10) == [[3], [100], [2, 2]]
+    assert plan([100, 1, 1], 10) == [[100], [1, 1]]
+    assert plan([1, 1, 100], 10) == [[1, 1], [100]]
+    assert plan([100, 100], 10) == [[100], [100]]
+    # Many tiny ones: --images-per-partition photos a task.
+    assert plan([1] * 1000, 100) == [[1] * 100] * 10
+    assert plan([1] * 25, 10) == [[1] * 10, [1] * 10, [1] * 5]
+    # Every task slot gets work when there are shards enough (the target drops
+    # to photos / slots), and never more groups than shards.
+    assert plan([4] * 4, 2000, slots=2) == [[4, 4], [4, 4]]
+    assert plan([4] * 4, 2000, slots=8) == [[4]] * 4
+    # --partitions: about photos / partitions each.
+    assert plan([4] * 6, 2000, parts=3) == [[4, 4]] * 3
+    assert plan([4] * 6, 2000, parts=1) == [[4] * 6]
+    assert plan([4] * 6, 2000, parts=50) == [[4]] * 6
+    # A shard of no photos joins the group it falls in: no task of nothing.
+    assert plan([0, 8, 0, 8, 0], 8) == [[0, 8, 0], [8, 0]]
+    assert plan([0, 0], 8) == [[0, 0]]
+    assert job.plan_shards([], 8, 2) == []
+    # Any shards: no group over the target but a lone bigger shard, and a
+    # group closes only when its next shard would take it over.
+    rng = random.Random(7)
+    for _ in range(300):
+        rows = [rng.choice([0, 1, 2, 3, 5, 8, 13, 40]) for _ in range(rng.randint(1, 40))]
+        ipp = rng.randint(1, 30)
+        groups = plan(rows, ipp)
+        for g, after in zip(groups, groups[1:] + [None], strict=True):
+            assert sum(g) <= ipp or len([n for n in g if n]) == 1, (rows, ipp, groups)
+            if after is not None:
+                first = next(n for n in after if n)
+                assert sum(g) + first > ipp, (rows, ipp, groups)
+
+
+def test_shard_lines_are_parts_list_lines():
+    text = "1\t4\ts3://b/a\tb/part-00001-x.parquet\r\n\n0\t3\ts3://b/a\tb/part-00000-x.parquet\n"
+    assert job.shard_lines(text) == [job.Shard(0, 3, "s3://b/a\tb/part-00000-x.parquet"),
+                                     job.Shard(1, 4, "s3://b/a\tb/part-00001-x.parquet")]
+    for bad in ("0\ts3://b/part-00000-x.parquet\n", "0\t\u00b2\ts3://b/p.parquet\n"):
+        with pytest.raises(RuntimeError, match="not part, rows, file"):
+            job.shard_lines(bad)
+
+
+def pack(fruits_bin, source, out, *flags):
+    subprocess.run([fruits_bin, "pack", "--input", str(source), "--output", str(out)] + list(flags),
+                   check=True, capture_output=True)
+    return str(out)
+
+
+def test_shards_are_listed_by_fruits_parts_list_not_photo_by_photo(fruits_bin, tmp_path):
+    shards_dir = pack(fruits_bin, SAMPLE, tmp_path / "shards", "--shard-rows", "4")
+    recorder, calls = recording_fruits(fruits_bin, tmp_path / "calls")
+    s = job.TaskSpec(recorder, str(tmp_path / "run"), "mobilenetv2", "w", "0" * 64, "unit", 1, False, 0.5, (),
+                     shards=True)
+    shards = job.list_shards(s, shards_dir, job.child_env(1))
+    assert [(sh.part, sh.rows) for sh in shards] == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 3)]
+    for sh in shards:
+        m = json.load(open(os.path.join(shards_dir, "_fruits", f"part-{sh.part:05d}.manifest.json")))
+        rows = next(f for f in m["files"] if f["role"] == "rows")
+        assert sh.location == os.path.join(shards_dir, rows["name"]) and sh.rows == rows["rows"]
+    # Two commands: the complete parts, and the first one's manifest (its kind); no `fruits list`,
+    # no photo.
+    assert [c["args"][:2] for c in calls()] == [["parts", "list"], ["cp", shards_dir + "/_fruits/part-00000"
+                                                                        ".manifest.json"]]
+    assert calls()[0]["args"] == ["parts", "list", shards_dir]
+    with pytest.raises(RuntimeError, match="no complete shards in"):
+        job.list_shards(s, str(tmp_path / "nothing"), job.child_env(1))
+
+
+def test_the_executor_function_featurises_whole_shards_as_the_loose_photos(fruits_bin, tmp_path, weights):
+    shards_dir = pack(fruits_bin, SAMPLE, tmp_path / "shards", "--shard-rows", "4")
+    sha = job.sha256_of(weights)
+    env = job.child_env(2)
+    shards = job.list_shards(spec(fruits_bin, tmp_path, sha), shards_dir, env)
+    groups = job.plan_shards(shards, 8, 1)
+    assert [len(g) for g in groups] == [2, 2, 1]
+    s = spec(fruits_bin, tmp_path, sha, shards=True)
+    reports = [job.featurize_partition(i, g, s, weights) for i, g in enumerate(groups)]
+    assert [(r["part"], r["status"], r["inputs"], r["featurised"]) for r in reports] == [
+        (0, "done", 8, 8), (1, "done", 8, 8), (2, "done", 3, 3)]
+    assert [(r["shards"], r["shard_files"], r["keys"]) for r in reports] == [(len(g), g, 0) for g in groups]
+    # The rows: every photo once, named by its own path, bit-equal to featurising the loose photos.
+    loose = job.featurize_partition(
+        0, sorted(os.path.join(d, f) for d, _, fs in os.walk(SAMPLE) for f in fs),
+        spec(fruits_bin, tmp_path, sha, output=str(tmp_path / "loose")), weights)
+    assert loose["featurised"] == 19
+
+    def rows(folder, parts):
+        out = {}
+        for n in parts:
+            m = json.load(open(os.path.join(folder, "features", "_fruits", f"part-{n:05d}.manifest.json")))
+            name = next(f["name"] for f in m["files"] if f["role"] == "rows")
+            for r in pq.read_table(os.path.join(folder, "features", name)).to_pylist():
+                assert r["path"] not in out, r["path"]
+                out[r["path"]] = r
+        return out
+
+    assert rows(str(tmp_path / "run"), range(3)) == rows(str(tmp_path / "loose"), [0])
+    # --resume: a complete part is skipped, and still counts its shards.
+    again = job.featurize_partition(1, groups[1], spec(fruits_bin, tmp_path, sha, shards=True, resume=True), weights)
+    assert (again["status"], again["inputs"], again["shards"]) == ("skipped", 8, 2)
+    assert job.stale_parts([again], groups, shards) == []
+    # ... unless shards packed since join it: then the driver refuses to skip it (the run fails).
+    assert job.stale_parts([again], [groups[0], groups[1] + groups[2]], shards) == [1]
+    assert job.stale_parts([dict(again, status="done")], [groups[0], groups[1] + groups[2]], shards) == []
+    # A folder of other parts is no folder of shards: refused on the driver, before any task.
+    with pytest.raises(RuntimeError, match="parts of kind 'features', not shards"):
+        job.list_shards(s, str(tmp_path / "run" / "features"), env)
 
 
 def test_the_default_run_id_names_the_output_and_is_stable():
@@ -96,6 +229,14 @@ def test_the_report_renders_for_a_person():
     text = job.render(report)
     assert "36 of 40 images featurised" in text and "node-1: 20 images in 2 parts" in text
     assert "2 executor copies" in text and "$1.700/h" in text
+    assert report["shards"] == 0 and "shards" not in text
+    # From shards: the photos counted as ever, and the shards read.
+    for p in parts:
+        p.update({"shards": 3, "shard_files": ["s3://b/shards/part-00000-a.parquet"] * 3, "keys": 0})
+    report = job.summarise(parts, {"featurize_s": 4.0, "total_s": 60.0}, {"n_components": 5, "n_samples": 36},
+                           staged, s, None, None)
+    assert report["shards"] == 12 and report["images"]["inputs"] == 40
+    assert "36 of 40 images from 12 shards featurised" in job.render(report)
 
 
 # Names that str.splitlines() cuts in two and the binary does not.

@@ -90,17 +90,12 @@ fn holders(storage: &Storage, folder: &Folder) -> Result<HashMap<String, Holder>
     let scratch = tempfile::tempdir()?;
     let mut out = HashMap::new();
     for p in &folder.parts {
-        let holder = Holder { part: p.manifest.part, written: parse_time(&p.manifest.written_at) };
+        let holder = Holder { part: p.manifest.part, written: p.manifest.written() };
         for path in part_paths(storage, p, scratch.path())? {
             out.insert(path, holder);
         }
     }
     Ok(out)
-}
-
-fn parse_time(rfc3339: &str) -> Option<SystemTime> {
-    let t = aws_smithy_types::DateTime::from_str(rfc3339, aws_smithy_types::date_time::Format::DateTime).ok()?;
-    SystemTime::try_from(t).ok()
 }
 
 /// The paths of a part's rows and rejections.

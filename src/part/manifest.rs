@@ -48,6 +48,13 @@ impl Manifest {
         self.files.iter().find(|f| f.role == role)
     }
 
+    /// When the part was committed (`written_at`), if it parses.
+    pub fn written(&self) -> Option<std::time::SystemTime> {
+        let format = aws_smithy_types::date_time::Format::DateTime;
+        let t = aws_smithy_types::DateTime::from_str(&self.written_at, format).ok()?;
+        std::time::SystemTime::try_from(t).ok()
+    }
+
     /// `run[key]`, or `?` when absent.
     pub fn run_value(&self, key: &str) -> &str {
         self.run.get(key).map(String::as_str).unwrap_or("?")

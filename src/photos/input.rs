@@ -88,6 +88,7 @@ impl Item {
         let mut item = Item::new(path.parse()?);
         item.label = e.label.or(item.label);
         item.split = e.split.or(item.split);
+        item.modified = e.modified;
         item.packed = Some(Packed { shard, row_group: e.row_group, row: e.row });
         Ok(item)
     }

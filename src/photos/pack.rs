@@ -10,8 +10,9 @@
 //! goes on; run again with nothing new, it packs nothing; run daily on a
 //! growing prefix, it packs the new photos.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use super::input::{self, Input, Inventory, Item, SHARD_KIND};
 use super::shard::{self, Photo, Shard, ShardWriter};
@@ -67,13 +68,18 @@ pub fn run(job: &PackJob, storage: &Storage, on_photo: &(dyn Fn(usize, usize) + 
     }
     let out = folder::as_folder(&job.output);
     let (held, next_part) = already_packed(storage, &out)?;
+    // Held: packed (or rejected) by a complete shard, and not written since.
+    let is_held = |it: &Item| match held.get(&it.name()) {
+        Some(&written) => !matches!((it.modified, written), (Some(m), Some(w)) if m > w),
+        None => false,
+    };
     let inventory = input::take(storage, &job.input)?;
     if !inventory.shards.is_empty() {
         return Err(Error::invalid(Param::Input, format!("holds shards already: {}", inventory.shards[0].location)));
     }
     let Inventory { items, not_images, duplicates, .. } = inventory;
     let total = items.len();
-    let todo: Vec<Item> = items.into_iter().filter(|it| !held.contains(&it.name())).collect();
+    let todo: Vec<Item> = items.into_iter().filter(|it| !is_held(it)).collect();
     let mut run = Packed { already: total - todo.len(), not_images, duplicates, ..Packed::default() };
     let mut writer = Writing::new(storage, &out, next_part, job)?;
     let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
@@ -133,19 +139,29 @@ fn fetch(
     Ok(())
 }
 
-/// The paths complete shards of `out` hold, and the next part number.
-/// A folder holding other parts (features) is refused.
-fn already_packed(storage: &Storage, out: &Location) -> Result<(HashSet<String>, u32)> {
+/// The paths complete shards of `out` hold (packed or rejected), with when
+/// the last shard holding each was written; and the next part number. A
+/// folder holding other parts (features) is refused.
+fn already_packed(storage: &Storage, out: &Location) -> Result<(HashMap<String, Option<SystemTime>>, u32)> {
     let f = folder::open(storage, out)?;
     let ours = run_meta();
-    let mut held = HashSet::new();
+    let mut held = HashMap::new();
     for p in &f.parts {
         if p.manifest.kind != SHARD_KIND || p.manifest.run_difference(&ours).is_some() {
             let which = format!("part {}", p.manifest.part);
             return Err(Error::OtherRun { folder: out.to_string(), which, key: "its kind".into() });
         }
         let rows = p.location(Role::Rows).ok_or_else(|| Error::corrupt(out, "a shard's manifest names no rows"))?;
-        held.extend(Shard::open(storage, &rows)?.entries(storage)?.into_iter().map(|e| e.path));
+        let written = p.manifest.written();
+        held.extend(Shard::open(storage, &rows)?.entries(storage)?.into_iter().map(|e| (e.path, written)));
+        if let Some(errors) = p.location(Role::Errors) {
+            let bytes = storage.read(&errors)?.unwrap_or_default();
+            let mut csv = csv::Reader::from_reader(bytes.as_slice());
+            for rec in csv.records() {
+                let rec = rec.map_err(|e| Error::parse(&errors, e))?;
+                held.insert(rec.get(0).unwrap_or_default().to_string(), written);
+            }
+        }
     }
     let next = f.parts.iter().map(|p| p.manifest.part + 1).max().unwrap_or(0);
     Ok((held, next))

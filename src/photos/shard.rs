@@ -175,6 +175,8 @@ impl ShardWriter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub path: String,
+    /// When the photo was last written, where the shard says.
+    pub modified: Option<SystemTime>,
     pub label: Option<String>,
     pub split: Option<String>,
     /// When the shard holds one.
@@ -242,7 +244,7 @@ impl Shard {
     /// Every photo's name, in order: the columns other than `content`, one
     /// row group at a time.
     pub fn entries(&self, storage: &Storage) -> Result<Vec<Entry>> {
-        let names = [col::PATH, col::LABEL, col::SPLIT, col::SHA256];
+        let names = [col::PATH, col::MODIFIED, col::LABEL, col::SPLIT, col::SHA256];
         let mut out = Vec::with_capacity(self.rows() as usize);
         for rg in 0..self.row_groups() {
             let batch = self.read(storage, rg, &names)?;
@@ -256,11 +258,21 @@ impl Shard {
             };
             let paths = text(col::PATH).ok_or_else(|| Error::corrupt(&self.location, "no path column"))?;
             let [labels, splits, shas] = [col::LABEL, col::SPLIT, col::SHA256].map(text);
+            let modified = batch.column_by_name(col::MODIFIED).and_then(|c| times(c.as_ref()));
             for (row, path) in paths.into_iter().enumerate() {
                 let at = |v: &Option<Vec<Option<String>>>| v.as_ref().and_then(|v| v[row].clone());
                 let path =
                     path.ok_or_else(|| Error::corrupt(&self.location, format!("row group {rg}, row {row}: no path")))?;
-                out.push(Entry { path, label: at(&labels), split: at(&splits), sha256: at(&shas), row_group: rg, row });
+                let modified = modified.as_ref().and_then(|m| m[row]);
+                out.push(Entry {
+                    path,
+                    modified,
+                    label: at(&labels),
+                    split: at(&splits),
+                    sha256: at(&shas),
+                    row_group: rg,
+                    row,
+                });
             }
         }
         Ok(out)
@@ -339,6 +351,28 @@ impl Shard {
             .max()
             .unwrap_or(0);
         end + 8
+    }
+}
+
+/// A timestamp column as times (Spark writes microseconds, or nanoseconds
+/// read back from INT96).
+fn times(c: &dyn Array) -> Option<Vec<Option<SystemTime>>> {
+    use arrow_array::types::{TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType};
+    let at = |v: Option<i64>, nanos: i64| {
+        v.and_then(|v| u64::try_from(v).ok())
+            .map(|v| SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(v * nanos as u64))
+    };
+    match c.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Some(c.as_primitive::<TimestampMicrosecondType>().iter().map(|v| at(v, 1_000)).collect())
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Some(c.as_primitive::<TimestampMillisecondType>().iter().map(|v| at(v, 1_000_000)).collect())
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            Some(c.as_primitive::<TimestampNanosecondType>().iter().map(|v| at(v, 1)).collect())
+        }
+        _ => None,
     }
 }
 
