@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="s3://BUCKET/photos/... folder")
     src.add_argument("--keys", help="s3://BUCKET/... key list")
+    src.add_argument("--shards", help="s3://BUCKET/photos/... folder of shards (fruits pack): whole shards a task")
     r.add_argument("--output", required=True, help="s3://BUCKET/runs/NAME/")
     r.add_argument("--images", type=int, help="how many images, for the time and cost estimate")
     r.add_argument("--resume", action="store_true", help="skip parts already complete")
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
                                                               run_versions=a.run_version_days, logs=a.log_days),
                             rotate_tls=a.rotate_tls)
         elif a.command == "run":
-            job = commands.Job(input=a.input, keys=a.keys, output=a.output, resume=a.resume)
+            job = commands.Job(input=a.input, keys=a.keys, shards=a.shards, output=a.output, resume=a.resume)
             bucket = a.bucket or commands.bucket_of(a.output)
             commands.run(aws, commands.RunArgs(nodes=nodes_of(a, binary, bucket), job=job, images=a.images or 0,
                                                wait=not a.no_wait))

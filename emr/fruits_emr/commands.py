@@ -52,10 +52,18 @@ class Nodes:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-    """What the driver featurises (a folder or a key list) and where to."""
+    """What the driver featurises (a folder, a key list, or a folder of
+    shards) and where to."""
     output: str
     input: Optional[str] = None
     keys: Optional[str] = None
+    shards: Optional[str] = None
+
+    def source(self) -> list:
+        """The driver's flag for what it reads."""
+        if self.shards:
+            return ["--shards", self.shards]
+        return ["--input", self.input] if self.input else ["--keys", self.keys]
     resume: bool = False
 
 
@@ -293,7 +301,7 @@ def driver_args(aws, nodes: Nodes, job: Job, weights: str) -> list:
     hourly = prices.cluster_hourly(prices.table(), aws.region, shape.master_type, shape.core_type, shape.core_count)
     out = ["--output", job.output, "--model", nodes.model, "--region", aws.region,
            "--cost-per-hour", f"{hourly:.3f}", "--cluster", shape.describe(), "--weights", weights]
-    out += ["--input", job.input] if job.input else ["--keys", job.keys]
+    out += job.source()
     if job.resume:
         out.append("--resume")
     return out
@@ -304,7 +312,7 @@ def run(aws, args: RunArgs) -> None:
     """A transient cluster: starts with the job as its step, terminates
     after it (failed or not); waits and prints the report."""
     job = args.job
-    check_locations(args.nodes.bucket, [job.input or job.keys], job.output)
+    check_locations(args.nodes.bucket, [job.source()[1]], job.output)
     cid = start(aws, args.nodes, purpose="run", keep_alive=False, job=job, images=args.images)
     if aws.dry_run or not args.wait:
         return

@@ -602,3 +602,19 @@ def test_a_dry_run_deploy_shows_the_certificates_upload_and_makes_no_key(recorde
     assert "PRIVATE KEY" not in out.stdout + out.stderr and "BEGIN" not in out.stdout + out.stderr
     assert not (tmp_path / "openssl-calls").exists(), "no key made"
     assert recorder.requests() == [], "a dry run sends nothing"
+
+
+def test_run_from_shards_passes_them_to_the_driver(recorder, binary):
+    out = tool(recorder.endpoint, "--dry-run", "run", "--bucket", "fruits-demo", "--shards",
+               "s3://fruits-demo/photos/shards/", "--output", "s3://fruits-demo/runs/run-2/", "--binary", binary,
+               "--core-type", "m5.2xlarge", "--weights", "random:0")
+    assert out.returncode == 0, out.stderr
+    request = json.loads([line for line in out.stdout.splitlines() if " RunJobFlow " in line][0].split(" ", 3)[3])
+    args = request["Steps"][0]["HadoopJarStep"]["Args"]
+    assert args[args.index("--shards") + 1] == "s3://fruits-demo/photos/shards/", args
+    assert "--input" not in args and "--keys" not in args
+    # Shards outside what the nodes may read: refused before any request.
+    out = tool(recorder.endpoint, "run", "--bucket", "fruits-demo", "--shards", "s3://fruits-demo/shards/",
+               "--output", "s3://fruits-demo/runs/r/", "--binary", binary)
+    assert out.returncode == 1 and "reads s3://fruits-demo/photos/ (and runs/) only" in out.stderr
+    assert recorder.requests() == []
