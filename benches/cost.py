@@ -37,7 +37,7 @@ def node_rate(t, itype, a):
     return bound
 
 
-def per_million(t, region, itype, a, spot):
+def per_million(t, region, itype, a, spot, shards=False):
     rate, bound = node_rate(t, itype, a)
     hours = 1e6 / rate / 3600
     node = prices.hourly(t, region, itype)
@@ -46,11 +46,14 @@ def per_million(t, region, itype, a, spot):
         p = t["regions"][region][itype]
         node = p["ec2"] * (1 - off) + p["emr"]   # the EMR fee has no Spot discount
     s3 = t["s3_requests"][region]
-    # One GET per image; one LIST page per 1,000 keys; ~4 PUTs per part of
-    # 1,000 images (rows, errors, statistics, manifest).
-    requests = 1e6 / 1000 * s3["get_per_1000"] + (1e6 / 1000 / 1000) * s3["put_list_per_1000"] * 5
-    return {"instance": itype, "spot": spot, "images_per_s": rate, "bound": bound,
-            "node_usd": node * hours, "s3_usd": requests, "total_usd": node * hours + requests}
+    # Loose: one GET per image; one LIST page per 1,000 keys; ~4 PUTs per
+    # part of 1,000 images (rows, errors, statistics, manifest). Shards: the
+    # GETs benches/shards.sh counted per million photos (footers, names,
+    # row groups, manifests), and the same PUTs.
+    gets = a.shard_gets_per_million if shards else 1e6
+    requests = gets / 1000 * s3["get_per_1000"] + (1e6 / 1000 / 1000) * s3["put_list_per_1000"] * 5
+    return {"instance": itype, "spot": spot, "input": "shards" if shards else "loose", "images_per_s": rate,
+            "bound": bound, "node_usd": node * hours, "s3_usd": requests, "total_usd": node * hours + requests}
 
 
 def start_vs_work(t, region, itype, count, images, a):
@@ -69,10 +72,12 @@ def main():
     ap.add_argument("--cpu-rate", type=float, default=t["images_per_s_per_vcpu"])
     ap.add_argument("--decode-rate", type=float, default=6400.0)
     ap.add_argument("--gpu-rate", type=float, default=3000.0)
+    ap.add_argument("--shard-gets-per-million", type=float, default=1000.0,
+                    help="GET requests to featurize a million photos from shards (benches/shards.sh measures it)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    rows = [per_million(t, a.region, i, a, spot) for i in ("m5.xlarge", "c5.2xlarge", "g4dn.xlarge")
-            for spot in (False, True)]
+    rows = [per_million(t, a.region, i, a, spot, shards) for shards in (False, True)
+            for i in ("m5.xlarge", "c5.2xlarge", "g4dn.xlarge") for spot in (False, True)]
     starts = [start_vs_work(t, a.region, i, n, images, a) for i, n in (("c5.2xlarge", 3), ("g4dn.xlarge", 3))
               for images in (100_000, 100_000_000)]
     if a.json:
@@ -80,12 +85,15 @@ def main():
         return
     print(f"prices of {t['as_of']} (emr/fruits_emr/prices.json), {a.region}; CPU {a.cpu_rate:g}/s per vCPU (measured), "
           f"decode {a.decode_rate:g}/s per vCPU, T4 {a.gpu_rate:g}/s (ESTIMATE, not measured)")
-    print("| node | price | images/s per node | bound by | node $ per 1M | S3 requests $ per 1M | total $ per 1M |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"(shards: {a.shard_gets_per_million:g} GETs per million photos)")
+    print("| input | node | price | images/s per node | bound by | node $ per 1M | S3 requests $ per 1M "
+          "| total $ per 1M |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         est = " (est.)" if prices.instance(t, r["instance"])["gpus"] else ""
-        print(f"| {r['instance']} | {'Spot (assumed)' if r['spot'] else 'on-demand'} | {r['images_per_s']:,.0f}{est} "
-              f"| {r['bound']} | {r['node_usd']:.3f} | {r['s3_usd']:.3f} | {r['total_usd']:.3f} |")
+        print(f"| {r['input']} | {r['instance']} | {'Spot (assumed)' if r['spot'] else 'on-demand'} "
+              f"| {r['images_per_s']:,.0f}{est} | {r['bound']} | {r['node_usd']:.3f} | {r['s3_usd']:.3f} "
+              f"| {r['total_usd']:.4f} |")
     print()
     print(f"| cluster (1 x {MASTER} + core) | images | start-up | work | on-demand $ |")
     print("| --- | --- | --- | --- | --- |")

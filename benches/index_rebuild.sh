@@ -25,7 +25,7 @@ make_jpegs 2000 "$jpegs"
 seconds() { # COMMAND...: wall seconds
   local t0 t1
   t0=$(date +%s.%N)
-  "$@" > /dev/null 2>&1
+  "$@" > /dev/null 2> target/bench/index-rebuild.err || { cat target/bench/index-rebuild.err >&2; exit 1; }
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}'
 }

@@ -21,7 +21,8 @@ rng = np.random.default_rng(0)
 basis = rng.standard_normal((64, dim)).astype(np.float32)
 scales = (1.0 / np.arange(1, 65)).astype(np.float32)
 meta = {"fruits.model": "synthetic", "fruits.weights": "synthetic:0",
-        "fruits.feature_dim": str(dim), "fruits.preprocessing": "none"}
+        "fruits.feature_dim": str(dim), "fruits.preprocessing": "none", "fruits.dtype": "f32",
+        "fruits.run_id": "synthetic"}
 for p, start in enumerate(range(0, rows, part_rows)):
     n = min(part_rows, rows - start)
     x = (rng.standard_normal((n, 64)).astype(np.float32) * scales) @ basis
