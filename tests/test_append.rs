@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::util::{fruits, part_file, read_parquet, run, sample_dir, stderr, Dir};
+use crate::util::{copy_tree, fruits, part_file, read_parquet, run, sample_dir, stderr, Dir};
 
 fn featurize(input: &Path, output: &Path, extra: &[&str]) -> String {
     let mut cmd = fruits();
@@ -37,18 +37,6 @@ fn eigenvalues(features: &Path, out: &Path) -> Vec<f64> {
     run(cmd, 0);
     let pca: Value = serde_json::from_slice(&std::fs::read(out.join("pca.json")).unwrap()).unwrap();
     pca["explained_variance"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let dest = to.join(e.path().strip_prefix(from).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 #[test]

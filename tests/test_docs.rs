@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::util::{fruits, repo, sample_dir, Dir};
+use crate::util::{copy_tree, fruits, repo, sample_dir, Dir};
 
 /// One command from the docs: where it is, and its words after `fruits`.
 #[derive(Debug)]
@@ -95,18 +95,6 @@ fn scratch(dir: &Dir) -> PathBuf {
     std::fs::copy(&photo, root.join("photo.jpg")).unwrap();
     std::fs::write(root.join("list.txt"), format!("{}\n", photo.display())).unwrap();
     root
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for e in walkdir::WalkDir::new(from) {
-        let e = e.unwrap();
-        let dest = to.join(e.path().strip_prefix(from).unwrap());
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(e.path(), &dest).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{fruits, part_file, python, read_parquet, repo, run, sample_dir, stderr, Dir, S3Server};
+use crate::util::{copy_tree, fruits, part_file, python, read_parquet, repo, run, sample_dir, stderr, Dir, S3Server};
 
 fn helper(args: &[&str]) -> Value {
     let out = Command::new(python()).arg(repo().join("tests/shard_helper.py")).args(args).output().unwrap();
@@ -124,28 +124,6 @@ fn shards_hold_every_photo_and_featurise_bit_for_bit_as_loose_photos() {
     let err = pack(&input, &out, &["--shard-size", "20K"]);
     assert!(err.contains("packed 1 photos into 1 shards (0 rejected, 19 already packed"), "{err}");
     assert!(err.contains("shard 4: 1 photos"), "numbered after the others: {err}");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for e in walkdir(from) {
-        let dest = to.join(e.strip_prefix(from).unwrap());
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(&e, dest).unwrap();
-    }
-}
-
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

@@ -41,6 +41,19 @@ impl Dir {
     }
 }
 
+/// Copies the folder `from` to `to`, files and folders.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.unwrap();
+        let dest = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
 /// The `fruits` binary built for these tests.
 pub fn fruits() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));

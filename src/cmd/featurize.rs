@@ -29,16 +29,34 @@ use super::EXIT_TOO_MANY_REJECTED;
 /// image never stops the run. Memory stays bounded whatever the input. Speed on 2 CPU
 /// cores with AVX-512: ~500 images/s (mobilenetv2) and ~870 (mobilenetv4-small) for
 /// 100×100 JPEGs (benches/README.md).
+/// Where photos are read from: `--input` or `--keys` (featurize, pack).
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Folder of images, local or s3://bucket/prefix.
+pub struct PhotosArgs {
+    /// Folder of photos (or of shards: `fruits pack`), local or s3://bucket/prefix.
     #[arg(long, required_unless_present = "keys", conflicts_with = "keys")]
     input: Option<Location>,
 
-    /// File listing image paths or s3:// keys, one per line (`-` reads stdin), instead
-    /// of --input (see `fruits list`). A key listed twice is featurised once.
+    /// File listing photo paths or s3:// keys, one per line (`-` reads stdin), instead
+    /// of --input (see `fruits list`); or listing shards (.parquet). A key listed twice
+    /// is read once.
     #[arg(long)]
     keys: Option<PathBuf>,
+}
+
+impl PhotosArgs {
+    pub fn input(&self) -> Input {
+        match (&self.keys, &self.input) {
+            (Some(keys), _) => Input::Keys(keys.clone()),
+            (None, Some(folder)) => Input::Folder(folder.clone()),
+            (None, None) => unreachable!("clap requires --input or --keys"),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    photos: PhotosArgs,
 
     /// Folder receiving the part (local or s3://bucket/prefix).
     #[arg(long, default_value = "out/features")]
@@ -205,11 +223,7 @@ fn load_model(args: &Args) -> anyhow::Result<Model> {
 }
 
 fn job(args: &Args) -> Job {
-    let input = match (&args.keys, &args.input) {
-        (Some(keys), _) => Input::Keys(keys.clone()),
-        (None, Some(folder)) => Input::Folder(folder.clone()),
-        (None, None) => unreachable!("clap requires --input or --keys"),
-    };
+    let input = args.photos.input();
     let threads =
         args.threads.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |t| t as usize);
     Job {

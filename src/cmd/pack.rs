@@ -1,11 +1,9 @@
 //! `fruits pack`
 
 use clap::builder::TypedValueParser as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use fruits::part::Role;
-use fruits::photos::input::Input;
 use fruits::photos::pack::{self, PackJob};
 use fruits::photos::shard::{DEFAULT_SHARD_BYTES, DEFAULT_SHARD_ROWS};
 use fruits::storage::{FetchLimits, Location, S3Options, Storage, DEFAULT_MAX_IMAGE_BYTES};
@@ -29,13 +27,8 @@ use super::parse::parse_bytes;
 /// on; rerun daily on a growing folder, it packs the new photos.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Folder of photos, local or s3://bucket/prefix.
-    #[arg(long, required_unless_present = "keys", conflicts_with = "keys")]
-    input: Option<Location>,
-
-    /// File listing photo paths or s3:// keys, one per line (`-` reads stdin).
-    #[arg(long)]
-    keys: Option<PathBuf>,
+    #[command(flatten)]
+    photos: super::featurize::PhotosArgs,
 
     /// Folder receiving the shards (local or s3://bucket/prefix).
     #[arg(long)]
@@ -57,13 +50,8 @@ pub struct Args {
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let storage = Storage::new(s3.clone());
-    let input = match (args.keys, args.input) {
-        (Some(keys), _) => Input::Keys(keys),
-        (None, Some(folder)) => Input::Folder(folder),
-        (None, None) => unreachable!("clap requires --input or --keys"),
-    };
     let job = PackJob {
-        input,
+        input: args.photos.input(),
         output: args.output,
         shard_bytes: args.shard_size,
         shard_rows: args.shard_rows,
