@@ -79,3 +79,53 @@ fn append_featurises_only_what_changed_and_equals_a_run_from_scratch() {
     assert!(err.contains("nothing new to featurise"), "{err}");
     assert!(!out.join("_fruits/part-00002.manifest.json").exists());
 }
+
+fn index(features: &Path, pca: &Path, output: &Path, append: bool) -> String {
+    let mut cmd = fruits();
+    cmd.args(["index", "build", "--features"]).arg(features).arg("--pca").arg(pca).arg("--output").arg(output);
+    if append {
+        cmd.arg("--append");
+    }
+    String::from_utf8(run(cmd, 0).stdout).unwrap()
+}
+
+/// `index build --append` keeps the rows of unchanged parts without reading
+/// them again, drops those of rewritten parts and adds the new ones: the
+/// same index, entry for entry and bit for bit, as a build from scratch
+/// with the same PCA.
+#[test]
+fn index_append_gives_the_index_a_build_from_scratch_gives() {
+    let dir = Dir::new("index-append");
+    let input = dir.join("in");
+    copy_tree(&sample_dir(), &input);
+    let (features, pca, idx) = (dir.join("features"), dir.join("pca"), dir.join("index"));
+    featurize(&input, &features, &[]);
+    eigenvalues(&features, &pca);
+    index(&features, &pca, &idx, false);
+    let load = |d: &Path| fruits::app::index::files::load(d).unwrap();
+    let first_part = load(&idx).meta.parts[0].rows_file.clone();
+    // Day 1: two new photos, a new part; part 0 is kept as it is.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::copy(sample_dir().join("Test/Kiwi/f0_100.jpg"), input.join("Test/Kiwi/new.jpg")).unwrap();
+    std::fs::copy(sample_dir().join("Test/Lemon/f0_100.jpg"), input.join("Training/Lemon/new.jpg")).unwrap();
+    featurize(&input, &features, &["--append"]);
+    let out = index(&features, &pca, &idx, true);
+    assert!(out.contains("index: 21 rows"), "{out}");
+    let appended = load(&idx);
+    assert_eq!(appended.meta.parts[0].rows_file, first_part, "part 0's rows kept, not read again");
+    let fresh = dir.join("fresh-1");
+    index(&features, &pca, &fresh, false);
+    assert_eq!(appended.version(), load(&fresh).version(), "the same index as from scratch");
+    // Day 2: a photo changed, one deleted: part 0 rewritten, a new part.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::copy(sample_dir().join("Test/Lemon/f0_100.jpg"), input.join("Test/Apple/f0_100.jpg")).unwrap();
+    std::fs::remove_file(input.join("Test/Lime/f0_100.jpg")).unwrap();
+    featurize(&input, &features, &["--append"]);
+    let out = index(&features, &pca, &idx, true);
+    assert!(out.contains("index: 20 rows"), "{out}");
+    let fresh = dir.join("fresh-2");
+    index(&features, &pca, &fresh, false);
+    let (a, b) = (load(&idx), load(&fresh));
+    assert_eq!(a.meta, b.meta);
+    assert_eq!(a.version(), b.version(), "the same index as from scratch");
+}

@@ -109,6 +109,7 @@ fn index_and_eval(storage: &Storage, output: &std::path::Path) -> anyhow::Result
             components: None,
             split: Some("Training".into()),
             output: at("index"),
+            append: false,
         },
         storage,
     )?

@@ -49,6 +49,12 @@ struct BuildArgs {
     /// Folder receiving the index, local or s3://bucket/prefix.
     #[arg(long, default_value = "out/index")]
     output: Location,
+    /// Add to the index in --output (same --split and --pca): keep the rows of the parts it
+    /// holds that are unchanged, drop those of parts gone or rewritten, add the other parts'
+    /// rows projected as its own (its mean or PCA, not recomputed). Nothing of the kept parts
+    /// is read again.
+    #[arg(long, conflicts_with = "components")]
+    append: bool,
 }
 
 /// Measure an index on held-out features: top-1 and top-5 accuracy, per-class recall and
@@ -84,6 +90,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
                 components: a.components.map(|c| c as usize),
                 split: a.split,
                 output: a.output,
+                append: a.append,
             };
             let built = build(&job, &storage)?;
             let m = &built.index.meta;

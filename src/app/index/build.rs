@@ -27,6 +27,8 @@ pub struct BuildJob {
     /// Only rows of this split (`Training`).
     pub split: Option<String>,
     pub output: Location,
+    /// Add to the index at `output` instead of building anew (see [`append`]).
+    pub append: bool,
 }
 
 pub struct Built {
@@ -156,6 +158,9 @@ fn localize_all(storage: &Storage, parts: &[Source], scratch: &Path) -> Result<V
 }
 
 pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
+    if job.append {
+        return append(job, storage);
+    }
     for f in &job.features {
         if f.contains(&job.output) {
             return Err(Error::Nested {
@@ -180,7 +185,7 @@ pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
             (Projection { mean: mean_of(&local, d, &job.split)?, scale: None, components: Vec::new() }, "centre".into())
         }
     };
-    let (rows, vectors, skipped) = read_indexed(&local, &projection, d, &job.split)?;
+    let (rows, vectors, skipped, counts) = read_indexed(&local, &projection, d, &job.split)?;
     if rows.is_empty() {
         let at = job.features.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
         return Err(Error::NoRows { at, split: job.split.clone(), skipped: format!("{skipped:?}") });
@@ -209,6 +214,7 @@ pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
         skipped,
         classes,
         class_rows,
+        parts: part_rows(&parts, &counts, 0),
     };
     let vectors = super::search::Vectors::from_rows(&vectors, meta.dim);
     let index = Index { meta, projection, vectors, entries };
@@ -235,15 +241,18 @@ fn mean_of(local: &[PathBuf], d: usize, want: &Option<String>) -> Result<Vec<f32
     Ok(sum.iter().map(|s| if n > 0 { (s / n as f64) as f32 } else { 0.0 }).collect())
 }
 
-/// The kept rows' (path, label), their projected vectors, and the rows left out, by reason.
-type Indexed = (Vec<(String, String)>, Vec<f32>, BTreeMap<String, u64>);
+/// The kept rows' (path, label), their projected vectors, the rows left
+/// out by reason, and how many rows each part gave.
+type Indexed = (Vec<(String, String)>, Vec<f32>, BTreeMap<String, u64>, Vec<usize>);
 
 /// Second pass: every kept row, projected.
 fn read_indexed(local: &[PathBuf], projection: &Projection, d: usize, want: &Option<String>) -> Result<Indexed> {
     let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut vectors = Vec::new();
+    let mut counts = Vec::with_capacity(local.len());
     for path in local {
+        let before = rows.len();
         read_rows(path, "features", d, |batch| {
             let mut kept = Vec::with_capacity(batch.values.len());
             for (id, x) in batch.ids.into_iter().zip(batch.values.chunks_exact(d)) {
@@ -258,6 +267,126 @@ fn read_indexed(local: &[PathBuf], projection: &Projection, d: usize, want: &Opt
             vectors.extend(projection.apply(&kept));
             Ok(())
         })?;
+        counts.push(rows.len() - before);
     }
-    Ok((rows, vectors, skipped))
+    Ok((rows, vectors, skipped, counts))
+}
+
+/// Each part's rows file and the entries it gave, from entry `first` on.
+fn part_rows(parts: &[Source], counts: &[usize], mut first: usize) -> Vec<super::PartRows> {
+    parts
+        .iter()
+        .zip(counts)
+        .map(|(p, &count)| {
+            let r = super::PartRows { rows_file: p.rows.to_string(), first, count };
+            first += count;
+            r
+        })
+        .collect()
+}
+
+/// `--append`: the index at `job.output` keeps the rows of the parts it
+/// holds that are still there as they were (same rows file: same attempt),
+/// drops those of parts gone or committed again (rows removed by
+/// `featurize --append`), and adds the rows of the other parts, projected
+/// as its own rows were (its mean or PCA, fixed at its build: a rebuild
+/// would take a mean over all rows; see docs/GUIDE.md). Nothing is read
+/// again of the parts it keeps. New labels become new classes after the
+/// others.
+fn append(job: &BuildJob, storage: &Storage) -> Result<Built> {
+    let scratch = tempfile::tempdir()?;
+    let old = files::open(storage, &job.output, scratch.path())?;
+    let m = &old.meta;
+    if m.parts.is_empty() && m.rows > 0 {
+        return Err(Error::corrupt(
+            &job.output,
+            "the index does not say which parts it holds (built before it did): build it anew once",
+        ));
+    }
+    if job.split != m.split || job.pca.as_ref().map(|p| p.to_string()) != m.pca || job.components.is_some() {
+        let how = format!("split {:?}, {}", m.split, m.projection);
+        return Err(Error::corrupt(
+            &job.output,
+            format!("was built otherwise ({how}): add to it with the same split and model, or build it anew"),
+        ));
+    }
+    let (parts, keys, run_ids) = gather(storage, &job.features)?;
+    if keys != m.run {
+        let (a, b) = (job.features[0].to_string(), job.output.to_string());
+        return Err(Error::differ(
+            "the features and the index",
+            "how they were made",
+            (a, format!("{keys:?}")),
+            (b, format!("{:?}", m.run)),
+        ));
+    }
+    let held: BTreeMap<&str, &super::PartRows> = m.parts.iter().map(|p| (p.rows_file.as_str(), p)).collect();
+    // The parts the index does not hold as they are now: read and projected
+    // as its own rows were.
+    let new: Vec<&Source> = parts.iter().filter(|p| !held.contains_key(p.rows.to_string().as_str())).collect();
+    let d = m.feature_dim();
+    let new_owned: Vec<Source> = new.iter().map(|p| (*p).clone()).collect();
+    let local = localize_all(storage, &new_owned, scratch.path())?;
+    let (rows, more, skipped, counts) = read_indexed(&local, &old.projection, d, &m.split)?;
+    // Every current part in the folders' order: its old entries when held,
+    // else its new ones.
+    let d_out = old.vectors.dim;
+    let old_rows = old.vectors.to_rows();
+    let (mut entries, mut vectors, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+    let mut classes = m.classes.clone();
+    let (mut fresh_rows, mut fresh_vectors, mut fresh_counts) =
+        (rows.into_iter(), more.chunks_exact(d_out.max(1)), counts.iter());
+    for p in &parts {
+        let first = entries.len();
+        match held.get(p.rows.to_string().as_str()) {
+            Some(h) => {
+                let range = h.first..h.first + h.count;
+                entries.extend(
+                    old.entries[range.clone()].iter().map(|e| super::Entry { path: e.path.clone(), class: e.class }),
+                );
+                vectors.extend_from_slice(&old_rows[range.start * d_out..range.end * d_out]);
+            }
+            None => {
+                for _ in 0..*fresh_counts.next().expect("a count per new part") {
+                    let (path, label) = fresh_rows.next().expect("a row per count");
+                    let class = match classes.iter().position(|c| *c == label) {
+                        Some(c) => c,
+                        None => {
+                            classes.push(label);
+                            classes.len() - 1
+                        }
+                    };
+                    entries.push(super::Entry { path, class: class as u32 });
+                    vectors.extend_from_slice(fresh_vectors.next().expect("a vector per row"));
+                }
+            }
+        }
+        kept.push(super::PartRows { rows_file: p.rows.to_string(), first, count: entries.len() - first });
+    }
+    let mut class_rows = vec![0u64; classes.len()];
+    entries.iter().for_each(|e| class_rows[e.class as usize] += 1);
+    let mut all_skipped = m.skipped.clone();
+    skipped.into_iter().for_each(|(k, v)| *all_skipped.entry(k).or_default() += v);
+    let meta = Meta {
+        run_ids: m.run_ids.iter().cloned().chain(run_ids).collect::<BTreeSet<_>>().into_iter().collect(),
+        sources: m
+            .sources
+            .iter()
+            .cloned()
+            .chain(job.features.iter().map(|f| f.to_string()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        rows: entries.len(),
+        skipped: all_skipped,
+        classes,
+        class_rows,
+        parts: kept,
+        ..m.clone()
+    };
+    let vectors = super::search::Vectors::from_rows(&vectors, meta.dim);
+    let index = Index { meta, projection: old.projection.clone(), vectors, entries };
+    index.validate()?;
+    let written = files::publish(storage, &index, &job.output, scratch.path())?;
+    Ok(Built { index, written })
 }

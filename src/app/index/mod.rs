@@ -48,10 +48,25 @@ pub struct Meta {
     pub pca: Option<String>,
     /// Rows left out: no label, or another split.
     pub skipped: BTreeMap<String, u64>,
-    /// The labels, sorted; `labels.classes[i]` is class i.
+    /// The labels (sorted at a build; those an `--append` adds come after);
+    /// `classes[i]` is class i.
     pub classes: Vec<String>,
     /// Rows per class, in `classes` order.
     pub class_rows: Vec<u64>,
+    /// The parts its rows came from, in entry order: what `index build
+    /// --append` compares with the features folders (empty in an index
+    /// built before it was recorded).
+    #[serde(default)]
+    pub parts: Vec<PartRows>,
+}
+
+/// A part's rows in an index: its rows file (which names its attempt) and
+/// the range of entries they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRows {
+    pub rows_file: String,
+    pub first: usize,
+    pub count: usize,
 }
 
 impl Meta {
