@@ -185,7 +185,8 @@ pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
             (Projection { mean: mean_of(&local, d, &job.split)?, scale: None, components: Vec::new() }, "centre".into())
         }
     };
-    let (rows, vectors, skipped, counts) = read_indexed(&local, &projection, d, &job.split)?;
+    let (rows, vectors, counts) = read_indexed(&local, &projection, d, &job.split)?;
+    let skipped = total_skipped(counts.iter().map(|c| &c.skipped));
     if rows.is_empty() {
         let at = job.features.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
         return Err(Error::NoRows { at, split: job.split.clone(), skipped: format!("{skipped:?}") });
@@ -241,18 +242,24 @@ fn mean_of(local: &[PathBuf], d: usize, want: &Option<String>) -> Result<Vec<f32
     Ok(sum.iter().map(|s| if n > 0 { (s / n as f64) as f32 } else { 0.0 }).collect())
 }
 
-/// The kept rows' (path, label), their projected vectors, the rows left
-/// out by reason, and how many rows each part gave.
-type Indexed = (Vec<(String, String)>, Vec<f32>, BTreeMap<String, u64>, Vec<usize>);
+/// What one part gave an index: its kept rows and its rows left out.
+#[derive(Default)]
+struct PartCount {
+    rows: usize,
+    skipped: BTreeMap<String, u64>,
+}
+
+/// The kept rows' (path, label), their projected vectors, and what each
+/// part gave.
+type Indexed = (Vec<(String, String)>, Vec<f32>, Vec<PartCount>);
 
 /// Second pass: every kept row, projected.
 fn read_indexed(local: &[PathBuf], projection: &Projection, d: usize, want: &Option<String>) -> Result<Indexed> {
-    let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut vectors = Vec::new();
     let mut counts = Vec::with_capacity(local.len());
     for path in local {
-        let before = rows.len();
+        let mut count = PartCount::default();
         read_rows(path, "features", d, |batch| {
             let mut kept = Vec::with_capacity(batch.values.len());
             for (id, x) in batch.ids.into_iter().zip(batch.values.chunks_exact(d)) {
@@ -260,26 +267,34 @@ fn read_indexed(local: &[PathBuf], projection: &Projection, d: usize, want: &Opt
                     Ok(()) => {
                         kept.extend_from_slice(x);
                         rows.push((id.path, id.label.unwrap_or_default()));
+                        count.rows += 1;
                     }
-                    Err(why) => *skipped.entry(why.into()).or_default() += 1,
+                    Err(why) => *count.skipped.entry(why.into()).or_default() += 1,
                 }
             }
             vectors.extend(projection.apply(&kept));
             Ok(())
         })?;
-        counts.push(rows.len() - before);
+        counts.push(count);
     }
-    Ok((rows, vectors, skipped, counts))
+    Ok((rows, vectors, counts))
+}
+
+/// The rows left out, by reason, over the given parts.
+fn total_skipped<'a>(parts: impl IntoIterator<Item = &'a BTreeMap<String, u64>>) -> BTreeMap<String, u64> {
+    let mut all = BTreeMap::new();
+    parts.into_iter().flatten().for_each(|(k, v)| *all.entry(k.clone()).or_default() += v);
+    all
 }
 
 /// Each part's rows file and the entries it gave, from entry `first` on.
-fn part_rows(parts: &[Source], counts: &[usize], mut first: usize) -> Vec<super::PartRows> {
+fn part_rows(parts: &[Source], counts: &[PartCount], mut first: usize) -> Vec<super::PartRows> {
     parts
         .iter()
         .zip(counts)
-        .map(|(p, &count)| {
-            let r = super::PartRows { rows_file: p.rows.to_string(), first, count };
-            first += count;
+        .map(|(p, c)| {
+            let r = super::PartRows { rows_file: p.rows.to_string(), first, count: c.rows, skipped: c.skipped.clone() };
+            first += c.rows;
             r
         })
         .collect()
@@ -296,7 +311,52 @@ fn part_rows(parts: &[Source], counts: &[usize], mut first: usize) -> Vec<super:
 fn append(job: &BuildJob, storage: &Storage) -> Result<Built> {
     let scratch = tempfile::tempdir()?;
     let old = files::open(storage, &job.output, scratch.path())?;
+    check_appendable(job, &old.meta)?;
+    let (parts, keys, run_ids) = gather(storage, &job.features)?;
+    if keys != old.meta.run {
+        let (a, b) = (job.features[0].to_string(), job.output.to_string());
+        return Err(Error::differ(
+            "the features and the index",
+            "how they were made",
+            (a, format!("{keys:?}")),
+            (b, format!("{:?}", old.meta.run)),
+        ));
+    }
+    // The parts the index does not hold as they are now: read and projected
+    // as its own rows were.
+    let held: BTreeSet<&str> = old.meta.parts.iter().map(|p| p.rows_file.as_str()).collect();
+    let new: Vec<Source> = parts.iter().filter(|p| !held.contains(p.rows.to_string().as_str())).cloned().collect();
+    let local = localize_all(storage, &new, scratch.path())?;
+    let fresh = read_indexed(&local, &old.projection, old.meta.feature_dim(), &old.meta.split)?;
+    let merged = merge(&parts, &old, fresh);
     let m = &old.meta;
+    let meta = Meta {
+        run_ids: m.run_ids.iter().cloned().chain(run_ids).collect::<BTreeSet<_>>().into_iter().collect(),
+        sources: m
+            .sources
+            .iter()
+            .cloned()
+            .chain(job.features.iter().map(|f| f.to_string()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        rows: merged.entries.len(),
+        skipped: total_skipped(merged.parts.iter().map(|p| &p.skipped)),
+        class_rows: merged.class_rows(),
+        classes: merged.classes,
+        parts: merged.parts,
+        ..m.clone()
+    };
+    let vectors = super::search::Vectors::from_rows(&merged.vectors, meta.dim);
+    let index = Index { meta, projection: old.projection.clone(), vectors, entries: merged.entries };
+    index.validate()?;
+    let written = files::publish(storage, &index, &job.output, scratch.path())?;
+    Ok(Built { index, written })
+}
+
+/// An index can be added to when it records its parts and the job asks
+/// for the split and model it was built with.
+fn check_appendable(job: &BuildJob, m: &Meta) -> Result<()> {
     if m.parts.is_empty() && m.rows > 0 {
         return Err(Error::corrupt(
             &job.output,
@@ -310,83 +370,64 @@ fn append(job: &BuildJob, storage: &Storage) -> Result<Built> {
             format!("was built otherwise ({how}): add to it with the same split and model, or build it anew"),
         ));
     }
-    let (parts, keys, run_ids) = gather(storage, &job.features)?;
-    if keys != m.run {
-        let (a, b) = (job.features[0].to_string(), job.output.to_string());
-        return Err(Error::differ(
-            "the features and the index",
-            "how they were made",
-            (a, format!("{keys:?}")),
-            (b, format!("{:?}", m.run)),
-        ));
+    Ok(())
+}
+
+/// An appended index's entries, vectors, classes and parts.
+struct Merged {
+    entries: Vec<Entry>,
+    vectors: Vec<f32>,
+    classes: Vec<String>,
+    parts: Vec<super::PartRows>,
+}
+
+impl Merged {
+    fn class_rows(&self) -> Vec<u64> {
+        let mut rows = vec![0u64; self.classes.len()];
+        self.entries.iter().for_each(|e| rows[e.class as usize] += 1);
+        rows
     }
-    let held: BTreeMap<&str, &super::PartRows> = m.parts.iter().map(|p| (p.rows_file.as_str(), p)).collect();
-    // The parts the index does not hold as they are now: read and projected
-    // as its own rows were.
-    let new: Vec<&Source> = parts.iter().filter(|p| !held.contains_key(p.rows.to_string().as_str())).collect();
-    let d = m.feature_dim();
-    let new_owned: Vec<Source> = new.iter().map(|p| (*p).clone()).collect();
-    let local = localize_all(storage, &new_owned, scratch.path())?;
-    let (rows, more, skipped, counts) = read_indexed(&local, &old.projection, d, &m.split)?;
-    // Every current part in the folders' order: its old entries when held,
-    // else its new ones.
-    let d_out = old.vectors.dim;
+}
+
+/// Every current part in the folders' order: its old entries when the
+/// index holds it, else its fresh ones (`fresh` has the parts the index
+/// does not hold, in the same order).
+fn merge(parts: &[Source], old: &Index, fresh: Indexed) -> Merged {
+    let held: BTreeMap<&str, &super::PartRows> = old.meta.parts.iter().map(|p| (p.rows_file.as_str(), p)).collect();
+    let d = old.vectors.dim;
     let old_rows = old.vectors.to_rows();
-    let (mut entries, mut vectors, mut kept) = (Vec::new(), Vec::new(), Vec::new());
-    let mut classes = m.classes.clone();
-    let (mut fresh_rows, mut fresh_vectors, mut fresh_counts) =
-        (rows.into_iter(), more.chunks_exact(d_out.max(1)), counts.iter());
-    for p in &parts {
-        let first = entries.len();
-        match held.get(p.rows.to_string().as_str()) {
+    let (rows, vectors, counts) = fresh;
+    let (mut rows, mut vectors, mut counts) = (rows.into_iter(), vectors.chunks_exact(d.max(1)), counts.into_iter());
+    let mut out =
+        Merged { entries: Vec::new(), vectors: Vec::new(), classes: old.meta.classes.clone(), parts: Vec::new() };
+    for p in parts {
+        let first = out.entries.len();
+        let skipped = match held.get(p.rows.to_string().as_str()) {
             Some(h) => {
                 let range = h.first..h.first + h.count;
-                entries.extend(
-                    old.entries[range.clone()].iter().map(|e| super::Entry { path: e.path.clone(), class: e.class }),
-                );
-                vectors.extend_from_slice(&old_rows[range.start * d_out..range.end * d_out]);
+                out.entries
+                    .extend(old.entries[range.clone()].iter().map(|e| Entry { path: e.path.clone(), class: e.class }));
+                out.vectors.extend_from_slice(&old_rows[range.start * d..range.end * d]);
+                h.skipped.clone()
             }
             None => {
-                for _ in 0..*fresh_counts.next().expect("a count per new part") {
-                    let (path, label) = fresh_rows.next().expect("a row per count");
-                    let class = match classes.iter().position(|c| *c == label) {
+                let count = counts.next().expect("a count per new part");
+                for (path, label) in rows.by_ref().take(count.rows) {
+                    let class = match out.classes.iter().position(|c| *c == label) {
                         Some(c) => c,
                         None => {
-                            classes.push(label);
-                            classes.len() - 1
+                            out.classes.push(label);
+                            out.classes.len() - 1
                         }
                     };
-                    entries.push(super::Entry { path, class: class as u32 });
-                    vectors.extend_from_slice(fresh_vectors.next().expect("a vector per row"));
+                    out.entries.push(Entry { path, class: class as u32 });
+                    out.vectors.extend_from_slice(vectors.next().expect("a vector per row"));
                 }
+                count.skipped
             }
-        }
-        kept.push(super::PartRows { rows_file: p.rows.to_string(), first, count: entries.len() - first });
+        };
+        let count = out.entries.len() - first;
+        out.parts.push(super::PartRows { rows_file: p.rows.to_string(), first, count, skipped });
     }
-    let mut class_rows = vec![0u64; classes.len()];
-    entries.iter().for_each(|e| class_rows[e.class as usize] += 1);
-    let mut all_skipped = m.skipped.clone();
-    skipped.into_iter().for_each(|(k, v)| *all_skipped.entry(k).or_default() += v);
-    let meta = Meta {
-        run_ids: m.run_ids.iter().cloned().chain(run_ids).collect::<BTreeSet<_>>().into_iter().collect(),
-        sources: m
-            .sources
-            .iter()
-            .cloned()
-            .chain(job.features.iter().map(|f| f.to_string()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        rows: entries.len(),
-        skipped: all_skipped,
-        classes,
-        class_rows,
-        parts: kept,
-        ..m.clone()
-    };
-    let vectors = super::search::Vectors::from_rows(&vectors, meta.dim);
-    let index = Index { meta, projection: old.projection.clone(), vectors, entries };
-    index.validate()?;
-    let written = files::publish(storage, &index, &job.output, scratch.path())?;
-    Ok(Built { index, written })
+    out
 }

@@ -67,6 +67,10 @@ pub struct PartRows {
     pub rows_file: String,
     pub first: usize,
     pub count: usize,
+    /// Its rows left out, by reason: `--append` drops them with the part,
+    /// so the index's `skipped` stays the sum over the parts it holds.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u64>,
 }
 
 impl Meta {
