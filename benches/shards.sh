@@ -117,3 +117,29 @@ def rows(folder):
 a, b = rows(sys.argv[1]), rows(sys.argv[2])
 print(f"same rows as from scratch: {a == b} ({len(a)} and {len(b)} photos)")
 EOF
+
+echo "== what each folder gives downstream: PCA spectrum and index answers (the same PCA, to compare indexes)"
+# The queries: the sample photos (also in the data, each under other names).
+mapfile -t queries < <(find tests/data/fruits-360-sample -name '*.jpg' | sort)
+for f in loose scratch; do
+  $bin pca fit --features "$work/$f" --output "$work/$f-pca" --k 16 > /dev/null
+  $bin index build --features "$work/$f" --pca "$work/scratch-pca" --output "$work/$f-index" > /dev/null 2>&1 ||
+    $bin index build --features "$work/$f" --pca "$work/scratch-pca" --output "$work/$f-index"
+  $bin identify --index "$work/$f-index" --weights random:0 --device cpu --json "${queries[@]}" > "$work/$f-answers.json"
+done
+$py - "$work" <<'EOF2'
+import json, sys
+import pyarrow.parquet as pq
+work = sys.argv[1]
+def spectrum(f):
+    return pq.read_table(f"{work}/{f}-pca/spectrum.parquet").to_pydict()
+def answers(f):
+    # The answer only: timings differ from run to run.
+    return [{k: v for k, v in a.items() if "ms" not in k and "time" not in k} for a in json.load(open(f"{work}/{f}-answers.json"))]
+# Statistics merged from other parts sum in another order: equal to
+# rounding, not bit for bit.
+sa, sb = spectrum("loose"), spectrum("scratch")
+gap = max(abs(x - y) / max(abs(y), 1e-30) for c in sb if c != "component" for x, y in zip(sa[c], sb[c]))
+a, b = answers("loose"), answers("scratch")
+print(f"PCA spectrum: largest relative difference from scratch {gap:.1e}; same index answers: {a == b} ({len(a)} photos)")
+EOF2

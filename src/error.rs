@@ -288,6 +288,14 @@ pub enum Error {
     #[error("{at} has no complete part {part}")]
     NoPart { at: String, part: u32 },
 
+    /// Two merged statistics files hold the same part: it would count twice.
+    #[error("{file} holds part {part}, which another statistics file also holds")]
+    StatsOverlap { file: String, part: u32 },
+
+    /// Merged statistics do not hold exactly the committed parts of a folder.
+    #[error("the statistics hold parts {held}, not the parts {features} has ({detail})")]
+    StatsCoverage { features: String, held: String, detail: String },
+
     /// No row with a label (of the split asked for) to learn from or test.
     #[error("no labelled rows{} in {at} (skipped: {skipped})", split.as_ref().map(|s| format!(" of split {s}")).unwrap_or_default())]
     NoRows { at: String, split: Option<String>, skipped: String },

@@ -86,7 +86,7 @@ fn readme_commands_featurize_and_pca_from_s3_to_s3() {
     let mut fit = s3.fruits();
     fit.args(["pca", "fit", "--features", "s3://fruits-results/features/", "--output", "s3://fruits-results/pca/"]);
     let err = stderr(&run(fit, 0));
-    assert!(err.contains("PCA of 14 rows from 1 parts (1 from statistics files)"), "{err}");
+    assert!(err.contains("PCA of 14 rows from 1 parts (1 from statistics files,"), "{err}");
     // ... then k = 3, for the checks below.
     let mut fit = s3.fruits();
     fit.args([
@@ -131,6 +131,134 @@ fn listing_follows_pagination_and_keeps_images_only() {
     assert_eq!(lines.len(), 1003, "more keys than one page (1000), and not notes.txt");
     assert_eq!(lines[0], "s3://big/photos/Kiwi/00000.jpg");
     assert_eq!(lines[1002], "s3://big/photos/Kiwi/01002.jpg");
+}
+
+/// What a cluster driver lists in parallel: the folders of a prefix (two
+/// levels down), and one slice between each two of them, with photos
+/// beside the folders too; the slices, one after the other, are the whole
+/// listing in its order. `cp --bytes` reads a slice of a key list.
+#[test]
+fn a_prefix_lists_in_slices_that_add_up_to_the_whole_listing() {
+    let s3 = server_with_photos();
+    let photo = sample_dir().join("Test/Kiwi/f0_100.jpg");
+    for key in ["fruits-360/top.jpg", "fruits-360/Training/beside.jpg", "fruits-360/Training/Zucchini/z.jpg"] {
+        s3.helper("put", &["fruits-photos", key, photo.to_str().unwrap()]);
+    }
+    let root = "s3://fruits-photos/fruits-360/";
+    let lines = |args: &[&str]| -> Vec<String> {
+        let mut cmd = s3.fruits();
+        cmd.arg("list").arg(root).args(args);
+        String::from_utf8(run(cmd, 0).stdout).unwrap().lines().map(str::to_string).collect()
+    };
+    let top = lines(&["--folders"]);
+    assert_eq!(top, ["Test/", "Training/"]);
+    let mut bounds = Vec::new();
+    for f in &top {
+        bounds.push(f.clone());
+        let mut cmd = s3.fruits();
+        cmd.args(["list", "--folders"]).arg(format!("{root}{f}"));
+        bounds.extend(String::from_utf8(run(cmd, 0).stdout).unwrap().lines().map(|sub| format!("{f}{sub}")));
+    }
+    assert_eq!(bounds.len(), 2 + 5 + 6, "{bounds:?}");
+    let mut slices = Vec::new();
+    for i in 0..=bounds.len() {
+        let mut args = Vec::new();
+        if i > 0 {
+            args.extend(["--after", bounds[i - 1].as_str()]);
+        }
+        if i < bounds.len() {
+            args.extend(["--before", bounds[i].as_str()]);
+        }
+        slices.extend(lines(&args));
+    }
+    let whole = lines(&[]);
+    assert_eq!(whole.len(), 19 + 3);
+    assert_eq!(slices, whole, "the slices in order are the whole listing");
+    // A slice of a key list, by bytes, read from S3.
+    let dir = Dir::new("s3-slices");
+    let list = dir.join("keys.txt");
+    std::fs::write(&list, whole.join("\n") + "\n").unwrap();
+    s3.helper("put", &["fruits-photos", "keys.txt", list.to_str().unwrap()]);
+    let start = whole[0].len() + 1;
+    let end = start + whole[1].len() + 1 + whole[2].len() + 1;
+    let mut cmd = s3.fruits();
+    cmd.args(["cp", "--bytes", &format!("{start}..{end}"), "s3://fruits-photos/keys.txt"]).arg(dir.join("slice.txt"));
+    run(cmd, 0);
+    assert_eq!(std::fs::read_to_string(dir.join("slice.txt")).unwrap(), format!("{}\n{}\n", whole[1], whole[2]));
+    // Its size, and a slice past the end stops at the end.
+    let size = std::fs::metadata(&list).unwrap().len();
+    let mut cmd = s3.fruits();
+    cmd.args(["cp", "--size", "s3://fruits-photos/keys.txt"]);
+    assert_eq!(String::from_utf8(run(cmd, 0).stdout).unwrap().trim(), size.to_string());
+    let mut cmd = s3.fruits();
+    cmd.args(["cp", "--bytes", &format!("{}..{}", size - 5, size + 100), "s3://fruits-photos/keys.txt"]);
+    run(cmd.arg(dir.join("end.txt")), 0);
+    assert_eq!(std::fs::read(dir.join("end.txt")).unwrap(), &std::fs::read(&list).unwrap()[size as usize - 5..]);
+}
+
+/// A task lists its own part's files and one page of `_fruits/`, never
+/// the whole output folder: what a part costs does not grow with the parts
+/// already there (every LIST of the output starts after a name). Its
+/// commit, and --skip-existing after it, work as before.
+#[test]
+fn a_part_lists_its_own_files_not_every_part_of_the_output() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-peek");
+    let featurize = |endpoint: &str, part: &str, extra: &[&str]| {
+        let mut cmd = s3.fruits_at(endpoint);
+        cmd.args(["featurize", "--input"]).arg(sample_dir().join("Test"));
+        cmd.args(["--output", "s3://fruits-results/parts/", "--part-id", part, "--run-id", "peek"]);
+        cmd.args(["--weights", "random:1", "--quiet", "--device", "cpu"]).args(extra);
+        stderr(&run(cmd, 0))
+    };
+    for part in ["0", "1", "3"] {
+        featurize(&s3.endpoint(), part, &[]);
+    }
+    let record = dir.join("requests.jsonl");
+    let proxy = s3.proxy(&["--record", record.to_str().unwrap()]);
+    let through = format!("http://127.0.0.1:{}", proxy.port);
+    featurize(&through, "2", &[]);
+    let skipped = featurize(&through, "2", &["--skip-existing"]);
+    assert!(skipped.contains("is complete") && skipped.contains("skipping"), "{skipped}");
+    let lists: Vec<serde_json::Value> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| {
+            let path = r["path"].as_str().unwrap();
+            path.starts_with("/fruits-results") && path.contains("list-type=2")
+        })
+        .collect();
+    // (The filter below for the features folder sees these listings.)
+    assert!(lists.iter().any(|r| r["path"].as_str().unwrap().contains("prefix=parts")), "{lists:?}");
+    for r in &lists {
+        assert!(r["path"].as_str().unwrap().contains("start-after="), "a whole listing of the output: {r}");
+    }
+    let mut cmd = s3.fruits();
+    cmd.args(["parts", "list", "s3://fruits-results/parts/"]);
+    let parts = String::from_utf8(run(cmd, 0).stdout).unwrap();
+    assert_eq!(parts.lines().map(|l| l.split('\t').next().unwrap()).collect::<Vec<_>>(), ["0", "1", "2", "3"]);
+
+    // The cluster's other tasks, a statistics merge and a part's transform,
+    // find their parts by the manifests' names: no listing of the features.
+    let mut cmd = s3.fruits();
+    cmd.args(["pca", "fit", "--features", "s3://fruits-results/parts/", "--k", "2"]);
+    run(cmd.args(["--output", "s3://fruits-results/pca/"]), 0);
+    std::fs::write(&record, "").unwrap();
+    let mut cmd = s3.fruits_at(&through);
+    cmd.args(["pca", "merge", "--features", "s3://fruits-results/parts/", "--parts", "1-2"]);
+    let err = stderr(&run(cmd.args(["--output", "s3://fruits-results/stats/m.stats.safetensors"]), 0));
+    assert!(err.contains("parts 1-2, from 2 files"), "{err}");
+    let mut cmd = s3.fruits_at(&through);
+    cmd.args(["pca", "transform", "--features", "s3://fruits-results/parts/", "--model", "s3://fruits-results/pca/"]);
+    run(cmd.args(["--output", "s3://fruits-results/reduced/", "--part", "2"]), 0);
+    let listed: Vec<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_string())
+        .filter(|path| path.contains("list-type=2") && path.contains("prefix=parts"))
+        .collect();
+    assert!(listed.is_empty(), "the features folder listed by a task: {listed:?}");
 }
 
 #[test]

@@ -49,7 +49,7 @@ fn readme_commands_against_a_server_that_checks_signatures() {
         "--output",
         "s3://fruits-results/pca/",
     ]);
-    assert!(stderr(&run(fit, 0)).contains("PCA of 14 rows from 1 parts (1 from statistics files)"));
+    assert!(stderr(&run(fit, 0)).contains("PCA of 14 rows from 1 parts (1 from statistics files,"));
     let mut tr = s3.fruits();
     tr.args(["pca", "transform", "--features", "s3://fruits-results/features/", "--model", "s3://fruits-results/pca/"]);
     tr.args(["--output", "s3://fruits-results/reduced/", "--plot"]);

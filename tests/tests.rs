@@ -14,6 +14,7 @@ mod test_layout;
 mod test_parity;
 mod test_parts;
 mod test_pca;
+mod test_pca_merge;
 mod test_s3;
 mod test_s3s;
 mod test_serve;

@@ -299,8 +299,11 @@ def driver_args(aws, nodes: Nodes, job: Job, weights: str) -> list:
     """The driver's command line for `job` on `nodes`' cluster."""
     shape = nodes.shape
     hourly = prices.cluster_hourly(prices.table(), aws.region, shape.master_type, shape.core_type, shape.core_count)
+    # Tasks sized by work: minutes of it at the core node's rate.
+    per_task = prices.images_per_task(prices.table(), shape.core_type)
     out = ["--output", job.output, "--model", nodes.model, "--region", aws.region,
-           "--cost-per-hour", f"{hourly:.3f}", "--cluster", shape.describe(), "--weights", weights]
+           "--cost-per-hour", f"{hourly:.3f}", "--cluster", shape.describe(), "--weights", weights,
+           "--images-per-partition", str(per_task)]
     out += job.source()
     if job.resume:
         out.append("--resume")

@@ -5,36 +5,44 @@ and PCA in S3, on every node of a cluster.
 Spark splits the work, schedules it and retries it; the `fruits` binary, on
 every node, does the work. The steps, in the order `main` runs them:
 
-1. list_keys          driver     every image key of --input (`fruits list`), or a key list;
+1. list_in_slices     driver +   the folder (--input) cut at its folders (`fruits list --folders`,
+                      executors  a few levels down), each slice listed by a task into a key list of
+                                 the run (keys/slice-NNNNN.txt); or --keys, a key list, as it is
    list_shards                   or, with --shards, the shards of a `fruits pack` folder and
                                  their photo counts (`fruits parts list`: no photo is listed)
-2. plan_partitions    driver     contiguous slices of the keys; partition index = part id;
+2. plan_ranges        driver     byte ranges of the key lists, cut at their marks (at most MARKS each),
+                                 grouped by their lines; partition index = part id;
    plan_shards                   or whole shards, in order, grouped by their photo counts
 3. stage_weights      driver     the weights resolved and hashed once, one copy put on HDFS,
                                  handed to every executor with `SparkContext.addFile`
-4. featurize          executors  one `fruits featurize` per partition, keys (or the
-                                 partition's shard locations) on stdin, output straight
-                                 to S3; retried by Spark when it fails
-5. fit_pca            driver     `fruits pca fit` from the parts' statistics
+4. featurize          executors  one `fruits featurize` per partition, its key ranges read
+                                 (`fruits cp --bytes`) and their keys on stdin (or the
+                                 partition's shard locations), output straight to S3;
+                                 retried by Spark when it fails
+5. merge_tree         executors  the parts' statistics merged MERGE_FAN_IN at a time
+                                 (`fruits pca merge`), level after level
+   fit_pca            driver     `fruits pca fit --stats` from the last level's few files
 6. transform          executors  one `fruits pca transform --part N` per part
 7. write_report       driver     run.json: counts, per-node images/s, stage times, cost
 
-What crosses the network: the keys, once, each slice to the executor that
-runs it (they are the RDD's data, not captured in closures), or with
---shards only the shards' locations, a few per task; the weights,
+What crosses the network: never the keys through the driver: a task
+gets its key ranges (a location and two byte offsets each) or its
+shards' locations, a few per task, and reads its keys itself; the driver
+holds the key lists' marks, at most MARKS numbers per list; the weights,
 once per executor (`addFile` of the HDFS copy, fetched into the executor's
 work directory and reused by every task there); the images, from S3 to the
 node that featurises them; the parts, from that node straight to S3; one
 small JSON report per task back to the driver. No weights are pickled into
 tasks, and no executor downloads them from the model hub or S3.
 
-The executor side (`featurize_partition`, `transform_partition`) is a plain
-function of (partition index, keys or shard locations, local paths), so
+The executor side (`list_slice`, `featurize_partition`, `transform_partition`)
+is a plain function of (partition index, its inputs, local paths), so
 tests call it without Spark; `run_partitions` is the only place that knows
 about Spark's tasks.
 """
 
 import argparse
+import array
 import dataclasses
 import hashlib
 import json
@@ -78,7 +86,7 @@ class TaskSpec:
     tasks (a few hundred bytes)."""
 
     fruits: str  # absolute path of the binary on every node
-    output: str  # the run's folder: features/, pca/, reduced/ below it
+    output: str  # the run's folder: keys/, features/, stats/, pca/, reduced/ below it
     model: str
     weights_name: str  # the `addFile` name: SparkFiles.get(weights_name)
     weights_sha256: str
@@ -155,17 +163,149 @@ def failed(fruits: str, args: List[str], proc: subprocess.CompletedProcess):
 
 
 # 1. ------------------------------------------------------------------ driver
-def list_keys(spec: TaskSpec, input_folder: Optional[str], key_list: Optional[str], env):
-    """Every image key, in `fruits list` order (byte order of the path below
-    --input, S3's), or the lines of a key list (a local file or s3://...);
-    and how many files the listing found that are not images."""
-    if key_list:
-        return key_lines(key_list_text(spec, key_list, env)), 0
-    proc = run_fruits(spec.fruits, list(spec.global_flags) + ["list", input_folder], env)
-    summary = proc.stderr.strip().split("\n")[-1]
-    log(summary or "listed")
-    others = re.search(r"\((\d+) other files, not images\)", summary)
-    return key_lines(proc.stdout), int(others.group(1)) if others else 0
+# The driver never holds the keys. A folder is listed in slices on the
+# executors, each slice into a key list of its own in the run's keys/
+# folder; a key list (--keys, or a slice's) is handed to tasks as byte
+# ranges. The driver holds at most MARKS byte marks a slice's key list
+# (KEY_LIST_MARKS for --keys), whatever its keys: its memory grows with
+# the slices, not the photos.
+
+MARKS = 1000  # byte marks a listing slice's key list may be cut at, at most
+KEY_LIST_MARKS = 100_000  # and --keys's (one list: tasks of its keys / 100,000 at least)
+LONGEST_LINE = 4096  # bytes; a key list's range this long holds a line start (a path is at most this long)
+LISTING_SLICES_PER_SLOT = 4  # listing slices wanted per task slot (fewer if the folders are fewer)
+LISTING_DEPTH = 3  # folders this deep at most split a listing
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRange:
+    """The keys of a key list whose lines start at a byte in [start, end):
+    a range cut anywhere (even inside a line) loses no line and repeats
+    none, as Hadoop cuts text files."""
+
+    location: str  # a key list, local (seen by every node) or s3://
+    start: int
+    end: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyFile:
+    """A key list as the planner sees it: its size, its lines (counted, or
+    estimated from its first bytes for --keys) and the byte marks it may
+    be cut at, `step` lines apart (at line starts when counted)."""
+
+    location: str
+    size: int
+    lines: int
+    marks: tuple  # ascending byte offsets in (0, size), at most MARKS
+    step: int  # lines between two marks (the last block holds the rest)
+
+    def blocks(self) -> List[tuple]:
+        """(lines, (location, start, end)) between each two marks."""
+        cuts = [0] + list(self.marks) + [self.size]
+        rest = max(self.lines - self.step * len(self.marks), 1)
+        return [(self.step if i < len(self.marks) else rest, (self.location, cuts[i], cuts[i + 1]))
+                for i in range(len(cuts) - 1)]
+
+
+def listing_bounds(spec: "TaskSpec", root: str, slots: int, env) -> List[str]:
+    """The names a folder's listing is cut at: its folders (`fruits list
+    --folders`), and theirs, down to LISTING_DEPTH levels, until there are
+    LISTING_SLICES_PER_SLOT per task slot. One LIST request or so per
+    folder split, on the driver; no photo is listed here."""
+    bounds: List[str] = []
+    frontier = [""]
+    for _ in range(LISTING_DEPTH):
+        if len(bounds) + 1 >= LISTING_SLICES_PER_SLOT * slots:
+            break
+        deeper = []
+        for folder in frontier:
+            proc = run_fruits(spec.fruits, list(spec.global_flags) + ["list", "--folders", join(root, folder)], env)
+            deeper += [folder + name for name in key_lines(proc.stdout)]
+        if not deeper:
+            break
+        bounds = sorted(set(bounds) | set(deeper))
+        frontier = deeper
+    return bounds
+
+
+def listing_slices(bounds: List[str]) -> List[tuple]:
+    """(after, before) for each slice between two bounds (None: open), in
+    order: together, the whole folder, each key in exactly one slice (a
+    bound is a folder name ending in "/", never a photo's)."""
+    ends = [None] + list(bounds) + [None]
+    return list(zip(ends[:-1], ends[1:], strict=True))
+
+
+def join(root: str, name: str) -> str:
+    return root if not name else root.rstrip("/") + "/" + name
+
+
+def list_slice(index: int, bounds: tuple, root: str, spec: "TaskSpec", environ=None) -> dict:
+    """Runs on an executor: `fruits list` of one slice of the folder, its
+    lines streamed into a local file put at keys/slice-NNNNN.txt of the
+    run. Returns the KeyFile's fields (marks at line starts, at most MARKS)
+    and the files that are not images."""
+    after, before = bounds
+    args = list(spec.global_flags) + ["list", root]
+    args += (["--after", after] if after else []) + (["--before", before] if before else [])
+    env = child_env(spec.threads, environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        local, err = os.path.join(tmp, "keys.txt"), os.path.join(tmp, "stderr.txt")
+        starts = array.array("Q")  # every line's first byte: 8 bytes a key, on the executor
+        with open(local, "wb") as out, open(err, "w+b") as errors:
+            proc = subprocess.Popen([spec.fruits] + args, stdout=subprocess.PIPE, stderr=errors, env=env,
+                                    preexec_fn=die_with_parent(os.getpid()))
+            size = 0
+            for line in proc.stdout:
+                starts.append(size)
+                out.write(line)
+                size += len(line)
+            code = proc.wait()
+            errors.seek(0)
+            stderr = errors.read().decode("utf-8", "replace")
+        if code != 0:
+            raise RuntimeError(f"{spec.fruits} list exited with {code}:\n{stderr[-4000:]}")
+        others = re.search(r"\((\d+) other files, not images\)", stderr)
+        location = spec.folder("keys") + f"slice-{index:05d}.txt"
+        if starts:
+            run_fruits(spec.fruits, list(spec.global_flags) + ["cp", local, location], env)
+    step = max(1, math.ceil(len(starts) / (MARKS + 1)))
+    return {"slice": index, "location": location, "size": size, "lines": len(starts),
+            "marks": list(starts[step::step]), "step": step, "not_images": int(others.group(1)) if others else 0}
+
+
+def list_in_slices(sc, root: str, spec: "TaskSpec", slots: int, env) -> tuple:
+    """Driver: the folder's key files, listed on the executors one slice a
+    task; and the files that are not images."""
+    slices = listing_slices(listing_bounds(spec, root, slots, env))
+    rdd = sc.parallelize(list(enumerate(slices)), len(slices))
+    listed = sorted(rdd.map(lambda item: list_slice(item[0], item[1], root, spec)).collect(),
+                    key=lambda r: r["slice"])
+    files = [KeyFile(r["location"], r["size"], r["lines"], tuple(r["marks"]), r["step"]) for r in listed if r["lines"]]
+    log(f"listed {root} in {len(slices)} slices on the executors: {sum(f.lines for f in files)} keys")
+    return files, sum(r["not_images"] for r in listed)
+
+
+def key_list_file(spec: "TaskSpec", key_list: str, env) -> KeyFile:
+    """A key list (--keys, local or s3://) as a KeyFile, without reading it:
+    its size, its lines estimated from its first 64 KiB, and up to
+    KEY_LIST_MARKS marks at equal bytes, never closer than LONGEST_LINE (so that each
+    block holds a line start: no task of nothing)."""
+    flags = list(spec.global_flags)
+    size = int(run_fruits(spec.fruits, flags + ["cp", "--size", key_list], env).stdout.strip())
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "head.txt")
+        run_fruits(spec.fruits, flags + ["cp", "--bytes", f"0..{min(size, 1 << 16)}", key_list, local], env)
+        with open(local, "rb") as f:
+            head = f.read()
+    # Bytes a line over the whole lines of the head (its last may be cut).
+    whole = head.count(b"\n")
+    per_line = max((head.rfind(b"\n") + 1) / whole if whole else float(len(head)), 1.0)
+    lines = max(round(size / per_line), 1 if size else 0)
+    blocks = max(1, min(KEY_LIST_MARKS + 1, size // LONGEST_LINE, lines))
+    marks = tuple(size * i // blocks for i in range(1, blocks))
+    return KeyFile(key_list, size, lines, marks, max(1, lines // blocks))
 
 
 # What the binary's str::trim() removes (Unicode White_Space), to skip the
@@ -182,19 +322,6 @@ def key_lines(text: str) -> List[str]:
     without s3:// is read as a local path on the node."""
     keys = (line.rstrip("\r") for line in text.split("\n"))
     return [key for key in keys if key.strip(WHITE_SPACE)]
-
-
-def key_list_text(spec: TaskSpec, key_list: str, env) -> str:
-    """The text of a key list, local or s3://, its line ends untouched
-    (newline="": no universal-newline translation)."""
-    if not key_list.startswith("s3://"):
-        with open(key_list, encoding="utf-8", newline="") as f:
-            return f.read()
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "keys.txt")
-        run_fruits(spec.fruits, list(spec.global_flags) + ["cp", key_list, local], env)
-        with open(local, encoding="utf-8", newline="") as f:
-            return f.read()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,22 +370,34 @@ def list_shards(spec: TaskSpec, folder: str, env) -> List[Shard]:
 
 
 # 2. ------------------------------------------------------------------ driver
-def plan_partitions(keys: List[str], images_per_partition: int, slots: int,
-                    partitions: Optional[int] = None) -> List[List[str]]:
-    """Contiguous slices of `keys`: as many as `partitions`, else enough for
-    `images_per_partition` each but at least one per task slot (so every
-    executor works), never an empty one. Slice i is part i."""
-    if not keys:
+def plan_ranges(files: List[KeyFile], images_per_partition: int, slots: int,
+                partitions: Optional[int] = None) -> List[List[KeyRange]]:
+    """The tasks' key ranges: the key files' blocks (between two marks) in
+    order, cut into `partitions` groups, else enough for about
+    `images_per_partition` keys each but at least one per task slot, each
+    group about as many keys as the next (cut at the block that crosses
+    its share) and never empty; a group's adjacent blocks of one file are
+    one range. Group i is part i."""
+    blocks = [b for f in files for b in f.blocks()]
+    total = sum(lines for lines, _ in blocks)
+    if not blocks:
         return []
-    n = partitions or max(math.ceil(len(keys) / max(images_per_partition, 1)), slots)
-    n = max(1, min(n, len(keys)))
-    size, extra = divmod(len(keys), n)
-    out, start = [], 0
-    for i in range(n):
-        end = start + size + (1 if i < extra else 0)
-        out.append(keys[start:end])
-        start = end
-    return out
+    n = partitions or max(math.ceil(total / max(images_per_partition, 1)), slots)
+    n = max(1, min(n, len(blocks)))
+    groups: List[List[KeyRange]] = []
+    done, last = 0, -1
+    for lines, (location, start, end) in blocks:
+        g = min(n - 1, (2 * done + lines) * n // (2 * total))  # the group of the block's middle line
+        done += lines
+        if g != last:
+            groups.append([])
+            last = g
+        ranges = groups[-1]
+        if ranges and ranges[-1].location == location and ranges[-1].end == start:
+            ranges[-1] = KeyRange(location, ranges[-1].start, end)
+        else:
+            ranges.append(KeyRange(location, start, end))
+    return groups
 
 
 def plan_shards(shards: List[Shard], images_per_partition: int, slots: int,
@@ -276,21 +415,27 @@ def plan_shards(shards: List[Shard], images_per_partition: int, slots: int,
     Grouping from the first shard, with shards numbered as `fruits pack`
     adds them, the groups before the last stay the same when shards are
     added at the end."""
-    total = sum(s.rows for s in shards)
+    return group_by_rows([(s.rows, s.location) for s in shards], images_per_partition, slots, partitions)
+
+
+def group_by_rows(items: List[tuple], images_per_partition: int, slots: int,
+                  partitions: Optional[int] = None) -> List[list]:
+    """(rows, item) pairs, in order, grouped as plan_shards says."""
+    total = sum(rows for rows, _ in items)
     if partitions:
         target = math.ceil(total / partitions)
     else:
         target = min(max(images_per_partition, 1), math.ceil(total / max(slots, 1)))
     target = max(target, 1)
-    groups: List[List[str]] = []
-    current: List[str] = []
+    groups: List[list] = []
+    current: list = []
     rows = 0
-    for s in shards:
-        if current and s.rows and rows + s.rows > target:
+    for n, item in items:
+        if current and n and rows + n > target:
             groups.append(current)
             current, rows = [], 0
-        current.append(s.location)
-        rows += s.rows
+        current.append(item)
+        rows += n
     if current:
         groups.append(current)
     return groups
@@ -365,10 +510,43 @@ def put_staged(local: str, uri: str) -> None:
 
 
 # 4. --------------------------------------------------------------- executors
-def featurize_partition(index: int, keys: List[str], spec: TaskSpec, weights_path: str,
+def range_text(r: KeyRange, spec: TaskSpec, env) -> bytes:
+    """The lines of a key list that start in [r.start, r.end), read with
+    `fruits cp --bytes` from the byte before the range (a line starts at
+    r.start if that byte ends one) to the end of the last such line: one
+    ranged read, a longer one while that line runs on."""
+    lo = max(r.start - 1, 0)
+    ask = r.end - lo + 4096
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "range.txt")
+        while True:
+            run_fruits(spec.fruits, list(spec.global_flags) + ["cp", "--bytes", f"{lo}..{lo + ask}", r.location,
+                                                               local], env)
+            with open(local, "rb") as f:
+                data = f.read()
+            last = data.find(b"\n", max(r.end - 1 - lo, 0))
+            if last >= 0 or len(data) < ask:
+                break
+            ask *= 2
+    cut = last + 1 if last >= 0 else len(data)
+    first = 0 if r.start == 0 else (data.find(b"\n") + 1 or len(data))
+    return data[first:cut] if first < cut else b""
+
+
+def task_keys(inputs: list, spec: TaskSpec, env) -> List[str]:
+    """A task's keys: its key ranges read (what the driver plans), or the
+    keys themselves (tests, shards)."""
+    if not inputs or not isinstance(inputs[0], KeyRange):
+        return list(inputs)
+    text = b"".join(range_text(r, spec, env) for r in inputs)
+    return key_lines(text.decode("utf-8", "surrogateescape"))
+
+
+def featurize_partition(index: int, inputs: list, spec: TaskSpec, weights_path: str,
                         attempt: int = 0, environ=None) -> dict:
     """Runs on an executor: one `fruits featurize` for part `index`, its keys
-    on stdin (with `spec.shards`, the locations of its whole shards: the
+    (read from its key ranges, `inputs`) on stdin (with `spec.shards`, the
+    locations of its whole shards: the
     binary reads their photos, a row group at a time, and names each row by
     the photo's original path), the executor's own copy of the weights
     (checked against the staged sha256 by the binary). Raises when the
@@ -384,8 +562,9 @@ def featurize_partition(index: int, keys: List[str], spec: TaskSpec, weights_pat
     if spec.resume:
         args.append("--skip-existing")
     start = time.time()
-    proc = run_fruits(spec.fruits, args, child_env(spec.threads, environ), stdin="\n".join(keys) + "\n",
-                      check=False)
+    env = child_env(spec.threads, environ)
+    keys = task_keys(inputs, spec, env)
+    proc = run_fruits(spec.fruits, args, env, stdin="\n".join(keys) + "\n", check=False)
     # The report is the binary's last word: a part over --max-rejected
     # exits non-zero but is committed, and its report says so; any other
     # failure has no report, or one that does not say so.
@@ -418,9 +597,10 @@ def transform_partition(index: int, spec: TaskSpec, environ=None) -> dict:
     return {"part": index, "seconds": time.time() - start}
 
 
-def run_partitions(sc, slices: List[List[str]], spec: TaskSpec) -> List[dict]:
+def run_partitions(sc, slices: List[list], spec: TaskSpec) -> List[dict]:
     """Driver: one Spark task per slice; each element of the RDD is (part id,
-    keys) or (part id, shard locations), so a task receives only its own."""
+    key ranges) or (part id, shard locations), so a task receives only its
+    own, by reference."""
     from pyspark import SparkFiles, TaskContext
 
     def task(items):
@@ -438,12 +618,59 @@ def transform_partitions(sc, parts: List[int], spec: TaskSpec) -> List[dict]:
     return rdd.map(lambda i: transform_partition(i, spec)).collect()
 
 
-# 5. ------------------------------------------------------------------ driver
-def fit_pca(spec: TaskSpec, keep: List[str], env) -> dict:
-    """`fruits pca fit` on the driver: it merges the parts' statistics files,
-    so it reads 6.5 MB per part whatever the rows."""
+# 5. ----------------------------------------------------- executors + driver
+MERGE_FAN_IN = 64  # statistics merged by one task: 64 x 6.5 MB (1280 wide) = 416 MB read
+
+
+def part_ranges(parts: List[int]) -> str:
+    """Part numbers as `fruits pca merge --parts` reads them: `0-63,70`."""
+    ranges: List[List[int]] = []
+    for n in sorted(parts):
+        if ranges and ranges[-1][1] + 1 == n:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+def merge_partition(index: int, level: int, inputs: list, spec: TaskSpec, environ=None) -> str:
+    """Runs on an executor: one `fruits pca merge` of `inputs` (level 1:
+    part numbers, each part's statistics found by its manifest's name;
+    above: the files of the level below) into one file, which it returns.
+    Its name depends only on (level, index), so a retried task rewrites
+    the same file."""
+    dest = f"{spec.folder('stats')}level-{level}/merge-{index:05d}.stats.safetensors"
+    if level == 1:
+        what = ["--features", spec.folder("features"), "--parts", part_ranges(inputs)]
+    else:
+        what = ["--stats"] + list(inputs)
+    run_fruits(spec.fruits, list(spec.global_flags) + ["pca", "merge"] + what + ["--output", dest],
+               child_env(spec.threads, environ))
+    return dest
+
+
+def merge_tree(sc, parts: List[int], spec: TaskSpec, fan_in: int) -> tuple:
+    """The parts' statistics merged by tasks, `fan_in` at a time, level after
+    level, until at most `fan_in` files are left for the driver: it reads
+    fan_in files (at most) whatever the number of parts. Returns (the files,
+    the levels run)."""
+    items: list = sorted(parts)
+    level = 0
+    while level == 0 or len(items) > fan_in:
+        level += 1
+        groups = [items[i:i + fan_in] for i in range(0, len(items), fan_in)]
+        rdd = sc.parallelize(list(enumerate(groups)), len(groups))
+        items = rdd.map(lambda g, lv=level: merge_partition(g[0], lv, g[1], spec)).collect()
+    return items, level
+
+
+def fit_pca(spec: TaskSpec, keep: List[str], stats: List[str], env) -> dict:
+    """`fruits pca fit --stats` on the driver: from the tree's last files
+    (checked to hold exactly the parts the features folder's manifests
+    name), so it reads a few files whatever the number of parts."""
     run_fruits(spec.fruits, list(spec.global_flags) + [
-        "pca", "fit", "--features", spec.folder("features"), "--output", spec.folder("pca")] + keep, env)
+        "pca", "fit", "--features", spec.folder("features"), "--output", spec.folder("pca"),
+        "--stats"] + list(stats) + keep, env)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, "pca.json")
         run_fruits(spec.fruits, list(spec.global_flags) + ["cp", spec.folder("pca") + "pca.json", local], env)
@@ -561,7 +788,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--fruits", default="/usr/local/bin/fruits", help="the binary, at this path on every node")
     p.add_argument("--stage-dir", default="hdfs:///fruits/weights", help="where the one copy of the weights goes")
     p.add_argument("--images-per-partition", type=int, default=2000,
-                   help="photos a task; with --shards, whole shards up to this many (a bigger shard alone)")
+                   help="photos a task (fruits-emr sets minutes of work at the core node's rate); with --shards, "
+                        "whole shards up to this many (a bigger shard alone)")
     p.add_argument("--partitions", type=int, help="number of parts (default: from --images-per-partition; "
                                                   "with --shards, about that many)")
     p.add_argument("--run-id", help="default: from --output (the same for a rerun into it, so --resume works)")
@@ -570,11 +798,17 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     keep = p.add_mutually_exclusive_group()
     keep.add_argument("--k", type=int)
     keep.add_argument("--variance", type=float, default=0.95)
+    p.add_argument("--merge-fan-in", type=int, default=MERGE_FAN_IN,
+                   help="statistics files one task merges (PCA as a tree of merges; the driver reads at most this "
+                        "many)")
     p.add_argument("--region", help="passed to every fruits command")
     p.add_argument("--s3-endpoint", help="passed to every fruits command (S3-compatible servers)")
     p.add_argument("--cost-per-hour", type=float, help="the cluster's price, for the report")
     p.add_argument("--cluster", help="a description of the cluster, for the report")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.merge_fan_in < 2:
+        p.error(f"--merge-fan-in must be at least 2 (got {args.merge_fan_in}): a tree of one-file merges never ends")
+    return args
 
 
 def main(argv: List[str]) -> int:
@@ -611,22 +845,28 @@ def main(argv: List[str]) -> int:
         log(f"{len(shards)} shards of {sum(s.rows for s in shards)} photos in {len(slices)} partitions of whole "
             f"shards ({slots} task slots), run {spec.run_id}")
     else:
-        keys, not_images = timed("list", lambda: list_keys(spec, args.input, args.keys, env))
-        slices = plan_partitions(keys, args.images_per_partition, slots, args.partitions)
-        log(f"{len(keys)} keys in {len(slices)} partitions ({slots} task slots), run {spec.run_id}")
+        if args.keys:
+            files, not_images = [timed("list", lambda: key_list_file(spec, args.keys, env))], 0
+        else:
+            files, not_images = timed("list", lambda: list_in_slices(sc, args.input, spec, slots, env))
+        slices = plan_ranges(files, args.images_per_partition, slots, args.partitions)
+        log(f"about {sum(f.lines for f in files)} keys in {len(files)} key lists, {len(slices)} partitions of key "
+            f"ranges ({slots} task slots), run {spec.run_id}")
     parts = timed("featurize", lambda: run_partitions(sc, slices, spec))
     stale = stale_parts(parts, slices, shards) if args.shards else []
     if stale:
         raise RuntimeError(f"--resume: parts {', '.join(map(str, stale))} were written from fewer photos than "
                            f"their shards hold now (shards packed since): run into a new --output")
     keep = ["--k", str(args.k)] if args.k else ["--variance", str(args.variance)]
-    pca = timed("pca_fit", lambda: fit_pca(spec, keep, env))
+    stats, levels = timed("pca_merge", lambda: merge_tree(sc, [p["part"] for p in parts], spec, args.merge_fan_in))
+    pca = timed("pca_fit", lambda: fit_pca(spec, keep, stats, env))
     timed("transform", lambda: transform_partitions(sc, [p["part"] for p in parts], spec))
     removed = timed("clean", lambda: clean_leftovers(spec, env))
     stages["total_s"] = round(time.time() - t0, 3)
     report = summarise(parts, stages, pca, staged, spec, args.cost_per_hour, args.cluster)
     report["images"]["not_images"] += not_images  # counted by the listing, not by the tasks
     report["leftovers_removed"] = removed
+    report["pca_merge"] = {"levels": levels, "fan_in": args.merge_fan_in, "files_fitted": len(stats)}
     dest = write_report(spec, report, env)
     print(render(report))
     print(f"report: {dest}")

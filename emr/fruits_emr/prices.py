@@ -33,11 +33,34 @@ def cluster_hourly(t: dict, region: str, master: str, core: str, count: int) -> 
     return hourly(t, region, master) + count * hourly(t, region, core)
 
 
+# A task's work, in seconds at its node's rate: against the ~0.5 s to start
+# a binary and load the model, and ~1 s of NVRTC compilation on a GPU
+# (issue 23), minutes of work leave them a percent or two; a retried task
+# loses no more.
+TASK_SECONDS = 120
+
+
+def node_rate(t: dict, core: str) -> float:
+    """Images/s one core node featurises (the table's throughput_note)."""
+    return t["images_per_s_per_vcpu"] * instance(t, core)["vcpu"]
+
+
+def images_per_task(t: dict, core: str, seconds: float = TASK_SECONDS) -> int:
+    """The driver's --images-per-partition for `core` nodes (one task a node
+    at a time): `seconds` of work, in thousands, at least 2,000; on a GPU
+    node at the table's upper estimate of a GPU's rate (too high an
+    estimate makes tasks longer, never too short for the fixed costs)."""
+    rate = node_rate(t, core)
+    if instance(t, core)["gpus"]:
+        rate = max(rate, t["gpu_images_per_s_upper_estimate"] * instance(t, core)["gpus"])
+    return max(2000, int(round(rate * seconds, -3)))
+
+
 def estimate(t: dict, region: str, master: str, core: str, count: int, images: int = 0) -> dict:
     """Hourly cost, and for `images` the expected run time and cost (cluster
     start included; per-second billing, one minute minimum)."""
     per_hour = cluster_hourly(t, region, master, core, count)
-    rate = t["images_per_s_per_vcpu"] * instance(t, core)["vcpu"] * count
+    rate = node_rate(t, core) * count
     seconds = t["cluster_start_s"] + (images / rate if images else 0)
     return {
         "per_hour_usd": round(per_hour, 3),

@@ -75,29 +75,31 @@ def test_driver_on_a_standalone_cluster_from_s3_to_s3(spark_cluster, moto, fruit
     out = submit(spark_cluster, moto, [
         "--input", "s3://photos/fruits-360/", "--output", "s3://results/run-1/",
         "--weights", "s3://results/weights/w.safetensors", "--fruits", fruits_bin,
-        "--stage-dir", f"file://{tmp_path}/stage", "--partitions", "4", "--k", "3", "--max-rejected", "0.5",
-        "--region", "eu-west-1"])
+        "--stage-dir", f"file://{tmp_path}/stage", "--partitions", "5", "--k", "3", "--max-rejected", "0.5",
+        "--region", "eu-west-1", "--merge-fan-in", "2"])
     assert out.returncode == 0, out.stderr[-6000:]
     assert "report: s3://results/run-1/run.json" in out.stdout, out.stdout
 
     report = s3_json(moto, "results", "run-1/run.json")
     assert report["images"] == {"inputs": 20, "featurised": 19, "rejected": 1, "not_images": 1, "duplicates": 0}
-    assert report["parts"]["done"] == 4
-    # Every image exactly once, in four committed parts, read back by pyarrow.
-    assert manifests(moto, "results", "run-1/features/") == [0, 1, 2, 3]
-    paths = rows_paths(moto, "results", "run-1/features/", range(4), tmp_path)
+    assert report["parts"]["done"] == 5
+    # Every image exactly once, in five committed parts, read back by pyarrow.
+    assert manifests(moto, "results", "run-1/features/") == [0, 1, 2, 3, 4]
+    paths = rows_paths(moto, "results", "run-1/features/", range(5), tmp_path)
     sample = sorted("s3://photos/fruits-360/" + os.path.relpath(os.path.join(d, f), SAMPLE)
                     for d, _, fs in os.walk(SAMPLE) for f in fs)
     assert sorted(paths) == sample
     # The summaries: one per partition, each saying where and on what it ran.
-    assert sorted(p["part"] for p in report["partitions"]) == [0, 1, 2, 3]
+    assert sorted(p["part"] for p in report["partitions"]) == [0, 1, 2, 3, 4]
     for p in report["partitions"]:
         assert p["status"] == "done" and p["device"].startswith("cpu") and p["host"] and p["seconds"] > 0
-    # PCA fitted on the driver from the statistics, reduced per partition.
+    # The parts' statistics merged by tasks two at a time (5 -> 3 -> 2 files),
+    # the PCA fitted on the driver from the last 2, reduced per partition.
+    assert report["pca_merge"] == {"levels": 2, "fan_in": 2, "files_fitted": 2}, report["pca_merge"]
     pca = s3_json(moto, "results", "run-1/pca/pca.json")
-    assert pca["n_samples"] == 19 and pca["n_components"] == 3
-    assert manifests(moto, "results", "run-1/reduced/") == [0, 1, 2, 3]
-    assert len(rows_paths(moto, "results", "run-1/reduced/", range(4), tmp_path)) == 19
+    assert pca["n_samples"] == 19 and pca["n_components"] == 3 and pca["parts"] == ["parts 0-4"], pca
+    assert manifests(moto, "results", "run-1/reduced/") == [0, 1, 2, 3, 4]
+    assert len(rows_paths(moto, "results", "run-1/reduced/", range(5), tmp_path)) == 19
     # The weights: staged once (named by their sha256), and each executor read
     # its own copy in its own work directory, never the staged file itself.
     digest = report["weights"]["sha256"]
@@ -116,11 +118,11 @@ def test_driver_on_a_standalone_cluster_from_s3_to_s3(spark_cluster, moto, fruit
     again = submit(spark_cluster, moto, [
         "--input", "s3://photos/fruits-360/", "--output", "s3://results/run-1/",
         "--weights", "s3://results/weights/w.safetensors", "--fruits", fruits_bin,
-        "--stage-dir", f"file://{tmp_path}/stage", "--partitions", "4", "--k", "3", "--max-rejected", "0.5",
-        "--region", "eu-west-1", "--resume"])
+        "--stage-dir", f"file://{tmp_path}/stage", "--partitions", "5", "--k", "3", "--max-rejected", "0.5",
+        "--region", "eu-west-1", "--merge-fan-in", "2", "--resume"])
     assert again.returncode == 0, again.stderr[-6000:]
     resumed = s3_json(moto, "results", "run-1/run.json")
-    assert resumed["parts"] == {"total": 4, "done": 0, "skipped": 4, "too_many_rejected": []}
+    assert resumed["parts"] == {"total": 5, "done": 0, "skipped": 5, "too_many_rejected": []}
     assert resumed["images"] == report["images"], "totals from the parts' manifests"
     assert [p["attempt"] for p in resumed["partitions"]] == [p["attempt"] for p in report["partitions"]]
 

@@ -20,17 +20,101 @@ from fruits_emr import featurize_job as job
 SAMPLE = os.path.join(REPO, "tests", "data", "fruits-360-sample")
 
 
-def test_partitions_are_contiguous_cover_every_key_once_and_fill_every_slot():
-    keys = [f"k{i}" for i in range(10)]
-    for ipp, slots, parts in [(4, 1, None), (100, 4, None), (1, 1, None), (4, 1, 3), (4, 1, 50)]:
-        slices = job.plan_partitions(keys, ipp, slots, parts)
-        assert [k for s in slices for k in s] == keys, (ipp, slots, parts)
-        assert all(slices), "no empty slice"
-        assert max(map(len, slices)) - min(map(len, slices)) <= 1, "balanced"
-    assert len(job.plan_partitions(keys, 4, 1)) == 3  # ceil(10 / 4)
-    assert len(job.plan_partitions(keys, 100, 4)) == 4  # at least one per task slot
-    assert len(job.plan_partitions(keys, 4, 1, 50)) == 10  # never more than the keys
-    assert job.plan_partitions([], 4, 2) == []
+def test_key_ranges_are_planned_from_marks_in_order_and_fill_every_slot():
+    # 1 byte a line, say; marks every 100 lines, every line, every 100.
+    files = [job.KeyFile("s3://b/keys/slice-00000.txt", 250, 250, (100, 200), 100),
+             job.KeyFile("s3://b/keys/slice-00001.txt", 3, 3, (1, 2), 1),
+             job.KeyFile("s3://b/keys/slice-00002.txt", 120, 120, (100,), 100)]
+    for ipp, slots, parts in [(200, 1, None), (100, 1, None), (100000, 4, None), (1, 1, None), (10, 1, 2)]:
+        groups = job.plan_ranges(files, ipp, slots, parts)
+        assert all(groups), "no empty task"
+        # Every byte of every key list in exactly one range, in order.
+        flat = [(r.location, r.start, r.end) for g in groups for r in g]
+        for f in files:
+            mine = [(a, b) for loc, a, b in flat if loc == f.location]
+            assert mine[0][0] == 0 and mine[-1][1] == f.size, (ipp, mine)
+            assert all(x[1] == y[0] for x, y in zip(mine, mine[1:], strict=False)), (ipp, mine)
+        # A task's adjacent blocks of one file are one range.
+        for g in groups:
+            assert all(not (x.location == y.location and x.end == y.start) for x, y in zip(g, g[1:], strict=False))
+
+    def sizes(ipp, slots=1, parts=None):
+        return [sum(r.end - r.start for r in g) for g in job.plan_ranges(files, ipp, slots, parts)]
+
+    assert sizes(200) == [200, 173]  # 373 lines in ceil(373 / 200) = 2, cut at the block crossing the half
+    assert sizes(100000, 4) == [100, 100, 53, 120]  # one per task slot, no more than the blocks allow
+    # Never more tasks than blocks (8): here 6, the three 1-line blocks in one.
+    assert sizes(1) == sizes(1, 1, 50) == [100, 100, 50, 3, 100, 20]
+    assert job.plan_ranges([], 10, 2) == []
+
+
+def test_a_key_list_cut_anywhere_loses_and_repeats_no_line(fruits_bin, tmp_path):
+    """Ranges read by the real `fruits cp --bytes`, cut at random bytes
+    (inside lines, at line ends, in a multi-byte character), with lines
+    longer than the read-ahead: together, the key list, line for line."""
+    rng = random.Random(7)
+    lines = [f"s3://b/photos/{'x' * rng.choice([1, 5, 40, 9000])}-{i}-é\r.jpg" for i in range(60)]
+    text = ("\n".join(lines) + "\n").encode()
+    path = tmp_path / "keys.txt"
+    path.write_bytes(text)
+    s = spec(fruits_bin, tmp_path, "0" * 64)
+    env = job.child_env(1)
+    for trial in range(4):
+        cuts = sorted({0, len(text), *rng.sample(range(1, len(text)), 6 + trial)})
+        ranges = [job.KeyRange(str(path), a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+        got = b"".join(job.range_text(r, s, env) for r in ranges)
+        assert got == text, cuts
+    # The last line without its newline is read too; a range inside one line gives nothing or all of it.
+    path.write_bytes(text[:-1])
+    assert job.range_text(job.KeyRange(str(path), 0, len(text) - 1), s, env) == text[:-1]
+    assert job.range_text(job.KeyRange(str(path), 3, 5), s, env) == b""
+    # What a task is given reads as the keys: key_lines' rules (a trailing \r dropped).
+    keys = job.task_keys([job.KeyRange(str(path), 0, 100), job.KeyRange(str(path), 100, len(text))], s, env)
+    assert keys == [line.rstrip("\r") for line in lines]
+
+
+def test_a_key_list_is_planned_from_its_size_and_first_bytes_not_read(fruits_bin, tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text("".join(f"s3://b/p/{i:08d}.jpg\n" for i in range(25000)))  # 22 bytes a line
+    s = spec(fruits_bin, tmp_path, "0" * 64)
+    recorder, calls = recording_fruits(fruits_bin, tmp_path / "calls")
+    f = job.key_list_file(dataclasses.replace(s, fruits=recorder), str(path), job.child_env(1))
+    # As many blocks as LONGEST_LINE allows (134), up to MARKS + 1.
+    assert (f.size, f.lines, f.step, len(f.marks)) == (25000 * 22, 25000, 186, 133)
+    assert f.marks == tuple(25000 * 22 * i // 134 for i in range(1, 134)), "at equal bytes"
+    args = [c["args"] for c in calls()]
+    assert [a[0] for a in args] == ["cp", "cp"] and "--size" in args[0] and "0..65536" in args[1], args
+
+
+def test_a_folder_is_listed_in_slices_that_add_up_to_fruits_list(fruits_bin, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    shutil.copytree(SAMPLE, photos)
+    for extra in ["top.jpg", "Training/beside.jpg", "Training/notes.txt"]:
+        shutil.copy(os.path.join(SAMPLE, "Test", "Kiwi", "f0_100.jpg"), photos / extra)
+    s = spec(fruits_bin, tmp_path, "0" * 64)
+    env = job.child_env(1)
+    whole = subprocess.run([fruits_bin, "list", str(photos)], check=True, capture_output=True, text=True).stdout
+    # Slices wanted (per slot x slots) against the split/ and label/ folders there are.
+    for per_slot, slots, depth in [(1, 2, 1), (4, 1, 2), (4, 100, 2)]:
+        monkeypatch.setattr(job, "LISTING_SLICES_PER_SLOT", per_slot)
+        bounds = job.listing_bounds(s, str(photos), slots, env)
+        assert {b.count("/") for b in bounds} == set(range(1, depth + 1)), bounds
+        slices = job.listing_slices(bounds)
+        listed = [job.list_slice(i, sl, str(photos), s) for i, sl in enumerate(slices)]
+        text = "".join(open(r["location"], encoding="utf-8").read() for r in listed if r["lines"])
+        assert text == whole, (slots, bounds)
+        assert sum(r["not_images"] for r in listed) == 1, "notes.txt, counted once"
+        assert all(r["step"] == 1 and len(r["marks"]) == max(r["lines"] - 1, 0) for r in listed), "a mark a line"
+    # A slice's marks: at line starts, evenly, at most MARKS.
+    many = tmp_path / "many" / "Training" / "Kiwi"
+    many.mkdir(parents=True)
+    for i in range(2100):
+        os.link(photos / "top.jpg", many / f"{i:05d}.jpg")
+    r = job.list_slice(0, (None, None), str(tmp_path / "many"), s)
+    body = open(r["location"], "rb").read()
+    assert (r["lines"], r["size"], r["step"], len(r["marks"])) == (2100, len(body), 3, 699)
+    assert [body[: m].count(b"\n") for m in r["marks"]] == list(range(3, 2100, 3))
+    assert all(body[m - 1] == 10 for m in r["marks"])
 
 
 def shards_of(rows):
@@ -209,6 +293,49 @@ def test_the_executor_function_featurises_its_part_and_reports(fruits_bin, tmp_p
     assert again["status"] == "skipped"
 
 
+class LocalSpark:
+    """`parallelize`, `map` and `collect` in this process: the executor
+    functions called as Spark calls them, each job's task count noted."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def parallelize(self, items, slices):
+        self.tasks.append(slices)
+        return LocalRDD(list(items))
+
+
+class LocalRDD:
+    def __init__(self, items):
+        self.items = items
+
+    def map(self, f):
+        return LocalRDD([f(x) for x in self.items])
+
+    def collect(self):
+        return self.items
+
+
+def test_statistics_are_merged_as_a_tree_and_fit_as_the_flat_merge(fruits_bin, tmp_path, weights):
+    photos = sorted(os.path.join(d, f) for d, _, fs in os.walk(SAMPLE) for f in fs)[:10]
+    s = spec(fruits_bin, tmp_path, job.sha256_of(weights))
+    for part in range(5):
+        job.featurize_partition(part, photos[part::5], s, weights)
+    sc = LocalSpark()
+    files, levels = job.merge_tree(sc, [4, 3, 2, 1, 0], s, 2)
+    # 5 parts -> 3 files -> 2 files: two levels of tasks, 2 files for the driver.
+    assert (levels, sc.tasks, len(files)) == (2, [3, 2], 2), (levels, sc.tasks, files)
+    assert all("/stats/level-2/merge-0000" in f for f in files), files
+    tree = job.fit_pca(s, ["--k", "3"], files, job.child_env(2))
+    assert tree["n_samples"] == 10 and tree["parts"] == ["parts 0-4"], tree["parts"]
+    subprocess.run([fruits_bin, "pca", "fit", "--features", s.folder("features"), "--output", str(tmp_path / "flat"),
+                    "--k", "3"], check=True, capture_output=True)
+    flat = json.load(open(tmp_path / "flat" / "pca.json"))
+    for t, f in zip(tree["explained_variance"], flat["explained_variance"], strict=True):
+        assert abs(t - f) <= 1e-10 * abs(f), (tree["explained_variance"], flat["explained_variance"])
+    assert job.part_ranges([8, 0, 1, 2, 5, 7]) == "0-2,5,7-8"
+
+
 def test_an_executor_copy_that_does_not_hash_to_the_staged_sha256_fails_the_task(fruits_bin, tmp_path, weights):
     s = spec(fruits_bin, tmp_path, "0" * 64)
     with pytest.raises(RuntimeError, match="sha256 mismatch"):
@@ -252,21 +379,26 @@ def test_keys_are_lines_ending_at_newline_only_as_the_binary_reads_them(fruits_b
     s = spec(fruits_bin, tmp_path, job.sha256_of(weights))
     env = job.child_env(2)
     # `fruits list` of the folder refuses the control characters (\r, \x0c,
-    # \x85), naming them: a line of its output could not hold them.
+    # \x85), naming them: a line of its output could not hold them; the
+    # listing task fails (and the run with it), naming them.
     with pytest.raises(RuntimeError, match="hold a control character") as refused:
-        job.list_keys(s, str(tmp_path / "photos"), None, env)
+        job.list_slice(0, (None, None), str(tmp_path / "photos"), s)
     assert "a\\rb.jpg" in str(refused.value) and "c\\u{c}d.jpg" in str(refused.value), refused.value
     # A line separator is no control character: listed whole, one key a file.
     lone = tmp_path / "lone" / "Training" / "Kiwi"
     lone.mkdir(parents=True)
     shutil.copy(folder / "g\u2028h.jpg", lone / "g\u2028h.jpg")
-    listed, not_images = job.list_keys(s, str(tmp_path / "lone"), None, env)
-    assert (listed, not_images) == ([str(lone / "g\u2028h.jpg")], 0)
-    # A key list of them, one line ending "\r\n" and a line of white space only, as the binary reads it.
+    r = job.list_slice(0, (None, None), str(tmp_path / "lone"), s)
+    assert (r["lines"], r["not_images"]) == (1, 0)
+    listed = job.task_keys([job.KeyRange(r["location"], 0, r["size"])], s, env)
+    assert listed == [str(lone / "g\u2028h.jpg")]
+    # A key list of them, one line ending "\r\n" and a line of white space only, as the binary reads it,
+    # cut into ranges as the driver plans them.
     keys = tmp_path / "keys.txt"
     with open(keys, "w", encoding="utf-8", newline="") as f:
         f.write(expected[0] + "\r\n" + "\n".join(expected[1:]) + "\n\u2028\x85\n")
-    from_list, _ = job.list_keys(s, None, str(keys), env)
+    ranges = job.plan_ranges([job.key_list_file(s, str(keys), env)], 1000, 3)
+    from_list = job.task_keys([r for g in ranges for r in g], s, env)
     assert from_list == expected
     # Each one a whole path the binary reads: every image featurised, none rejected.
     r = job.featurize_partition(0, from_list, s, weights)

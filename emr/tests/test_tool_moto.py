@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import boto3
 import pytest
-from conftest import aws_env
+from conftest import EMR, aws_env
 from test_tls import check_bundle  # the certificate, read back by openssl
 
 TOOL = None  # the pinned copy's emr/fruits-emr (pinned_tool)
@@ -215,6 +215,13 @@ def test_run_sends_a_transient_cluster_with_the_job_as_its_step(recorder, deploy
     assert args[args.index("--input") + 1] == f"s3://{deployed}/photos/fruits-360/"
     assert args[args.index("--output") + 1] == f"s3://{deployed}/runs/run-1/"
     assert float(args[args.index("--cost-per-hour") + 1]) > 0
+    # Tasks sized by work: minutes at the core node's rate (a g4dn.xlarge: its T4 at the table's
+    # upper estimate, above its 4 vCPUs' rate).
+    table = json.load(open(os.path.join(EMR, "fruits_emr", "prices.json")))
+    per_s = max(table["images_per_s_per_vcpu"] * table["instances"]["g4dn.xlarge"]["vcpu"],
+                table["gpu_images_per_s_upper_estimate"])
+    per_task = int(args[args.index("--images-per-partition") + 1])
+    assert 60 <= per_task / per_s <= 600 and per_task % 1000 == 0, (per_task, per_s)
     # The nodes cannot reach the model hub: the pinned weights went to the bucket, content-addressed.
     weights = args[args.index("--weights") + 1]
     digest = hashlib.sha256(open(hub_weights, "rb").read()).hexdigest()

@@ -10,15 +10,45 @@ use fruits::storage::{Location, S3Options, Storage};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     source: Location,
-    dest: Location,
+    #[arg(required_unless_present = "size")]
+    dest: Option<Location>,
+    /// Copy only these bytes of SOURCE, START..END (END excluded; the copy stops at the
+    /// end of SOURCE): a task's slice of a key list, in one ranged read
+    #[arg(long, value_name = "START..END", value_parser = parse_bytes_range)]
+    bytes: Option<(u64, u64)>,
+    /// Print the size of SOURCE in bytes instead of copying it (a driver splitting a key
+    /// list by bytes)
+    #[arg(long, conflicts_with_all = ["dest", "bytes"])]
+    size: bool,
+}
+
+fn parse_bytes_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or("expected START..END, e.g. 0..1048576")?;
+    let number = |x: &str| x.trim().parse::<u64>().map_err(|_| format!("{x:?} is not a byte offset"));
+    let (a, b) = (number(a)?, number(b)?);
+    if a > b {
+        return Err(format!("{a}..{b} ends before it starts"));
+    }
+    Ok((a, b))
 }
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let storage = Storage::new(s3.clone());
-    match (&args.source, &args.dest) {
-        (Location::Local(src), dest) => storage.put_file(src, dest)?,
-        (src, dest) => {
-            let bytes = storage.read(src)?.ok_or_else(|| anyhow::anyhow!("{src}: no such object"))?;
+    let size = || storage.size(&args.source)?.ok_or_else(|| anyhow::anyhow!("{}: no such file", args.source));
+    let Some(dest) = &args.dest else {
+        println!("{}", size()?);
+        return Ok(ExitCode::SUCCESS);
+    };
+    match (&args.source, dest, args.bytes) {
+        (Location::Local(src), dest, None) => storage.put_file(src, dest)?,
+        (src, dest, range) => {
+            let bytes = match range {
+                Some((start, end)) => {
+                    let end = end.min(size()?);
+                    storage.get_range(src, start.min(end), end - start.min(end))?
+                }
+                None => storage.read(src)?.ok_or_else(|| anyhow::anyhow!("{src}: no such object"))?,
+            };
             match dest {
                 Location::Local(p) => {
                     if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -30,6 +60,6 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    eprintln!("fruits: copied {} to {}", args.source, args.dest);
+    eprintln!("fruits: copied {} to {dest}", args.source);
     Ok(ExitCode::SUCCESS)
 }

@@ -73,7 +73,13 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         unreachable!("the demo never skips")
     };
     super::featurize::print_summary(&done, &model);
-    let fit = FitJob { features: at("features"), output: at("pca"), keep: Keep::Variance(0.95), standardize: false };
+    let fit = FitJob {
+        features: at("features"),
+        output: at("pca"),
+        keep: Keep::Variance(0.95),
+        standardize: false,
+        stats: vec![],
+    };
     super::pca::fit(fit, &storage)?;
     let reduce = TransformJob {
         features: at("features"),

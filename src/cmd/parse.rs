@@ -48,6 +48,11 @@ pub fn parse_run_id(s: &str) -> Result<String, String> {
     }
 }
 
+/// `--parts`: part numbers as ranges, `0-63` or `0-9,12`.
+pub fn parse_parts(s: &str) -> Result<fruits::pca::merge::PartSet, String> {
+    s.parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,10 +3,11 @@
 use std::process::ExitCode;
 
 use fruits::pca::job::{self as pca_job, FitJob, TransformJob};
+use fruits::pca::merge::{self as pca_merge, PartSet};
 use fruits::pca::Keep;
 use fruits::storage::{Location, S3Options, Storage};
 
-use super::parse::parse_positive_fraction;
+use super::parse::{parse_parts, parse_positive_fraction};
 
 /// Principal components of feature parts: fit a model, or reduce features with one.
 ///
@@ -25,6 +26,32 @@ enum Action {
     Fit(FitArgs),
     Transform(TransformArgs),
     Stats(StatsArgs),
+    Merge(MergeArgs),
+}
+
+/// Merge statistics into one file: of a range of parts (--features, --parts), or of
+/// files this command wrote (--stats). A cluster merges as a tree, a task per group
+/// of parts then per group of files, so that `pca fit --stats` reads a few files
+/// however many parts the run has.
+///
+/// Each part is found by its manifest's name (no listing of the folder). The file
+/// records which parts it holds: a merge refuses a part held twice, `pca fit --stats`
+/// a part missing.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("from").args(["parts", "stats"]).required(true)))]
+struct MergeArgs {
+    /// Folder of features parts (with --parts).
+    #[arg(long, requires = "parts")]
+    features: Option<Location>,
+    /// The parts to merge, as ranges: 0-63 or 0-9,12,14-20 (with --features).
+    #[arg(long, requires = "features", value_parser = parse_parts)]
+    parts: Option<PartSet>,
+    /// Files written by `pca merge` (or folders of them) to merge into one.
+    #[arg(long, num_args = 1..)]
+    stats: Vec<Location>,
+    /// The merged file, local or s3://…, named *.stats.safetensors.
+    #[arg(long)]
+    output: Location,
 }
 
 /// Write the statistics file of every part that lacks one (parts written by other
@@ -47,6 +74,10 @@ struct FitArgs {
     /// Folder of features parts, local or s3://bucket/prefix.
     #[arg(long)]
     features: Location,
+    /// Fit from these files of `pca merge` (or folders of them) instead of every part's
+    /// own statistics; they must hold exactly the parts whose manifests --features has.
+    #[arg(long, num_args = 1..)]
+    stats: Vec<Location>,
     /// Folder receiving the model, local or s3://bucket/prefix (not inside --features).
     #[arg(long)]
     output: Location,
@@ -107,6 +138,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             },
             &storage,
         ),
+        Action::Merge(a) => merge(a, &storage),
         Action::Stats(a) => {
             for (part, written) in pca_job::write_missing_stats(&storage, &a.features)? {
                 let what = if written { "statistics written" } else { "already has its statistics" };
@@ -123,7 +155,32 @@ fn fit_job(a: &FitArgs) -> FitJob {
         (None, Some(v)) => Keep::Variance(v),
         (None, None) => Keep::Variance(DEFAULT_VARIANCE),
     };
-    FitJob { features: a.features.clone(), output: a.output.clone(), keep, standardize: a.standardize }
+    FitJob {
+        features: a.features.clone(),
+        output: a.output.clone(),
+        keep,
+        standardize: a.standardize,
+        stats: a.stats.clone(),
+    }
+}
+
+fn merge(a: MergeArgs, storage: &Storage) -> anyhow::Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let merged = match (&a.features, &a.parts) {
+        (Some(features), Some(parts)) => pca_merge::merge_parts(storage, features, parts)?,
+        _ => pca_merge::merge_files(storage, &a.stats)?,
+    };
+    pca_merge::write_merged(storage, &merged, &a.output)?;
+    eprintln!(
+        "fruits: statistics of {} rows, parts {}, from {} files ({} bytes) in {:.2} s -> {}",
+        merged.moments.n,
+        merged.parts,
+        merged.files_read,
+        merged.bytes_read,
+        start.elapsed().as_secs_f64(),
+        a.output
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn fit(job: FitJob, storage: &Storage) -> anyhow::Result<ExitCode> {
@@ -131,10 +188,11 @@ pub fn fit(job: FitJob, storage: &Storage) -> anyhow::Result<ExitCode> {
     let f = pca_job::fit(&job, storage)?;
     leftovers(f.leftovers, &job.features);
     eprintln!(
-        "fruits: PCA of {} rows from {} parts ({} from statistics files) in {:.2} s: k = {} of {}, {:.2}% of the variance",
+        "fruits: PCA of {} rows from {} parts ({} from statistics files, {} bytes) in {:.2} s: k = {} of {}, {:.2}% of the variance",
         f.pca.n_samples,
         f.parts,
         f.from_stats,
+        f.bytes_read,
         start.elapsed().as_secs_f64(),
         f.pca.n_components(),
         f.pca.n_features(),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::commit::read_manifest;
 use super::folder::{self, Folder};
 use super::names::{self, Role};
 use super::rows::{part_info, PartInfo};
@@ -73,6 +74,25 @@ fn committed(storage: &Storage, f: &Folder) -> Result<Vec<Source>> {
         });
     }
     Ok(out)
+}
+
+/// One committed part of `features`, found by its manifest's name: one small
+/// GET and the rows file's footer, whatever the folder holds (a task of a
+/// cluster job must not list every part of the run). `None` when the folder
+/// has no manifest for it.
+pub fn part_source(storage: &Storage, features: &Location, part: u32) -> Result<Option<Source>> {
+    let folder = folder::as_folder(features);
+    let Some(manifest) = read_manifest(storage, &folder.join(&names::manifest_name(part)))? else {
+        return Ok(None);
+    };
+    let p = folder::Part { manifest, folder };
+    let rows = p.location(Role::Rows).ok_or_else(|| Error::corrupt(&p.folder, format!("part {part} names no rows")))?;
+    let info = part_info(storage, &rows)?;
+    if info.rows != p.rows() {
+        return Err(Error::corrupt(&rows, format!("{} rows, its manifest says {}", info.rows, p.rows())));
+    }
+    let stats = p.location(Role::Stats);
+    Ok(Some(Source { part, rows, info, stats, run: p.manifest.run }))
 }
 
 /// Another tool's parts: numbered in name order; statistics from `pca stats`.

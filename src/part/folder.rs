@@ -12,7 +12,7 @@ use super::commit::read_manifest;
 use super::manifest::Manifest;
 use super::names::{self, Role};
 use crate::error::{Error, Result};
-use crate::storage::{Listed, Location, Storage};
+use crate::storage::{KeyRange, Listed, Location, Storage};
 
 /// A file no committed part needs.
 #[derive(Debug, Clone)]
@@ -158,9 +158,10 @@ pub fn remove_parts(storage: &Storage, folder: &Folder, keep: impl Fn(&Part) -> 
 }
 
 /// What `featurize` needs to know of its output folder before it writes,
-/// for a few requests whatever the folder's size: the files (one listing),
-/// its own part's manifest, and one other part's (all parts of a folder
-/// belong to one run, so one stands for all).
+/// for a few requests whatever the folder's size (a task must not list
+/// every part of its output: that grows with the run): its own part's
+/// files and manifest, and one other part's (all parts of a folder belong
+/// to one run, so one stands for all), from the first page of `_fruits/`.
 #[derive(Debug, Clone, Default)]
 pub struct Peek {
     pub folder: Option<Location>,
@@ -180,11 +181,28 @@ impl Peek {
 
 pub fn peek(storage: &Storage, folder: &Location, part: u32) -> Result<Peek> {
     let folder = as_folder(folder);
-    let listed: BTreeMap<String, u64> =
-        storage.list(&folder)?.into_iter().filter_map(|l| Some((relative(&folder, &l.location)?, l.size))).collect();
+    let stem = names::stem(part);
+    let side = names::SIDE_DIR;
+    // The part's rows files (`part-00042-*`) and side files
+    // (`_fruits/part-00042[-.]*`), each a slice of the listing.
+    let slices = [(format!("{stem}-"), format!("{stem}.")), (format!("{side}/{stem}"), format!("{side}/{stem}/"))];
+    let mut listed = BTreeMap::new();
+    for (after, before) in slices {
+        let range = KeyRange { after: Some(after), before: Some(before), first: None };
+        for l in storage.list_range(&folder, &range)? {
+            listed.extend(relative(&folder, &l.location).map(|rel| (rel, l.size)));
+        }
+    }
     let own_name = names::manifest_name(part);
     let own = if listed.contains_key(&own_name) { read_manifest(storage, &folder.join(&own_name))? } else { None };
-    let other = match listed.keys().find(|r| names::manifest_part(r).is_some() && **r != own_name) {
+    let first_page = KeyRange { after: Some(format!("{side}/")), before: Some(format!("{side}0")), first: Some(1000) };
+    let others: Vec<String> = storage
+        .list_range(&folder, &first_page)?
+        .iter()
+        .filter_map(|l| relative(&folder, &l.location))
+        .filter(|r| names::manifest_part(r).is_some_and(|p| p != part))
+        .collect();
+    let other = match others.first() {
         Some(rel) => {
             let at = folder.join(rel);
             read_manifest(storage, &at)?.map(|m| (at, m))
@@ -206,6 +224,20 @@ pub fn check_run(peek: &Peek, ours: &BTreeMap<String, String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The numbers of the parts that have a manifest, from the names in a
+/// listing of `_fruits/` alone: no manifest is read.
+pub fn manifest_numbers(storage: &Storage, folder: &Location) -> Result<BTreeSet<u32>> {
+    let folder = as_folder(folder);
+    let side = names::SIDE_DIR;
+    let range = KeyRange { after: Some(format!("{side}/")), before: Some(format!("{side}0")), first: None };
+    Ok(storage
+        .list_range(&folder, &range)?
+        .iter()
+        .filter_map(|l| relative(&folder, &l.location))
+        .filter_map(|rel| names::manifest_part(&rel))
+        .collect())
 }
 
 /// `--overwrite`: removes the parts of `folder` whose run is not `ours`.

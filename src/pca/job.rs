@@ -12,50 +12,15 @@ use arrow_schema::{DataType, Field, Schema};
 
 use super::files::{self as pca_model, load_model, Summary};
 use super::maths::{self as pca, Keep, Moments, Pca};
+use super::merge::{self, part_moments as moments, with_local, Merged};
 use super::pictures;
-use super::stats::{parse_stats, write_stats};
+use super::stats::write_stats;
 use crate::error::{Error, Param, Result};
-use crate::part::dataset::{foreign_stats, sources, Source, Sources};
+use crate::part::dataset::{foreign_stats, part_source, sources, Source, Sources};
 use crate::part::folder;
 use crate::part::schema::{feature_item, float_lists, id_columns, id_fields, meta, ParquetFile};
 use crate::part::{read_rows, Attempt, Role};
 use crate::storage::{Location, Storage};
-
-/// A part's statistics: from its statistics file when that matches the
-/// part, else one streaming pass over its rows. `true` when from the file.
-fn moments(storage: &Storage, s: &Source, dim: usize, scratch: &Path) -> Result<(Moments, bool)> {
-    if let Some(at) = &s.stats {
-        if let Some(bytes) = storage.read(at)? {
-            let (m, md) = parse_stats(&bytes).map_err(|e| Error::parse(at, e))?;
-            let same = m.n == s.info.rows
-                && m.dim() == dim
-                && [meta::MODEL, meta::WEIGHTS].iter().all(|k| md.get(*k).map(String::as_str) == Some(s.info.get(k)));
-            if same {
-                return Ok((m, true));
-            }
-            eprintln!("fruits: {at} does not match its part; recomputing from the rows");
-        }
-    }
-    let mut m = Moments::new(dim);
-    with_local(storage, &s.rows, scratch, |local| {
-        read_rows(local, "features", dim, |rows| {
-            m.add_rows(&rows.values);
-            Ok(())
-        })
-    })?;
-    Ok((m, false))
-}
-
-/// Runs `f` on a local copy of `loc` (the file itself when local; S3: one
-/// part at a time in scratch space, removed after).
-fn with_local<T>(storage: &Storage, loc: &Location, scratch: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let local = storage.localize(loc, scratch)?;
-    let r = f(&local);
-    if loc.is_s3() {
-        let _ = std::fs::remove_file(&local);
-    }
-    r
-}
 
 /// Refuses an output folder that is, or is inside, an input folder.
 fn refuse_nested(output: &Location, input: &Location, within: Param) -> Result<()> {
@@ -72,6 +37,10 @@ pub struct FitJob {
     pub output: Location,
     pub keep: Keep,
     pub standardize: bool,
+    /// Fit from these merged statistics (`pca merge` files, or folders of
+    /// them) instead of the parts' own: they must hold exactly the parts
+    /// whose manifests `features` has.
+    pub stats: Vec<Location>,
 }
 
 pub struct Fitted {
@@ -82,39 +51,112 @@ pub struct Fitted {
     pub leftovers: usize,
     /// Where the model's files went.
     pub written: Vec<String>,
+    /// Bytes of statistics files read.
+    pub bytes_read: u64,
+}
+
+/// The moments a fit starts from, how the rows were made, and what was read.
+struct FitInput {
+    moments: Moments,
+    run: BTreeMap<String, String>,
+    /// The parts, as pca.json names them, and how many.
+    parts: Vec<String>,
+    count: usize,
+    from_stats: usize,
+    leftovers: usize,
+    bytes_read: u64,
 }
 
 pub fn fit(job: &FitJob, storage: &Storage) -> Result<Fitted> {
     refuse_nested(&job.output, &job.features, Param::Features)?;
     let scratch = tempfile::tempdir()?;
-    let src = sources(storage, &job.features)?;
-    // Before any part is read.
-    job.keep.check(src.dim)?;
-    let mut merged = Moments::new(src.dim);
-    let mut from_stats = 0;
-    for s in &src.parts {
-        let (m, cached) = moments(storage, s, src.dim, scratch.path())?;
-        from_stats += cached as usize;
-        merged.merge(&m)?;
-    }
-    let pca = pca::fit(&merged, job.keep, job.standardize)?;
+    let input =
+        if job.stats.is_empty() { from_parts(job, storage, scratch.path())? } else { from_merged(job, storage)? };
+    let pca = pca::fit(&input.moments, job.keep, job.standardize)?;
     let selection: BTreeMap<String, f64> = match job.keep {
         Keep::K(k) => [("k".to_string(), k as f64)].into(),
         Keep::Variance(v) => [("variance".to_string(), v)].into(),
     };
-    let first = &src.parts[0];
     let source: BTreeMap<String, String> =
         [meta::MODEL, meta::WEIGHTS, meta::PREPROCESSING, meta::DTYPE, meta::RUN_ID, meta::FEATURE_DIM]
             .iter()
-            .map(|k| (k.to_string(), first.run.get(*k).cloned().unwrap_or_else(|| "?".into())))
+            .map(|k| (k.to_string(), input.run.get(*k).cloned().unwrap_or_else(|| "?".into())))
             .collect();
-    let summary = Summary::new(&pca, selection, source, src.parts.iter().map(|p| p.rows.file_name()).collect());
+    let parts = input.count;
+    let summary = Summary::new(&pca, selection, source, input.parts);
     let local = match &job.output {
         Location::Local(p) => p.clone(),
         Location::S3 { .. } => scratch.path().join("pca"),
     };
     let written = publish(storage, &pca_model::save(&pca, &summary, &local)?, &job.output)?;
-    Ok(Fitted { pca, summary, parts: src.parts.len(), from_stats, leftovers: src.leftovers, written })
+    let (from_stats, leftovers, bytes_read) = (input.from_stats, input.leftovers, input.bytes_read);
+    Ok(Fitted { pca, summary, parts, from_stats, leftovers, written, bytes_read })
+}
+
+/// Every part's own statistics (or rows), merged here.
+fn from_parts(job: &FitJob, storage: &Storage, scratch: &Path) -> Result<FitInput> {
+    let src = sources(storage, &job.features)?;
+    // Before any part is read.
+    job.keep.check(src.dim)?;
+    let mut merged = Moments::new(src.dim);
+    let (mut from_stats, mut bytes_read) = (0, 0);
+    for s in &src.parts {
+        let (m, cached, bytes) = moments(storage, s, src.dim, scratch)?;
+        from_stats += cached as usize;
+        bytes_read += bytes;
+        merged.merge(&m)?;
+    }
+    Ok(FitInput {
+        moments: merged,
+        run: src.parts[0].run.clone(),
+        parts: src.parts.iter().map(|p| p.rows.file_name()).collect(),
+        count: src.parts.len(),
+        from_stats,
+        leftovers: src.leftovers,
+        bytes_read,
+    })
+}
+
+/// Merged statistics (`pca merge`), checked to hold exactly the parts the
+/// features folder's manifests name (one listing of `_fruits/`, no
+/// manifest read) and to come from the folder's run (one manifest read).
+fn from_merged(job: &FitJob, storage: &Storage) -> Result<FitInput> {
+    let merged: Merged = merge::merge_files(storage, &job.stats)?;
+    job.keep.check(merged.moments.dim())?;
+    let committed = merge::PartSet(folder::manifest_numbers(storage, &job.features)?);
+    if committed != merged.parts {
+        return Err(Error::StatsCoverage {
+            features: job.features.to_string(),
+            held: merged.parts.to_string(),
+            detail: format!(
+                "missing: {}; not in the folder: {}",
+                committed.minus(&merged.parts),
+                merged.parts.minus(&committed)
+            ),
+        });
+    }
+    let first = *committed.0.first().expect("equal to the merged parts, never empty");
+    let source = part_source(storage, &job.features, first)?
+        .ok_or_else(|| Error::NoPart { at: job.features.to_string(), part: first })?;
+    if let Some(key) = meta::RUN.iter().find(|k| source.run.get(**k) != merged.run.get(**k)) {
+        let value = |run: &BTreeMap<String, String>| run.get(*key).cloned().unwrap_or_else(|| "?".into());
+        let stats = job.stats.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
+        return Err(Error::differ(
+            "statistics and parts",
+            key.to_string(),
+            (stats, value(&merged.run)),
+            (source.rows.to_string(), value(&source.run)),
+        ));
+    }
+    Ok(FitInput {
+        parts: vec![format!("parts {}", merged.parts)],
+        count: merged.parts.0.len(),
+        run: merged.run,
+        from_stats: merged.parts.0.len(),
+        moments: merged.moments,
+        leftovers: 0,
+        bytes_read: merged.bytes_read,
+    })
 }
 
 /// Puts each of `files` into `out` (nothing to do when `out` is local).
@@ -159,7 +201,14 @@ pub fn transform(job: &TransformJob, storage: &Storage) -> Result<Transformed> {
         let reason = format!("needs at least 2 components; the model at {} has {k}", job.model);
         return Err(Error::invalid(Param::Plot, reason));
     }
-    let mut src = sources(storage, &job.features)?;
+    let mut src = match job.part {
+        // One task of a cluster job: its part alone, by its manifest's name.
+        Some(n) => match part_source(storage, &job.features, n)? {
+            Some(s) => Sources { dim: s.info.feature_dim()?, parts: vec![s], leftovers: 0 },
+            None => sources(storage, &job.features)?,
+        },
+        None => sources(storage, &job.features)?,
+    };
     check_fitted_on(&src, &summary, &model, &job.model)?;
     if let Some(n) = job.part {
         src.parts.retain(|s| s.part == n);
@@ -282,7 +331,7 @@ pub fn write_missing_stats(storage: &Storage, features: &Location) -> Result<Vec
     let src = sources(storage, features)?;
     let mut done = Vec::new();
     for s in &src.parts {
-        let (m, cached) = moments(storage, s, src.dim, scratch.path())?;
+        let (m, cached, _) = moments(storage, s, src.dim, scratch.path())?;
         if !cached {
             let md: HashMap<String, String> = s.run.clone().into_iter().collect();
             let dest = s.stats.clone().unwrap_or_else(|| foreign_stats(&folder::as_folder(features), &s.rows));

@@ -1,6 +1,7 @@
 //! `fruits pca`: principal components from mergeable statistics.
 //! [`maths`] merges moments and fits (no I/O, no flag names); [`stats`]
-//! keeps a part's moments beside it; [`job`] runs `pca fit`, `transform`
+//! keeps a part's moments beside it; [`merge`] merges them as a tree (a
+//! cluster's tasks); [`job`] runs `pca fit`, `transform`
 //! and `stats` over a folder of parts; [`files`] keeps a fitted model on
 //! disk; [`pictures`] draws it.
 //!
@@ -10,6 +11,7 @@
 pub mod files;
 pub mod job;
 pub mod maths;
+pub mod merge;
 pub mod pictures;
 pub mod stats;
 

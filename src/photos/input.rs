@@ -32,7 +32,7 @@ use super::shard::{Entry, Shard};
 use crate::error::{Error, Param, Result};
 use crate::image::format::is_image_name;
 use crate::part::{folder, Role};
-use crate::storage::{Listed, Location, Storage};
+use crate::storage::{KeyRange, Listed, Location, Storage};
 
 /// What to read photos from.
 #[derive(Debug, Clone)]
@@ -115,6 +115,18 @@ pub struct Inventory {
 
 impl Inventory {
     fn from_listing(root: &str, files: Vec<Listed>) -> Result<Self> {
+        let inv = Self::sorted_out(files);
+        if inv.items.is_empty() {
+            return Err(Error::NoImages {
+                input: root.to_string(),
+                detail: format!("{} files, none named as an image", inv.not_images.len()),
+            });
+        }
+        Ok(inv)
+    }
+
+    /// Listed files, as photos and files that are not images.
+    fn sorted_out(files: Vec<Listed>) -> Self {
         let mut inv = Inventory::default();
         for f in files {
             if is_image_name(&f.location.file_name()) {
@@ -125,13 +137,7 @@ impl Inventory {
                 inv.not_images.push(f.location.to_string());
             }
         }
-        if inv.items.is_empty() {
-            return Err(Error::NoImages {
-                input: root.to_string(),
-                detail: format!("{} files, none named as an image", inv.not_images.len()),
-            });
-        }
-        Ok(inv)
+        inv
     }
 }
 
@@ -210,22 +216,44 @@ pub fn from_shards(storage: &Storage, shards: Vec<Location>) -> Result<Inventory
 /// Every file under `loc` (a folder, or an `s3://bucket/prefix`), sorted
 /// by its path relative to `loc` (see the module doc).
 pub fn list_location(storage: &Storage, loc: &Location) -> Result<Inventory> {
+    let (folder, files) = list_folder(storage, loc, &KeyRange::default())?;
+    Inventory::from_listing(&folder.to_string(), files)
+}
+
+/// The photos of one slice of the folder `loc` (see
+/// [`Storage::list_range`]); a slice may hold none.
+pub fn list_slice(storage: &Storage, loc: &Location, range: &KeyRange) -> Result<Inventory> {
+    let (_, files) = list_folder(storage, loc, range)?;
+    Ok(Inventory::sorted_out(files))
+}
+
+/// The folders right inside the folder `loc`, relative to it.
+pub fn list_folders(storage: &Storage, loc: &Location) -> Result<Vec<String>> {
+    storage.folders(&as_folder_location(loc)?)
+}
+
+/// `loc` as a folder: a local folder that must exist, or an S3 prefix
+/// ending in `/` (`Training` must not match `TrainingOld/`).
+fn as_folder_location(loc: &Location) -> Result<Location> {
     match loc {
         Location::Local(root) => {
             let meta = std::fs::metadata(root).map_err(|e| Error::Input { path: root.clone(), source: e })?;
             if !meta.is_dir() {
                 return Err(Error::invalid(Param::Input, format!("{} is not a folder", root.display())));
             }
-            Inventory::from_listing(&root.display().to_string(), storage.list(loc)?)
+            Ok(loc.clone())
         }
         Location::S3 { bucket, key } => {
-            // A prefix names a folder: `Training` must not match `TrainingOld/`.
             let key = if key.is_empty() || key.ends_with('/') { key.clone() } else { format!("{key}/") };
-            let folder = Location::S3 { bucket: bucket.clone(), key };
-            let files = storage.list(&folder)?;
-            Inventory::from_listing(&folder.to_string(), files)
+            Ok(Location::S3 { bucket: bucket.clone(), key })
         }
     }
+}
+
+fn list_folder(storage: &Storage, loc: &Location, range: &KeyRange) -> Result<(Location, Vec<Listed>)> {
+    let folder = as_folder_location(loc)?;
+    let files = storage.list_range(&folder, range)?;
+    Ok((folder, files))
 }
 
 /// The locations listed one per line in `source` (a file, or `-` for

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 pub use fetch::{read_local, Fetch, FetchLimits, Fetched, DEFAULT_MAX_IMAGE_BYTES};
 pub use location::Location;
-pub use s3::S3Options;
+pub use s3::{KeyRange, S3Options};
 
 /// Every file under `root`, sorted by its path relative to `root` (bytes,
 /// `/` between folders: the order S3 lists keys in). Symbolic links are
@@ -103,10 +103,23 @@ impl Storage {
     /// their paths relative to `loc` (S3 "folder" markers, keys ending in
     /// `/`, are no files). A local folder that does not exist lists nothing.
     pub fn list(&self, loc: &Location) -> Result<Vec<Listed>> {
+        self.list_range(loc, &KeyRange::default())
+    }
+
+    /// [`Storage::list`] of the files whose path relative to `loc` lies
+    /// strictly between the ends of `range` (relative paths, `/` between
+    /// folders): in S3, only the pages of that slice are asked for.
+    pub fn list_range(&self, loc: &Location, range: &KeyRange) -> Result<Vec<Listed>> {
         match loc {
             Location::Local(root) if !root.exists() => Ok(Vec::new()),
             Location::Local(root) => Ok(walk_files(root)?
                 .into_iter()
+                .filter(|p| {
+                    let rel = relative_key(root, p);
+                    range.after.as_ref().is_none_or(|a| rel.as_slice() > a.as_bytes())
+                        && range.before.as_ref().is_none_or(|b| rel.as_slice() < b.as_bytes())
+                })
+                .take(range.first.unwrap_or(usize::MAX))
                 .map(|p| {
                     let meta = std::fs::metadata(&p).ok();
                     let size = meta.as_ref().map_or(0, |m| m.len());
@@ -114,16 +127,50 @@ impl Storage {
                     Listed { location: Location::Local(p), size, modified }
                 })
                 .collect()),
+            Location::S3 { bucket, key } => {
+                let full = |name: &String| format!("{key}{name}");
+                let range = KeyRange {
+                    after: range.after.as_ref().map(full),
+                    before: range.before.as_ref().map(full),
+                    first: range.first,
+                };
+                Ok(self
+                    .s3()?
+                    .list(bucket, key, &range)?
+                    .into_iter()
+                    .filter(|(k, _, _)| !k.ends_with('/'))
+                    .map(|(k, size, modified)| Listed {
+                        location: Location::S3 { bucket: bucket.clone(), key: k },
+                        size,
+                        modified,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// The folders right inside the folder `loc`, as paths relative to it
+    /// ending in `/`, in byte order (in S3: one listing with the delimiter
+    /// `/`, whatever the objects below them).
+    pub fn folders(&self, loc: &Location) -> Result<Vec<String>> {
+        match loc {
+            Location::Local(root) => {
+                let io = |e| Error::Input { path: root.clone(), source: e };
+                let mut out = Vec::new();
+                for entry in std::fs::read_dir(root).map_err(io)? {
+                    let path = entry.map_err(io)?.path();
+                    if path.is_dir() {
+                        out.push(format!("{}/", String::from_utf8_lossy(&relative_key(root, &path))));
+                    }
+                }
+                out.sort();
+                Ok(out)
+            }
             Location::S3 { bucket, key } => Ok(self
                 .s3()?
-                .list(bucket, key)?
+                .folders(bucket, key)?
                 .into_iter()
-                .filter(|(k, _, _)| !k.ends_with('/'))
-                .map(|(k, size, modified)| Listed {
-                    location: Location::S3 { bucket: bucket.clone(), key: k },
-                    size,
-                    modified,
-                })
+                .filter_map(|f| f.strip_prefix(key.as_str()).map(str::to_string))
                 .collect()),
         }
     }
@@ -171,6 +218,18 @@ impl Storage {
                 Ok(buf)
             }
             Location::S3 { bucket, key } => self.s3()?.get_range(bucket, key, start, len),
+        }
+    }
+
+    /// The size of a file or object; `None` if there is none.
+    pub fn size(&self, loc: &Location) -> Result<Option<u64>> {
+        match loc {
+            Location::Local(p) => match std::fs::metadata(p) {
+                Ok(m) => Ok(Some(m.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Input { path: p.clone(), source: e }),
+            },
+            Location::S3 { bucket, key } => self.s3()?.size(bucket, key),
         }
     }
 

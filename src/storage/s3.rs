@@ -63,6 +63,26 @@ pub struct S3 {
 
 type HttpResponse = aws_smithy_runtime_api::http::Response;
 
+/// A slice of a listing: the keys strictly after `after` and strictly
+/// before `before` (full keys; `None`: no bound); with `first`, only the
+/// first keys of it, up to that many (one page in S3, at most 1000).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub after: Option<String>,
+    pub before: Option<String>,
+    pub first: Option<usize>,
+}
+
+/// A listed key, URL-decoded (see [`S3::list`]).
+fn decoded_key(bucket: &str, prefix: &str, encoded: &str) -> Result<String> {
+    url_decoded(encoded).ok_or_else(|| {
+        Error::corrupt(
+            format!("s3://{bucket}/{prefix}"),
+            format!("listed a key that is not URL-encoded UTF-8: {encoded:?}"),
+        )
+    })
+}
+
 /// A key as S3 lists it with `encoding-type=url`: percent-encoded, a space
 /// as `+` (a `+` of the key itself comes as `%2B`).
 fn url_decoded(encoded: &str) -> Option<String> {
@@ -220,8 +240,11 @@ impl S3 {
         })
     }
 
-    /// Every key under `prefix` with its size and time, following pagination.
-    pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64, Option<SystemTime>)>> {
+    /// Every key under `prefix` with its size and time, following
+    /// pagination; with `range`, only the keys strictly between its ends
+    /// (full keys), the listing starting after `after` and stopping at
+    /// `before`, so a slice of a prefix costs its own pages only.
+    pub fn list(&self, bucket: &str, prefix: &str, range: &KeyRange) -> Result<Vec<(String, u64, Option<SystemTime>)>> {
         let client = self.bucket(bucket)?;
         self.rt.block_on(async {
             // Keys come URL-encoded: XML cannot carry every character a key
@@ -230,26 +253,55 @@ impl S3 {
                 .list_objects_v2()
                 .bucket(bucket)
                 .prefix(prefix)
+                .set_start_after(range.after.clone())
+                .set_max_keys(range.first.map(|n| n.clamp(1, 1000) as i32))
                 .encoding_type(EncodingType::Url)
                 .into_paginator()
                 .send();
             let mut keys = Vec::new();
-            while let Some(page) = pages.next().await {
+            'pages: while let Some(page) = pages.next().await {
+                if range.first.is_some_and(|n| keys.len() >= n) {
+                    break;
+                }
                 let page = page.map_err(|e| s3_err(format!("cannot list s3://{bucket}/{prefix}"), e))?;
                 for o in page.contents() {
                     let Some(encoded) = o.key() else { continue };
-                    let key = url_decoded(encoded).ok_or_else(|| {
-                        Error::corrupt(
-                            format!("s3://{bucket}/{prefix}"),
-                            format!("listed a key that is not URL-encoded UTF-8: {encoded:?}"),
-                        )
-                    })?;
+                    let key = decoded_key(bucket, prefix, encoded)?;
+                    if range.before.as_ref().is_some_and(|b| key >= *b) {
+                        break 'pages;
+                    }
                     let modified = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
                     keys.push((key, o.size().unwrap_or(0).max(0) as u64, modified));
                 }
             }
             keys.sort();
             Ok(keys)
+        })
+    }
+
+    /// The "folders" right under `prefix` (S3's common prefixes with the
+    /// delimiter `/`), full keys ending in `/`, in byte order.
+    pub fn folders(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        let client = self.bucket(bucket)?;
+        self.rt.block_on(async {
+            let mut pages = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .encoding_type(EncodingType::Url)
+                .into_paginator()
+                .send();
+            let mut folders = Vec::new();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| s3_err(format!("cannot list s3://{bucket}/{prefix}"), e))?;
+                for p in page.common_prefixes() {
+                    let Some(encoded) = p.prefix() else { continue };
+                    folders.push(decoded_key(bucket, prefix, encoded)?);
+                }
+            }
+            folders.sort();
+            Ok(folders)
         })
     }
 
@@ -345,11 +397,16 @@ impl S3 {
     }
 
     pub fn exists(&self, bucket: &str, key: &str) -> Result<bool> {
+        Ok(self.size(bucket, key)?.is_some())
+    }
+
+    /// The object's size (one HEAD); `None` if there is none.
+    pub fn size(&self, bucket: &str, key: &str) -> Result<Option<u64>> {
         let client = self.bucket(bucket)?;
         self.rt.block_on(async {
             match client.head_object().bucket(bucket).key(key).send().await {
-                Ok(_) => Ok(true),
-                Err(e) if status(&e) == Some(404) => Ok(false),
+                Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
+                Err(e) if status(&e) == Some(404) => Ok(None),
                 Err(e) => Err(s3_err(format!("cannot check s3://{bucket}/{key}"), e)),
             }
         })
