@@ -204,13 +204,33 @@ fn kernel_names_in_source() -> Vec<String> {
 fn kernels_compile_for_a_t4_with_nvrtc() {
     let dir = Dir::new("gpu-kernels");
     let lib = nvrtc_lib_dir();
+    let cache = dir.join("cache");
+    let kernels = |arch: &str, out: &str| {
+        let mut cmd = fruits();
+        cmd.env("LD_LIBRARY_PATH", &lib).env("FRUITS_KERNEL_CACHE", &cache);
+        let out = run(cmd.args(["info", "--kernels", arch, "--out"]).arg(dir.join(out)), 0);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.contains(&format!("src/engine/cuda/kernels.cu for {arch}")), "{said}");
+        said
+    };
     for arch in ["compute_75", "sm_75"] {
-        let out =
-            run(fruits().env("LD_LIBRARY_PATH", &lib).args(["info", "--kernels", arch, "--out"]).arg(dir.join("k")), 0);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains(&format!("compiled src/engine/cuda/kernels.cu for {arch}"))
-        );
+        let said = kernels(arch, "k");
+        assert!(said.contains("compiled in") && said.contains("kept in"), "{said}");
     }
+    // Compiled once: the next process reads the same bytes from the cache,
+    // and a damaged cache file is compiled again, not loaded.
+    let said = kernels("sm_75", "again");
+    assert!(said.contains("from the cache"), "{said}");
+    assert_eq!(
+        std::fs::read(dir.join("again/kernels.sm_75.cubin")).unwrap(),
+        std::fs::read(dir.join("k/kernels.sm_75.cubin")).unwrap()
+    );
+    let kept: Vec<PathBuf> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept.len(), 2, "one file per architecture and output: {kept:?}");
+    let cubin_file = kept.iter().find(|p| p.extension().is_some_and(|e| e == "cubin")).unwrap();
+    std::fs::write(cubin_file, b"half a file").unwrap();
+    assert!(kernels("sm_75", "damaged").contains("compiled in"));
+    assert_eq!(std::fs::read(cubin_file).unwrap(), std::fs::read(dir.join("k/kernels.sm_75.cubin")).unwrap());
     let ptx = std::fs::read_to_string(dir.join("k/kernels.compute_75.ptx")).unwrap();
     assert!(ptx.contains(".target sm_75"), "{}", &ptx[..ptx.len().min(400)]);
     let names = kernel_names_in_source();

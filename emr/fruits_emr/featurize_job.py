@@ -72,6 +72,7 @@ PASSED_ENV = (
     "AWS_PROFILE",
     "HF_HOME",
     "HF_ENDPOINT",
+    "FRUITS_KERNEL_CACHE",  # the compiled CUDA kernels, kept once per node (default: under HOME)
 )
 
 

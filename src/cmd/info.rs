@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fruits::engine::cuda::{self, nvrtc};
+use fruits::engine::cuda::{self, kernel_cache, nvrtc};
 use fruits::engine::simd::simd;
 
 /// Print what this machine offers the engines: the CPU's vector instructions, and the
@@ -91,10 +91,17 @@ fn print_text(info: &serde_json::Value) {
 fn compile_kernels(arch: &str, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let (output, ext) =
         if arch.starts_with("sm_") { (nvrtc::Output::Cubin, "cubin") } else { (nvrtc::Output::Ptx, "ptx") };
-    let image = nvrtc::compile(arch, output)?;
+    let (image, got) = kernel_cache::compiled(arch, output)?;
     let (major, minor) = nvrtc::version()?;
+    let how = match got {
+        kernel_cache::Got::Cached(at) => format!("from the cache {}", at.display()),
+        kernel_cache::Got::Compiled { seconds, kept: Some(at) } => {
+            format!("compiled in {seconds:.2} s, kept in {}", at.display())
+        }
+        kernel_cache::Got::Compiled { seconds, kept: None } => format!("compiled in {seconds:.2} s, no cache"),
+    };
     println!(
-        "kernels: compiled src/engine/cuda/kernels.cu for {arch} with NVRTC {major}.{minor}: {} bytes of {ext}",
+        "kernels: src/engine/cuda/kernels.cu for {arch} with NVRTC {major}.{minor}: {} bytes of {ext}, {how}",
         image.len()
     );
     if let Some(dir) = out {

@@ -39,7 +39,13 @@ pub fn version() -> Result<(i32, i32)> {
     Ok((major, minor))
 }
 
-/// Compiles [`SOURCE`] for `arch` (`sm_75`, `compute_75`, …).
+/// NVRTC's options for `arch`.
+pub fn options(arch: &str) -> [String; 3] {
+    [format!("--gpu-architecture={arch}"), "--std=c++14".to_string(), "-default-device".to_string()]
+}
+
+/// Compiles [`SOURCE`] for `arch` (`sm_75`, `compute_75`, …); the engine
+/// goes through [`super::kernel_cache`], which calls this once per node.
 pub fn compile(arch: &str, output: Output) -> Result<Vec<u8>> {
     if !available() {
         return Err(Error::Cuda {
@@ -50,7 +56,7 @@ pub fn compile(arch: &str, output: Output) -> Result<Vec<u8>> {
     let src = CString::new(SOURCE).expect("kernels.cu has no NUL byte");
     let name = CString::new("kernels.cu").expect("no NUL");
     let prog = result::create_program(&src, Some(&name)).map_err(|e| nvrtc_error("nvrtcCreateProgram", e))?;
-    let options = [format!("--gpu-architecture={arch}"), "--std=c++14".to_string(), "-default-device".to_string()];
+    let options = options(arch);
     // SAFETY: `prog` is a live program until destroyed below; every buffer
     // handed to NVRTC is sized by the matching *Size call.
     unsafe {

@@ -21,8 +21,9 @@ use crate::error::{Error, Param, Result};
 use crate::model::plan::{Head, Hw, Plan};
 
 use super::dtype::GpuDtype;
+use super::kernel_cache;
 use super::lower::{lower, GpuDense, GpuLayer, GpuNet};
-use super::nvrtc::{self, Output};
+use super::nvrtc::Output;
 use super::probe::Gpu;
 
 /// Images per pass through the network: ~2 GB of f16 activations for
@@ -87,7 +88,7 @@ fn dev_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
 impl GpuEngine {
     /// Compiles the kernels for this GPU and copies the plan's weights to it.
     pub fn new(gpu: Arc<Gpu>, plan: &Plan, storage: GpuDtype) -> Result<Self> {
-        let cubin = nvrtc::compile(&gpu.info.arch(), Output::Cubin)?;
+        let (cubin, _) = kernel_cache::compiled(&gpu.info.arch(), Output::Cubin)?;
         let module = gpu
             .ctx
             .load_module(cudarc::nvrtc::Ptx::from_binary(cubin))
