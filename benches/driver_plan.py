@@ -18,6 +18,11 @@ import resource
 import sys
 import time
 
+# Photos a task, for both drivers: fruits-emr's default for a c5.2xlarge
+# (emr/fruits_emr/prices.py). At the old 2,000, 100M keys are 50,000 tasks,
+# and the count below would time Spark's scheduler of local mode, not the plan.
+PER_TASK = int(os.environ.get("PER_TASK", "192000"))
+
 
 def jvm_peak_mib() -> float:
     """VmHWM of this process's java children (PySpark's gateway JVM)."""
@@ -57,15 +62,15 @@ def main() -> None:
         job = load(os.path.join(here, "..", "emr", "fruits_emr", "featurize_job.py"), "featurize_job")
         spec = job.TaskSpec(fruits, "/tmp/unused/", "mobilenetv2", "w", "0" * 64, "bench", 1, False, 0.01, ())
         files = [job.key_list_file(spec, keylist, job.child_env(1))]
-        slices = job.plan_ranges(files, 2000, 2)
+        slices = job.plan_ranges(files, PER_TASK, 2)
     else:
         job = load(sys.argv[5], "featurize_job_old")
         spec = job.TaskSpec(fruits, "/tmp/unused/", "mobilenetv2", "w", "0" * 64, "bench", 1, False, 0.01, ())
         keys, _ = job.list_keys(spec, None, keylist, job.child_env(1))
-        slices = job.plan_partitions(keys, 2000, 2)
+        slices = job.plan_partitions(keys, PER_TASK, 2)
     count = sc.parallelize(list(enumerate(slices)), len(slices)).count()
     seconds = time.time() - t
-    out = {"driver": which, "keys": n, "partitions": count, "plan_s": round(seconds, 2),
+    out = {"driver": which, "keys": n, "per_task": PER_TASK, "partitions": count, "plan_s": round(seconds, 2),
            "python_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
            "jvm_peak_mib": round(jvm_peak_mib(), 1)}
     spark.stop()

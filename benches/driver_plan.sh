@@ -6,7 +6,8 @@
 #   benches/driver_plan.sh [OLD_REV] [OLD_SIZES] [NEW_SIZES]
 #       (defaults: ff2a94b, "250000 1000000", "1000000 10000000 100000000")
 #
-# Prints a table: keys, partitions, planning seconds, the Python driver's and
+# Both drivers cut the keys into tasks of PER_TASK photos (default 192,000,
+# fruits-emr's for a c5.2xlarge). Prints a table: keys, partitions, planning seconds, the Python driver's and
 # the driver JVM's peak RSS, for each driver and size. The key lists
 # (s3://bench/photos/Training/Apple/NNNNNNNNN.jpg, 47 bytes a line) are made
 # once under target/bench/keys-N.txt (100M keys: 4.7 GB).
@@ -30,14 +31,14 @@ keys() { # N: the key list's path, made once
   fi
   echo "$PWD/$f"
 }
-echo "| driver | keys | partitions | planning s | Python peak MiB | JVM peak MiB |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| driver | keys | photos a task | partitions | planning s | Python peak MiB | JVM peak MiB |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 measure() { # DRIVER N
   local line
   line=$($py benches/driver_plan.py "$1" "$2" "$(keys "$2")" "$bin" "$PWD/$old" 2> target/bench/driver_plan.log | tail -1)
   $py -c 'import json, sys
 r = json.loads(sys.argv[1])
-print(f"| {r[\"driver\"]} | {r[\"keys\"]:,} | {r[\"partitions\"]:,} | {r[\"plan_s\"]} | {r[\"python_peak_mib\"]} | {r[\"jvm_peak_mib\"]} |")' "$line"
+print("| {driver} | {keys:,} | {per_task:,} | {partitions:,} | {plan_s} | {python_peak_mib} | {jvm_peak_mib} |".format(**r))' "$line"
 }
 for n in $OLD_SIZES; do measure old "$n"; done
 for n in $NEW_SIZES; do measure new "$n"; done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Listing a prefix of many keys (issue 23): one sequential `fruits list`
 # against the driver's listing in slices on SLOTS executors at once, from a
-# local S3-compatible server (moto) behind a proxy adding DELAY_MS to every
+# local S3-compatible server (s3s-fs) behind a proxy adding DELAY_MS to every
 # request (an S3 round trip from EMR). benches/listing.py says what is printed.
 #
 #   benches/listing.sh [FOLDERS] [PER_FOLDER] [DELAY_MS] [SLOTS]   (defaults: 16 2000 20 8)
@@ -18,19 +18,27 @@ if [ -z "${FRUITS_BIN:-}" ]; then
 fi
 work=target/bench/listing
 rm -rf "$work"
-mkdir -p "$work"
-exec 3< <($py tests/s3_helper.py serve 2>/dev/null)
-read -r _ port <&3
-trap '{ kill $(jobs -p); pkill -f "s3_helper.py (serve|proxy)"; } 2> /dev/null || true' EXIT
+mkdir -p "$work/root/bench"
+# s3s-fs (a Rust S3 server over a folder, .ci/run installs it): the photos
+# are files made in its folder, and its LIST costs little next to the
+# latency; moto's, in Python, costs ~0.3 s a page and would be the bench.
+s3s=${FRUITS_S3S_FS:-$PWD/.tools/bin/s3s-fs}
+[ -x "$s3s" ] || { echo "no s3s-fs at $s3s: run .ci/run once, or set FRUITS_S3S_FS" >&2; exit 1; }
+"$py" - "$work/root/bench/photos" "$FOLDERS" "$PER_FOLDER" <<'PY'
+import os, sys
+root, folders, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for f in range(1, folders + 1):
+    d = os.path.join(root, f"Label{f:03d}")
+    os.makedirs(d)
+    for i in range(per):
+        with open(os.path.join(d, f"{i:05d}.jpg"), "wb") as out:
+            out.write(b"x")
+PY
+port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$s3s" --host 127.0.0.1 --port "$port" --access-key bench --secret-key bench "$work/root" > /dev/null 2>&1 &
+trap '{ kill $(jobs -p); pkill -f "s3_helper.py proxy"; } 2> /dev/null || true' EXIT
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true
-direct=http://127.0.0.1:$port
-$py tests/s3_helper.py bucket "$direct" bench eu-west-1
-pids=()
-for f in $(seq -w 1 "$FOLDERS"); do
-  $py tests/s3_helper.py many "$direct" bench "photos/Label$f/" "$PER_FOLDER" &
-  pids+=($!)
-done
-wait "${pids[@]}"
+until (exec 5<> "/dev/tcp/127.0.0.1/$port") 2> /dev/null; do sleep 0.1; done
 exec 4< <($py tests/s3_helper.py proxy "$port" --delay-ms "$DELAY" 2>/dev/null)
 read -r _ slow <&4
 ep=http://127.0.0.1:$slow

@@ -84,9 +84,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=float, default=100e6)
     ap.add_argument("--region", default="eu-west-1")
-    ap.add_argument("--task-fixed-s", type=float, default=0.35, help="benches/task_overhead.sh")
-    ap.add_argument("--list-rate", type=float, default=16000.0, help="benches/listing.sh, one paginator")
-    ap.add_argument("--merge-mb-per-s", type=float, default=250.0, help="benches/pca_merge.sh")
+    ap.add_argument("--task-fixed-s", type=float, default=0.075,
+                    help="benches/task_overhead.sh 400: 0.075 s (CPU, 2026-12-05)")
+    ap.add_argument("--list-rate", type=float, default=3546.0,
+                    help="keys/s of one `fruits list` through +20 ms a request: 3,546 from moto (benches/listing.sh "
+                         "before it moved to s3s-fs, 1,409 there; both servers bound by their own CPU here)")
+    ap.add_argument("--merge-mb-per-s", type=float, default=373.0,
+                    help="benches/pca_merge.sh 5000 256 64: 1,339 MB in 81 merges, 3.59 s (2026-12-05)")
     ap.add_argument("--cpu-rate", type=float, default=t["images_per_s_per_vcpu"])
     ap.add_argument("--decode-rate", type=float, default=6400.0)
     ap.add_argument("--gpu-rate", type=float, default=3000.0)
@@ -101,7 +105,7 @@ def main():
     print(f"{a.photos:,.0f} photos, {a.region}, prices of {t['as_of']}; task fixed cost {a.task_fixed_s} s, "
           f"listing {a.list_rate:,.0f} keys/s a paginator, merge {a.merge_mb_per_s} MB/s + "
           f"{cost.S3_LATENCY_S * 1000:.0f} ms a file; T4 {a.gpu_rate:,.0f}/s (ESTIMATE)")
-    print("| input | nodes | photos a task (tasks) | fixed share | listing | featurize | merge (levels) | fit "
+    print("| input | nodes | photos a task (tasks) | fixed share | listing | featurize | merge (tasks per level) | fit "
           "| wall | bound by | cluster $ | S3 $ | total $ |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

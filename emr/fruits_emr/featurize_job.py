@@ -43,6 +43,7 @@ about Spark's tasks.
 
 import argparse
 import array
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -176,6 +177,7 @@ KEY_LIST_MARKS = 100_000  # and --keys's (one list: tasks of its keys / 100,000 
 LONGEST_LINE = 4096  # bytes; a key list's range this long holds a line start (a path is at most this long)
 LISTING_SLICES_PER_SLOT = 4  # listing slices wanted per task slot (fewer if the folders are fewer)
 LISTING_DEPTH = 3  # folders this deep at most split a listing
+LISTING_THREADS = 16  # `fruits list --folders` the driver runs at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,13 +218,18 @@ def listing_bounds(spec: "TaskSpec", root: str, slots: int, env) -> List[str]:
     folder split, on the driver; no photo is listed here."""
     bounds: List[str] = []
     frontier = [""]
+
+    def folders(folder: str) -> List[str]:
+        proc = run_fruits(spec.fruits, list(spec.global_flags) + ["list", "--folders", join(root, folder)], env)
+        return [folder + name for name in key_lines(proc.stdout)]
+
     for _ in range(LISTING_DEPTH):
         if len(bounds) + 1 >= LISTING_SLICES_PER_SLOT * slots:
             break
-        deeper = []
-        for folder in frontier:
-            proc = run_fruits(spec.fruits, list(spec.global_flags) + ["list", "--folders", join(root, folder)], env)
-            deeper += [folder + name for name in key_lines(proc.stdout)]
+        # A level's folders at once (a LIST with S3's delimiter each): the
+        # driver waits on S3's latency, not on its CPU.
+        with concurrent.futures.ThreadPoolExecutor(min(len(frontier), LISTING_THREADS)) as pool:
+            deeper = [name for names in pool.map(folders, frontier) for name in names]
         if not deeper:
             break
         bounds = sorted(set(bounds) | set(deeper))
