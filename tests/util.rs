@@ -59,6 +59,8 @@ pub fn fruits() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fruits"));
     // No test may reach the network: the hub endpoint is a closed loopback port.
     cmd.env("HF_ENDPOINT", "http://127.0.0.1:9").env("HF_HOME", repo().join("target/test-work/hf-home"));
+    // Compiled CUDA kernels stay inside the clone, not in the user's ~/.cache.
+    cmd.env("FRUITS_KERNEL_CACHE", repo().join("target/test-work/kernel-cache"));
     cmd
 }
 
