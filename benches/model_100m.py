@@ -9,7 +9,10 @@ and what bounds it.
 Inputs, each with where it comes from (benches/README.md gives the commands
 and the runs):
 - node rates: benches/cost.py's (CPU: the table's measured images/s per vCPU,
-  bound by decode and S3 GETs in flight; T4: an ESTIMATE, not measured);
+  bound by decode and S3 GETs in flight). GPU nodes (g4dn, a T4) are modelled
+  only with --gpu-rate, a T4's images/s measured by `fruits bench` on one:
+  none has been measured (the project's GPU runs were on an H200), and an
+  estimate is not a measured input;
 - --task-fixed-s: a task's fixed cost, `benches/task_overhead.sh` (CPU; a
   GPU adds NVRTC's compilation at every model load, not measured here);
 - --list-rate: keys/s one `fruits list` paginator lists through +20 ms a
@@ -93,25 +96,27 @@ def main():
                     help="benches/pca_merge.sh 5000 256 64: 1,339 MB in 81 merges, 3.59 s (2026-12-05)")
     ap.add_argument("--cpu-rate", type=float, default=t["images_per_s_per_vcpu"])
     ap.add_argument("--decode-rate", type=float, default=6400.0)
-    ap.add_argument("--gpu-rate", type=float, default=3000.0)
+    ap.add_argument("--gpu-rate", type=float, default=None,
+                    help="a T4's images/s, measured (`fruits bench` on a g4dn.xlarge); without it no GPU row")
     ap.add_argument("--shard-gets-per-million", type=float, default=1000.0)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    rows = [model(t, a, node, count, shards) for shards in (False, True)
-            for node in ("c5.2xlarge", "g4dn.xlarge") for count in (3, 10, 30)]
+    nodes = ("c5.2xlarge",) + (("g4dn.xlarge",) if a.gpu_rate else ())
+    rows = [model(t, a, node, count, shards) for shards in (False, True) for node in nodes for count in (3, 10, 30)]
     if a.json:
         print(json.dumps(rows, indent=1))
         return
     print(f"{a.photos:,.0f} photos, {a.region}, prices of {t['as_of']}; task fixed cost {a.task_fixed_s} s, "
           f"listing {a.list_rate:,.0f} keys/s a paginator, merge {a.merge_mb_per_s} MB/s + "
-          f"{cost.S3_LATENCY_S * 1000:.0f} ms a file; T4 {a.gpu_rate:,.0f}/s (ESTIMATE)")
+          f"{cost.S3_LATENCY_S * 1000:.0f} ms a file; "
+          + (f"T4 {a.gpu_rate:,.0f}/s (--gpu-rate)" if a.gpu_rate else
+             "no GPU rows: no T4 rate measured (pass --gpu-rate from `fruits bench` on a g4dn.xlarge)"))
     print("| input | nodes | photos a task (tasks) | fixed share | listing | featurize | merge (tasks per level) | fit "
           "| wall | bound by | cluster $ | S3 $ | total $ |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         s = r["stages_s"]
-        est = " (est.)" if prices.instance(t, r["node"])["gpus"] else ""
-        print(f"| {r['input']} | {r['count']} x {r['node']}{est} | {r['per_task']:,} ({r['tasks']:,}) "
+        print(f"| {r['input']} | {r['count']} x {r['node']} | {r['per_task']:,} ({r['tasks']:,}) "
               f"| {r['fixed_share']:.2%} | {s['listing'] / 60:.1f} min | {s['featurize'] / 3600:.1f} h "
               f"| {s['pca merge']:.0f} s ({'+'.join(map(str, r['merge_levels']))}) | {s['pca fit (driver)']:.1f} s "
               f"| {r['wall_s'] / 3600:.1f} h | {r['bound']} | {r['cluster_usd']:.0f} | {r['s3_usd']:.0f} "
