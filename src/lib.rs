@@ -24,8 +24,9 @@
 //! - [`image`]: bytes → a normalised model input, or the reason it cannot be
 //!   one (shared by `features` and `app`).
 //!
-//! And three small facts every room may use: [`error`] (the typed errors),
-//! [`digest`] (the one hash), [`guard`] (third-party panics as values).
+//! And four small facts every room may use: [`error`] (the typed errors),
+//! [`digest`] (the one hash), [`guard`] (third-party panics as values),
+//! [`user_cache`] (the folder kept between runs).
 
 pub mod app;
 pub mod digest;
@@ -39,5 +40,6 @@ pub mod part;
 pub mod pca;
 pub mod photos;
 pub mod storage;
+pub mod user_cache;
 
 pub use error::{Error, Result};

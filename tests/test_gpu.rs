@@ -64,6 +64,13 @@ fn cuda_f32_matches_timm_mobilenetv4_small() {
     f32_matches_timm(Which::MobileNetV4Small, "cuda_f32_matches_timm_mobilenetv4_small");
 }
 
+/// TensorFlow's SAME padding (the kernels' first zero row and column
+/// only; the last show in the output's size) and 5×5 depthwise kernels.
+#[test]
+fn cuda_f32_matches_timm_efficientnet_lite0() {
+    f32_matches_timm(Which::EfficientNetLite0, "cuda_f32_matches_timm_efficientnet_lite0");
+}
+
 /// GPU f16 (tensor cores, f32 accumulation) against the CPU engine in f32
 /// on the sample photos: cosine ≥ 0.999 for every photo.
 fn f16_close_to_f32(which: Which, test: &str) {
@@ -87,6 +94,11 @@ fn cuda_f16_close_to_cpu_f32_mobilenetv2() {
 #[test]
 fn cuda_f16_close_to_cpu_f32_mobilenetv4_small() {
     f16_close_to_f32(Which::MobileNetV4Small, "cuda_f16_close_to_cpu_f32_mobilenetv4_small");
+}
+
+#[test]
+fn cuda_f16_close_to_cpu_f32_efficientnet_lite0() {
+    f16_close_to_f32(Which::EfficientNetLite0, "cuda_f16_close_to_cpu_f32_efficientnet_lite0");
 }
 
 /// `fruits info --json`'s CUDA section.

@@ -80,6 +80,14 @@ fn mobilenetv4_small_matches_timm() {
     check(Which::MobileNetV4Small);
 }
 
+/// timm's `tf_efficientnet_lite0`: TensorFlow's SAME padding, BatchNorm
+/// epsilon 1e-3, inputs in [-1, 1] and 5×5 depthwise kernels; a symmetric
+/// pad, PyTorch's epsilon or ImageNet's normalisation each fail this.
+#[test]
+fn efficientnet_lite0_matches_timm() {
+    check(Which::EfficientNetLite0);
+}
+
 /// Worst cosine similarity between matching rows of two feature matrices.
 pub(crate) fn worst_cosine(a: &[f32], b: &[f32], d: usize) -> f64 {
     let cos = |a: &[f32], b: &[f32]| {
@@ -129,6 +137,11 @@ fn mobilenetv2_bf16_stays_close_to_f32() {
 #[test]
 fn mobilenetv4_small_bf16_stays_close_to_f32() {
     bf16_close_to_f32(Which::MobileNetV4Small);
+}
+
+#[test]
+fn efficientnet_lite0_bf16_stays_close_to_f32() {
+    bf16_close_to_f32(Which::EfficientNetLite0);
 }
 
 /// The 19 sample photos, prepared for `which`, as one RGB8 batch.

@@ -20,4 +20,5 @@ mod test_s3s;
 mod test_serve;
 mod test_serve_hostile;
 mod test_shards;
+mod test_trained;
 mod test_weights;

@@ -81,6 +81,7 @@ pub fn flag(p: Param) -> &'static str {
         Param::Input => "--input",
         Param::Output => "--output",
         Param::Sha256 => "--sha256",
+        Param::Model => "--model",
         _ => "an option",
     }
 }

@@ -204,7 +204,11 @@ impl Model {
             Runs::Gpu(g) => g.run(rgb),
             Runs::Candle => {
                 let n = rgb.len() / (r * r * 3);
-                let x = Tensor::from_vec(crate::image::normalise_batch(rgb, r * r), (n, 3, r, r), &Device::Cpu)?;
+                let x = Tensor::from_vec(
+                    crate::image::normalise_batch(rgb, r * r, self.which.input_norm().scale_shift()),
+                    (n, 3, r, r),
+                    &Device::Cpu,
+                )?;
                 Ok(self.net.forward(&x)?.flatten_all()?.to_vec1()?)
             }
         }

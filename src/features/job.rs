@@ -76,7 +76,10 @@ pub fn run_meta(model: &Model, run_id: &str) -> RunMeta {
     RunMeta {
         model: model.which.name().to_string(),
         weights: model.weights_id.clone(),
-        preprocessing: preprocessing_description(model.which.resolution()),
+        preprocessing: {
+            let norm = model.which.input_norm();
+            preprocessing_description(model.which.resolution(), norm.mean, norm.std)
+        },
         feature_dim: model.which.feature_dim(),
         dtype: model.dtype().name().to_string(),
         run_id: run_id.to_string(),

@@ -40,14 +40,13 @@ pub const DECODE_MEMORY: u64 = 2 << 30;
 /// The process's decode budget (every decode thread of every run shares it).
 static BUDGET: Budget = Budget::new(DECODE_MEMORY);
 
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
-
-/// How preprocessing is described in the Parquet metadata.
-pub fn preprocessing_description(res: usize) -> String {
+/// How preprocessing is described in the Parquet metadata: `mean` and
+/// `std` are the model's input normalisation (`model::plan::InputNorm`).
+pub fn preprocessing_description(res: usize, mean: [f32; 3], std: [f32; 3]) -> String {
+    let named = if mean == [0.485, 0.456, 0.406] { "imagenet " } else { "" };
     format!(
         "exif-orientation; rgb8 (alpha over white); resize whole image to {res}x{res} catmull-rom (no crop); \
-         /255; imagenet mean {IMAGENET_MEAN:?} std {IMAGENET_STD:?}; chw"
+         /255; {named}mean {mean:?} std {std:?}; chw"
     )
 }
 
@@ -197,17 +196,10 @@ fn to_rgb8_on_white(img: DynamicImage) -> RgbImage {
     out
 }
 
-/// `(x/255 - mean) / std` as one multiply-add per channel: `x * scale - shift`.
-pub fn normaliser() -> ([f32; 3], [f32; 3]) {
-    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * IMAGENET_STD[c]));
-    let shift: [f32; 3] = std::array::from_fn(|c| IMAGENET_MEAN[c] / IMAGENET_STD[c]);
-    (scale, shift)
-}
-
-/// Images of `plane` RGB8 pixels each, back to back → NCHW f32, normalised.
-pub fn normalise_batch(rgb: &[u8], plane: usize) -> Vec<f32> {
+/// Images of `plane` RGB8 pixels each, back to back → NCHW f32, normalised
+/// as `x * scale - shift` per channel (the model's `InputNorm::scale_shift`).
+pub fn normalise_batch(rgb: &[u8], plane: usize, (scale, shift): ([f32; 3], [f32; 3])) -> Vec<f32> {
     let mut out = vec![0f32; rgb.len()];
-    let (scale, shift) = normaliser();
     for (img, dst) in rgb.chunks_exact(3 * plane).zip(out.chunks_exact_mut(3 * plane)) {
         for (i, p) in img.chunks_exact(3).enumerate() {
             for c in 0..3 {
@@ -244,7 +236,8 @@ mod tests {
     fn normalise_is_channel_major() {
         let mut img = RgbImage::new(2, 1);
         img.put_pixel(1, 0, image::Rgb([255, 0, 0]));
-        let v = normalise_batch(img.as_raw(), 2);
+        let imagenet = ([1.0 / (255.0 * 0.229), 1.0 / (255.0 * 0.224), 0.0], [0.485 / 0.229, 0.456 / 0.224, 0.0]);
+        let v = normalise_batch(img.as_raw(), 2, imagenet);
         assert_eq!(v.len(), 6);
         assert!((v[1] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
         assert!((v[3] - (-0.456 / 0.224)).abs() < 1e-5);

@@ -24,17 +24,19 @@
 
 use rayon::prelude::*;
 
+use super::plan::{Hw, Padding};
+
 /// An NCHW tensor's shape.
 pub type Shape4 = [usize; 4];
 
-/// A convolution's geometry: `kernel`×`kernel`, `stride`, `pad` on every
-/// side; `depthwise` means one input channel per output channel.
+/// A convolution's geometry: `kernel`×`kernel`, `stride`, `padding`;
+/// `depthwise` means one input channel per output channel.
 #[derive(Debug, Clone, Copy)]
 pub struct Conv {
     pub cout: usize,
     pub kernel: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub padding: Padding,
     pub depthwise: bool,
 }
 
@@ -42,14 +44,14 @@ pub struct Conv {
 /// laid out row-major) plus `bias` (cout): the output and its shape.
 pub fn conv2d(x: &[f32], shape: Shape4, weight: &[f32], bias: &[f32], conv: Conv) -> (Vec<f32>, Shape4) {
     let [n, cin, h, w] = shape;
-    let Conv { cout, kernel: k, stride, pad, depthwise } = conv;
+    let Conv { cout, kernel: k, stride, padding, depthwise } = conv;
     let in_per_group = if depthwise { 1 } else { cin };
     assert_eq!(x.len(), n * cin * h * w, "input size");
     assert_eq!(weight.len(), cout * in_per_group * k * k, "weight size");
     assert_eq!(bias.len(), cout, "bias size");
     assert!(!depthwise || cin == cout, "a depthwise convolution keeps its channels");
-    let oh = (h + 2 * pad - k) / stride + 1;
-    let ow = (w + 2 * pad - k) / stride + 1;
+    let Hw { h: oh, w: ow } = Hw { h, w }.conv(k, stride, padding);
+    let (pad_y, pad) = (padding.begin(k, stride, h), padding.begin(k, stride, w));
     // The output columns whose tap `kx` lands inside the image: ox·stride + kx - pad ∈ [0, w).
     let columns = |kx: usize| -> (usize, usize) {
         let lo = pad.saturating_sub(kx).div_ceil(stride);
@@ -68,7 +70,7 @@ pub fn conv2d(x: &[f32], shape: Shape4, weight: &[f32], bias: &[f32], conv: Conv
                     let wv = weight[((co * in_per_group + g) * k + ky) * k + kx] as f64;
                     let (lo, hi) = columns(kx);
                     for oy in 0..oh {
-                        let Some(iy) = (oy * stride + ky).checked_sub(pad).filter(|&iy| iy < h) else { continue };
+                        let Some(iy) = (oy * stride + ky).checked_sub(pad_y).filter(|&iy| iy < h) else { continue };
                         let row = &src[iy * w..][..w];
                         let dst = &mut acc[oy * ow..][..ow];
                         for ox in lo..hi {
@@ -97,11 +99,26 @@ pub fn mean_pool(x: &[f32], [n, c, h, w]: Shape4) -> Vec<f32> {
 mod tests {
     use super::*;
 
+    /// Zeros (before, after) an axis of `x`: PyTorch's `p` on both sides,
+    /// or TensorFlow's SAME as its documentation words it (ceil(x / s)
+    /// outputs, the odd zero after).
+    fn zeros(c: &Conv, x: usize) -> (usize, usize) {
+        match c.padding {
+            Padding::Symmetric(p) => (p, p),
+            Padding::Same => {
+                let out = x.div_ceil(c.stride);
+                let total = ((out - 1) * c.stride + c.kernel).max(x) - x;
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+
     /// The textbook definition, one output at a time, with the same order
     /// of products: an independent reading of the index arithmetic above.
     fn naive(x: &[f32], [n, cin, h, w]: Shape4, weight: &[f32], bias: &[f32], c: Conv) -> Vec<f32> {
-        let oh = (h + 2 * c.pad - c.kernel) / c.stride + 1;
-        let ow = (w + 2 * c.pad - c.kernel) / c.stride + 1;
+        let ((top, bottom), (left, right)) = (zeros(&c, h), zeros(&c, w));
+        let oh = (h + top + bottom - c.kernel) / c.stride + 1;
+        let ow = (w + left + right - c.kernel) / c.stride + 1;
         let ipg = if c.depthwise { 1 } else { cin };
         let mut out = Vec::new();
         for img in 0..n {
@@ -113,8 +130,8 @@ mod tests {
                             let ci = if c.depthwise { co } else { g };
                             for ky in 0..c.kernel {
                                 for kx in 0..c.kernel {
-                                    let iy = (oy * c.stride + ky) as isize - c.pad as isize;
-                                    let ix = (ox * c.stride + kx) as isize - c.pad as isize;
+                                    let iy = (oy * c.stride + ky) as isize - top as isize;
+                                    let ix = (ox * c.stride + kx) as isize - left as isize;
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                         continue;
                                     }
@@ -144,15 +161,17 @@ mod tests {
             (4, 3, 1, 1, false, 5, 6),
             (2, 2, 5, 1, true, 3, 4), // kernel larger than the image
         ] {
-            let pad = ((stride - 1) + (k - 1)) / 2;
-            let conv = Conv { cout, kernel: k, stride, pad, depthwise };
-            let shape = [2, cin, h, w];
-            let x = values(2 * cin * h * w, 7);
-            let wt = values(cout * if depthwise { 1 } else { cin } * k * k, 11);
-            let b = values(cout, 13);
-            let (got, [_, c, oh, ow]) = conv2d(&x, shape, &wt, &b, conv);
-            assert_eq!(got.len(), 2 * c * oh * ow);
-            assert_eq!(got, naive(&x, shape, &wt, &b, conv), "cin {cin} k {k} stride {stride} dw {depthwise}");
+            for padding in [Padding::Symmetric(((stride - 1) + (k - 1)) / 2), Padding::Same] {
+                let conv = Conv { cout, kernel: k, stride, padding, depthwise };
+                let shape = [2, cin, h, w];
+                let x = values(2 * cin * h * w, 7);
+                let wt = values(cout * if depthwise { 1 } else { cin } * k * k, 11);
+                let b = values(cout, 13);
+                let (got, [_, c, oh, ow]) = conv2d(&x, shape, &wt, &b, conv);
+                assert_eq!(got.len(), 2 * c * oh * ow);
+                let want = naive(&x, shape, &wt, &b, conv);
+                assert_eq!(got, want, "cin {cin} k {k} stride {stride} dw {depthwise} {padding:?}");
+            }
         }
     }
 

@@ -42,7 +42,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Uniform};
 
-use super::layers::{with_calibrator, Calibrator, BN_EPS};
+use super::layers::{with_calibrator, Calibrator};
 use super::registry::Which;
 use crate::error::Result;
 
@@ -180,7 +180,7 @@ fn calibrate(which: Which, seed: u64, tensors: &mut HashMap<String, Tensor>) -> 
     }
     let stats = Arc::new(Mutex::new(Vec::new()));
     let record = stats.clone();
-    let calibrator: Calibrator = Box::new(move |name: &str, y: &Tensor| {
+    let calibrator: Calibrator = Box::new(move |name: &str, eps: f64, y: &Tensor| {
         let (gamma, beta) = &affine[name];
         let (n, c, h, w) = y.dims4()?;
         let plane = h * w;
@@ -193,7 +193,7 @@ fn calibrate(which: Which, seed: u64, tensors: &mut HashMap<String, Tensor>) -> 
             .enumerate()
             .flat_map(|(i, p)| {
                 let ch = i % c;
-                let s0 = gamma[ch] / (1.0 + BN_EPS).sqrt();
+                let s0 = gamma[ch] / (1.0 + eps).sqrt();
                 p.iter().map(move |&v| (v as f64 - beta[ch]) / s0)
             })
             .collect();
@@ -216,7 +216,7 @@ fn calibrate(which: Which, seed: u64, tensors: &mut HashMap<String, Tensor>) -> 
             .enumerate()
             .flat_map(|(i, p)| {
                 let ch = i % c;
-                let s = gamma[ch] / (vars[ch] as f64 + BN_EPS).sqrt();
+                let s = gamma[ch] / (vars[ch] as f64 + eps).sqrt();
                 let (m, b) = (means[ch] as f64, beta[ch]);
                 p.iter().map(move |&r| ((r - m) * s + b) as f32)
             })
@@ -276,6 +276,7 @@ mod tests {
         let json = match which {
             Which::MobileNetV2 => include_str!("../../tests/fixtures/parity/mobilenetv2.json"),
             Which::MobileNetV4Small => include_str!("../../tests/fixtures/parity/mobilenetv4-small.json"),
+            Which::EfficientNetLite0 => include_str!("../../tests/fixtures/parity/efficientnet-lite0.json"),
         };
         let v: serde_json::Value = serde_json::from_str(json).expect("fixture JSON");
         (v["seed"].as_u64().expect("seed"), v["weights_sha256"].as_str().expect("sha256").to_string())
@@ -286,7 +287,7 @@ mod tests {
     #[test]
     fn same_bytes_under_any_thread_count() {
         let dir = tempfile::tempdir().unwrap();
-        for which in [Which::MobileNetV2, Which::MobileNetV4Small] {
+        for which in Which::ALL {
             let (seed, want) = committed(which);
             for threads in [1, 2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

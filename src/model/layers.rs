@@ -6,8 +6,11 @@ use candle_nn::VarBuilder;
 
 use super::{fixed_order, plan};
 
-/// timm's BatchNorm2d epsilon for every layer of both models.
+/// timm's BatchNorm2d epsilon (PyTorch's default), for the MobileNets.
 pub const BN_EPS: f64 = 1e-5;
+/// TensorFlow's (Keras') BatchNorm epsilon, which networks trained there
+/// keep: timm's `tf_*` models set it (`BN_EPS_TF_DEFAULT`).
+pub const BN_EPS_TF: f64 = 1e-3;
 
 /// Typical BatchNorm scale, relative to 1, of a layer with no activation
 /// after it; used only to initialise random weights.
@@ -35,21 +38,40 @@ pub struct ConvSpec {
     /// `groups == cin == cout`.
     pub depthwise: bool,
     pub act: Act,
+    /// Trained in TensorFlow: SAME padding and BatchNorm's epsilon
+    /// [`BN_EPS_TF`] (else timm's symmetric padding and [`BN_EPS`]).
+    pub tf: bool,
 }
 
 impl ConvSpec {
     pub fn dense(cin: usize, cout: usize, kernel: usize, stride: usize, act: Act) -> Self {
-        Self { cin, cout, kernel, stride, depthwise: false, act }
+        Self { cin, cout, kernel, stride, depthwise: false, act, tf: false }
     }
     pub fn pointwise(cin: usize, cout: usize, act: Act) -> Self {
         Self::dense(cin, cout, 1, 1, act)
     }
     pub fn depthwise(ch: usize, kernel: usize, stride: usize, act: Act) -> Self {
-        Self { cin: ch, cout: ch, kernel, stride, depthwise: true, act }
+        Self { cin: ch, cout: ch, kernel, stride, depthwise: true, act, tf: false }
     }
-    /// timm's symmetric padding for these kernels: ((s - 1) + (k - 1)) / 2.
-    fn pad(&self) -> usize {
-        ((self.stride - 1) + (self.kernel - 1)) / 2
+    /// The same layer of a network trained in TensorFlow (timm's `tf_*`).
+    pub fn tf(self) -> Self {
+        Self { tf: true, ..self }
+    }
+    /// timm's symmetric padding for these kernels, ((s - 1) + (k - 1)) / 2,
+    /// or TensorFlow's SAME.
+    pub fn padding(&self) -> plan::Padding {
+        if self.tf {
+            plan::Padding::Same
+        } else {
+            plan::Padding::Symmetric(((self.stride - 1) + (self.kernel - 1)) / 2)
+        }
+    }
+    fn bn_eps(&self) -> f64 {
+        if self.tf {
+            BN_EPS_TF
+        } else {
+            BN_EPS
+        }
     }
 }
 
@@ -82,8 +104,8 @@ impl ConvBn {
         let var = bn.get(spec.cout, "running_var")?;
         // Fold in f64 so the fold itself adds no rounding error to speak of.
         let dt = w.dtype();
-        let scale =
-            (gamma.to_dtype(candle_core::DType::F64)? / (var.to_dtype(candle_core::DType::F64)? + BN_EPS)?.sqrt()?)?;
+        let scale = (gamma.to_dtype(candle_core::DType::F64)?
+            / (var.to_dtype(candle_core::DType::F64)? + spec.bn_eps())?.sqrt()?)?;
         let weight =
             w.to_dtype(candle_core::DType::F64)?.broadcast_mul(&scale.reshape((spec.cout, 1, 1, 1))?)?.to_dtype(dt)?;
         let bias = (beta.to_dtype(candle_core::DType::F64)? - (mean.to_dtype(candle_core::DType::F64)? * &scale)?)?
@@ -113,7 +135,7 @@ impl ConvBn {
                 channels: s.cout,
                 kernel: k,
                 stride: s.stride,
-                pad: s.pad(),
+                padding: s.padding(),
                 act: s.act,
                 weight,
                 bias,
@@ -134,7 +156,7 @@ impl ConvBn {
             cout: s.cout,
             kernel: s.kernel,
             stride: s.stride,
-            pad: s.pad(),
+            padding: s.padding(),
             act: s.act,
             weight: wt,
             bias,
@@ -151,8 +173,8 @@ impl ConvBn {
 }
 
 /// Rewrites one layer's pre-activation output during calibration:
-/// `(BatchNorm prefix, output) -> replacement`.
-pub type Calibrator = Box<dyn FnMut(&str, &Tensor) -> Result<Tensor>>;
+/// `(BatchNorm prefix, its epsilon, output) -> replacement`.
+pub type Calibrator = Box<dyn FnMut(&str, f64, &Tensor) -> Result<Tensor>>;
 
 thread_local! {
     static CALIBRATOR: std::cell::RefCell<Option<Calibrator>> = const { std::cell::RefCell::new(None) };
@@ -191,7 +213,7 @@ impl ConvBn {
             cout: s.cout,
             kernel: s.kernel,
             stride: s.stride,
-            pad: s.pad(),
+            padding: s.padding(),
             depthwise: s.depthwise,
         };
         let (y, shape) = fixed_order::conv2d(
@@ -212,7 +234,8 @@ impl Module for ConvBn {
             // The calibrator rewrites the output (BatchNorm statistics); the
             // activation after it is element-wise (max/min), exact anywhere.
             let y = self.conv_fixed_order(x)?;
-            let y = CALIBRATOR.with(|c| c.borrow_mut().as_mut().map_or(Ok(y.clone()), |f| f(&self.bn_name, &y)))?;
+            let y = CALIBRATOR
+                .with(|c| c.borrow_mut().as_mut().map_or(Ok(y.clone()), |f| f(&self.bn_name, s.bn_eps(), &y)))?;
             return apply_act(s.act, &y);
         }
         let y = if s.kernel == 1 && s.stride == 1 && !s.depthwise {
@@ -222,7 +245,18 @@ impl Module for ConvBn {
             y.broadcast_add(&self.bias.reshape((s.cout, 1))?)?.reshape((n, s.cout, h, w))?
         } else {
             let groups = if s.depthwise { s.cin } else { 1 };
-            let y = x.conv2d(&self.weight, s.pad(), s.stride, 1, groups)?;
+            let y = match s.padding() {
+                plan::Padding::Symmetric(p) => x.conv2d(&self.weight, p, s.stride, 1, groups)?,
+                same => {
+                    // Candle pads symmetrically only: the zeros first, as
+                    // timm's `pad_same` does.
+                    let (_, _, h, w) = x.dims4()?;
+                    let (top, bottom) = same.around(s.kernel, s.stride, h);
+                    let (left, right) = same.around(s.kernel, s.stride, w);
+                    let x = x.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, left, right)?;
+                    x.conv2d(&self.weight, 0, s.stride, 1, groups)?
+                }
+            };
             y.broadcast_add(&self.bias.reshape((s.cout, 1, 1))?)?
         };
         apply_act(s.act, &y)

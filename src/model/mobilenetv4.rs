@@ -15,12 +15,14 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{global_avg_pool, Act, ConvBn, ConvSpec};
-use super::plan;
+use super::plan::{self, InputNorm};
 
 pub const FEATURES: usize = 1280;
 const STEM: usize = 32;
 const BODY_OUT: usize = 960;
 const ACT: Act = Act::Relu;
+/// timm's checkpoints were trained on ImageNet-normalised inputs.
+pub const INPUT: InputNorm = InputNorm::IMAGENET;
 
 #[derive(Clone, Copy)]
 enum Spec {
@@ -149,7 +151,13 @@ impl MobileNetV4 {
                 }
             });
         }
-        Ok(plan::Plan { resolution, blocks, head: self.head.lower_dense_layer()?, head_order: plan::Head::AfterPool })
+        Ok(plan::Plan {
+            resolution,
+            input: INPUT,
+            blocks,
+            head: self.head.lower_dense_layer()?,
+            head_order: plan::Head::AfterPool,
+        })
     }
 }
 

@@ -35,9 +35,44 @@ pub struct Hw {
 
 impl Hw {
     /// The output shape of a k×k convolution with this stride and padding.
-    pub fn conv(self, kernel: usize, stride: usize, pad: usize) -> Hw {
-        let o = |x: usize| (x + 2 * pad - kernel) / stride + 1;
+    pub fn conv(self, kernel: usize, stride: usize, padding: Padding) -> Hw {
+        let o = |x: usize| {
+            let (begin, end) = padding.around(kernel, stride, x);
+            (x + begin + end - kernel) / stride + 1
+        };
         Hw { h: o(self.h), w: o(self.w) }
+    }
+}
+
+/// The zeros a convolution adds around its input, on each spatial axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// `p` zeros before and after: PyTorch's (and timm's) padding.
+    Symmetric(usize),
+    /// TensorFlow's "SAME": `ceil(x / stride)` outputs, the zeros that needs
+    /// split with the odd one after (0 before and 1 after for a 3×3 stride-2
+    /// convolution of an even side). Networks trained in TensorFlow need it:
+    /// timm's `tf_*` models pad so (`Conv2dSame`).
+    Same,
+}
+
+impl Padding {
+    /// Zeros (before, after) an axis of `x` pixels.
+    pub fn around(self, kernel: usize, stride: usize, x: usize) -> (usize, usize) {
+        match self {
+            Padding::Symmetric(p) => (p, p),
+            Padding::Same => {
+                let total = ((x.div_ceil(stride) - 1) * stride + kernel).saturating_sub(x);
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+
+    /// Zeros before an axis of `x` pixels: where the first tap of the first
+    /// output lands, `-begin`. The kernels need only this; the zeros after
+    /// show in the output's size.
+    pub fn begin(self, kernel: usize, stride: usize, x: usize) -> usize {
+        self.around(kernel, stride, x).0
     }
 }
 
@@ -48,7 +83,7 @@ pub struct Dense {
     pub cout: usize,
     pub kernel: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub padding: Padding,
     pub act: Act,
     /// Row-major `[k][cout]` with `k = kernel² · cin` in reduction order
     /// `(ky, kx, ci)`: the order an NHWC im2col row has.
@@ -69,7 +104,7 @@ pub struct Depthwise {
     pub channels: usize,
     pub kernel: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub padding: Padding,
     pub act: Act,
     /// `[ky][kx][c]`.
     pub weight: Vec<f32>,
@@ -99,11 +134,33 @@ pub enum Head {
     AfterPool,
 }
 
+/// How an RGB8 pixel becomes the network's input, per channel:
+/// `(x / 255 - mean) / std`, the normalisation the network was trained on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputNorm {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl InputNorm {
+    /// ImageNet's channel statistics: what timm's PyTorch-trained models use.
+    pub const IMAGENET: InputNorm = InputNorm { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+    /// `[-1, 1]`: what Google's TensorFlow-trained MobileNets and
+    /// EfficientNet-Lite use (timm's `tf_efficientnet_lite*` configs).
+    pub const INCEPTION: InputNorm = InputNorm { mean: [0.5; 3], std: [0.5; 3] };
+
+    /// The same as one multiply-add per channel: `x * scale - shift`.
+    pub fn scale_shift(&self) -> ([f32; 3], [f32; 3]) {
+        (std::array::from_fn(|c| 1.0 / (255.0 * self.std[c])), std::array::from_fn(|c| self.mean[c] / self.std[c]))
+    }
+}
+
 /// A whole network, input to features.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// Input side in pixels (square), 3 channels.
     pub resolution: usize,
+    pub input: InputNorm,
     pub blocks: Vec<Block>,
     pub head: Dense,
     pub head_order: Head,

@@ -11,12 +11,17 @@ use crate::model::plan::{Depthwise, Hw};
 // type (the plan itself knows no engine).
 impl Depthwise {
     pub fn out_hw(&self, i: Hw) -> Hw {
-        i.conv(self.kernel, self.stride, self.pad)
+        i.conv(self.kernel, self.stride, self.padding)
+    }
+
+    /// Zeros before an axis of `len` pixels.
+    fn pad(&self, len: usize) -> usize {
+        self.padding.begin(self.kernel, self.stride, len)
     }
 
     /// The taps of output coordinate `o` that land inside `0..len`.
     fn taps(&self, o: usize, len: usize) -> (usize, usize) {
-        let start = (o * self.stride) as isize - self.pad as isize;
+        let start = (o * self.stride) as isize - self.pad(len) as isize;
         let lo = (-start).max(0) as usize;
         let hi = ((len as isize - start).min(self.kernel as isize)).max(0) as usize;
         (lo, hi)
@@ -62,12 +67,13 @@ impl Depthwise {
     fn run_portable<T: Elem>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
         let (c, k) = (self.channels, self.kernel);
         let mut acc = vec![0f32; c];
+        let (pad_y, pad_x) = (self.pad(i.h), self.pad(i.w));
         for oy in 0..o.h {
             let (ky0, ky1) = self.taps(oy, i.h);
-            let iy0 = oy * self.stride + ky0 - self.pad;
+            let iy0 = oy * self.stride + ky0 - pad_y;
             for ox in 0..o.w {
                 let (kx0, kx1) = self.taps(ox, i.w);
-                let ix0 = ox * self.stride + kx0 - self.pad;
+                let ix0 = ox * self.stride + kx0 - pad_x;
                 acc.copy_from_slice(&self.bias);
                 for ky in ky0..ky1 {
                     for kx in kx0..kx1 {
@@ -108,6 +114,7 @@ impl Depthwise {
         let (c, k, s) = (self.channels, self.kernel, self.stride);
         let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
         let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let (pad_y, pad_x) = (self.pad(i.h), self.pad(i.w));
         // Output columns whose taps all land inside the row: no clipping.
         let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
         let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
@@ -119,9 +126,9 @@ impl Depthwise {
                 ox += 1;
             }
             // GROUP pixels at once share every weight load.
-            let row0 = oy * s + ky0 - self.pad; // input row of tap ky0
+            let row0 = oy * s + ky0 - pad_y; // input row of tap ky0
             while ox + GROUP <= full_end {
-                let col0 = ox * s - self.pad;
+                let col0 = ox * s - pad_x;
                 for c0 in (0..c).step_by(16) {
                     let m = mask(c - c0);
                     let b = _mm512_maskz_loadu_ps(m, bp.add(c0));
@@ -159,7 +166,7 @@ impl Depthwise {
         let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
         let (ky0, ky1) = self.taps(oy, i.h);
         let (kx0, kx1) = self.taps(ox, i.w);
-        let (iy0, ix0) = (oy * s + ky0 - self.pad, ox * s + kx0 - self.pad);
+        let (iy0, ix0) = (oy * s + ky0 - self.pad(i.h), ox * s + kx0 - self.pad(i.w));
         for c0 in (0..c).step_by(16) {
             let m = mask(c - c0);
             let mut acc = _mm512_maskz_loadu_ps(m, bp.add(c0));
@@ -178,7 +185,7 @@ impl Depthwise {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::plan::Act;
+    use crate::model::plan::{Act, Padding};
 
     #[test]
     fn avx512_and_portable_agree_with_a_direct_sum() {
@@ -190,13 +197,14 @@ mod tests {
         for &(h, w, c, k, s) in
             &[(7, 9, 20, 3, 1), (8, 8, 16, 3, 2), (11, 13, 48, 5, 1), (9, 10, 3, 5, 2), (1, 1, 16, 3, 1)]
         {
-            for act in [Act::None, Act::Relu6] {
-                let pad = ((s - 1) + (k - 1)) / 2;
+            let symmetric = Padding::Symmetric(((s - 1) + (k - 1)) / 2);
+            for (act, padding) in [(Act::None, symmetric), (Act::Relu6, symmetric), (Act::Relu6, Padding::Same)] {
+                let (pad_y, pad_x) = (padding.begin(k, s, h), padding.begin(k, s, w));
                 let dw = Depthwise {
                     channels: c,
                     kernel: k,
                     stride: s,
-                    pad,
+                    padding,
                     act,
                     weight: (0..k * k * c).map(|_| rnd()).collect(),
                     bias: (0..c).map(|_| rnd()).collect(),
@@ -211,8 +219,10 @@ mod tests {
                             let mut acc = dw.bias[ch] as f64;
                             for ky in 0..k {
                                 for kx in 0..k {
-                                    let (iy, ix) =
-                                        ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
+                                    let (iy, ix) = (
+                                        (oy * s + ky) as isize - pad_y as isize,
+                                        (ox * s + kx) as isize - pad_x as isize,
+                                    );
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
                                         acc += input[((iy as usize * w) + ix as usize) * c + ch] as f64
                                             * dw.weight[(ky * k + kx) * c + ch] as f64;
@@ -230,7 +240,10 @@ mod tests {
                 for out in [&got, &portable] {
                     assert!(out[want.len()].is_nan(), "wrote past the end");
                     for (x, y) in out.iter().zip(&want) {
-                        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{h}x{w}x{c} k{k} s{s}: {x} vs {y}");
+                        assert!(
+                            (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                            "{h}x{w}x{c} k{k} s{s} {padding:?}: {x} vs {y}"
+                        );
                     }
                 }
                 // bf16 storage, f32 arithmetic: the same within the input's

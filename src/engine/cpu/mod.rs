@@ -25,7 +25,7 @@ use rayon::prelude::*;
 pub use elem::{bf16, Elem};
 use gemm::Packed;
 
-use crate::model::plan::{self, Act, Depthwise, Head, Hw, Plan};
+use crate::model::plan::{self, Act, Depthwise, Head, Hw, Padding, Plan};
 
 /// A dense convolution of the plan with its weights packed for [`gemm`].
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct Dense<T> {
     pub cin: usize,
     pub kernel: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub padding: Padding,
     pub act: Act,
     /// Reduction order `(ky, kx, ci)`, matching [`im2col`].
     pub weight: Packed<T>,
@@ -42,11 +42,11 @@ pub struct Dense<T> {
 impl<T: Elem> Dense<T> {
     fn new(d: &plan::Dense) -> Self {
         let weight = Packed::new(d.k(), d.cout, &d.weight, &d.bias);
-        Self { cin: d.cin, kernel: d.kernel, stride: d.stride, pad: d.pad, act: d.act, weight }
+        Self { cin: d.cin, kernel: d.kernel, stride: d.stride, padding: d.padding, act: d.act, weight }
     }
 
     fn out_hw(&self, i: Hw) -> Hw {
-        i.conv(self.kernel, self.stride, self.pad)
+        i.conv(self.kernel, self.stride, self.padding)
     }
 
     /// A 1×1 convolution whose input rows are already the GEMM's rows.
@@ -88,6 +88,8 @@ pub struct Block<T> {
 pub struct Net<T> {
     /// Input side in pixels (square), 3 channels.
     pub resolution: usize,
+    /// `x * scale - shift` per channel of an RGB8 pixel (the plan's InputNorm).
+    pub normalise: ([f32; 3], [f32; 3]),
     pub blocks: Vec<Block<T>>,
     pub head: Dense<T>,
     pub head_order: Head,
@@ -125,6 +127,7 @@ impl<T: Elem> Net<T> {
             plan.blocks.iter().map(|b| Block { layers: b.layers.iter().map(layer).collect(), skip: b.skip }).collect();
         Self {
             resolution: plan.resolution,
+            normalise: plan.input.scale_shift(),
             blocks,
             head: Dense::new(&plan.head),
             head_order: plan.head_order,
@@ -158,7 +161,7 @@ impl<T: Elem> Net<T> {
         let Workspace { bufs, cols, small, pooled } = ws;
         // The input, normalised, into buffer 0 (already HWC).
         need(&mut bufs[0], r * r * 3);
-        let (scale, shift) = crate::image::normaliser();
+        let (scale, shift) = self.normalise;
         for (dst, src) in bufs[0].chunks_exact_mut(3).zip(rgb.chunks_exact(3)) {
             for c in 0..3 {
                 dst[c] = T::from_f32(src[c] as f32 * scale[c] - shift[c]);
@@ -254,13 +257,14 @@ fn dense<T: Elem>(d: &Dense<T>, input: &[T], i: Hw, cin: usize, skip: Option<&[T
 fn im2col<T: Elem>(d: &Dense<T>, input: &[T], i: Hw, o: Hw, cin: usize, p0: usize, rows: usize, cols: &mut [T]) {
     let k = d.kernel;
     let kdim = d.weight.k;
+    let (pad_y, pad_x) = (d.padding.begin(k, d.stride, i.h), d.padding.begin(k, d.stride, i.w));
     for (r, row) in cols.chunks_exact_mut(kdim).take(rows).enumerate() {
         let p = p0 + r;
         let (oy, ox) = (p / o.w, p % o.w);
-        let x0 = (ox * d.stride) as isize - d.pad as isize;
+        let x0 = (ox * d.stride) as isize - pad_x as isize;
         let inside_x = x0 >= 0 && x0 as usize + k <= i.w;
         for ky in 0..k {
-            let iy = (oy * d.stride + ky) as isize - d.pad as isize;
+            let iy = (oy * d.stride + ky) as isize - pad_y as isize;
             let dst = &mut row[ky * k * cin..(ky + 1) * k * cin];
             if iy < 0 || iy as usize >= i.h {
                 dst.fill(T::default());

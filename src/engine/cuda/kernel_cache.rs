@@ -20,14 +20,10 @@ use crate::error::Result;
 /// The folder: `$FRUITS_KERNEL_CACHE` (`off`: no cache), else
 /// `$XDG_CACHE_HOME/fruits/kernels`, else `$HOME/.cache/fruits/kernels`.
 pub fn folder() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    match var("FRUITS_KERNEL_CACHE") {
+    match std::env::var_os("FRUITS_KERNEL_CACHE").filter(|v| !v.is_empty()) {
         Some(v) if v == "off" => None,
         Some(v) => Some(PathBuf::from(v)),
-        None => var("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .map(|c| c.join("fruits/kernels")),
+        None => crate::user_cache::folder("kernels"),
     }
 }
 

@@ -7,7 +7,7 @@
 use cudarc::driver::{CudaSlice, CudaStream};
 
 use crate::error::{Error, Result};
-use crate::model::plan::{Act, Dense, Head, Hw, Layer, Plan};
+use crate::model::plan::{Act, Dense, Head, Hw, InputNorm, Layer, Padding, Plan};
 
 use super::dtype::GpuDtype;
 
@@ -18,7 +18,7 @@ pub struct GpuDense {
     pub cin: usize,
     pub kernel: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub padding: Padding,
     pub act: i32,
     pub k: usize,
     pub n: usize,
@@ -32,7 +32,7 @@ impl GpuDense {
         self.kernel == 1 && self.stride == 1 && self.k == self.cin
     }
     pub fn out_hw(&self, i: Hw) -> Hw {
-        i.conv(self.kernel, self.stride, self.pad)
+        i.conv(self.kernel, self.stride, self.padding)
     }
 }
 
@@ -40,7 +40,7 @@ pub struct GpuDepthwise {
     pub channels: usize,
     pub kernel: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub padding: Padding,
     pub act: i32,
     pub weight: CudaSlice<f32>,
     pub bias: CudaSlice<f32>,
@@ -55,7 +55,7 @@ impl GpuLayer {
     pub fn out_hw(&self, i: Hw) -> Hw {
         match self {
             GpuLayer::Dense(d) => d.out_hw(i),
-            GpuLayer::Depthwise(d) => i.conv(d.kernel, d.stride, d.pad),
+            GpuLayer::Depthwise(d) => i.conv(d.kernel, d.stride, d.padding),
         }
     }
     pub fn cout(&self) -> usize {
@@ -74,6 +74,7 @@ pub struct GpuBlock {
 /// The whole network on the device, with the per-image sizes the buffers need.
 pub struct GpuNet {
     pub resolution: usize,
+    pub input: InputNorm,
     pub blocks: Vec<GpuBlock>,
     pub head: GpuDense,
     pub head_order: Head,
@@ -115,7 +116,7 @@ fn dense(stream: &std::sync::Arc<CudaStream>, d: &Dense, storage: GpuDtype, name
         cin: d.cin,
         kernel: d.kernel,
         stride: d.stride,
-        pad: d.pad,
+        padding: d.padding,
         act: act_code(d.act),
         k,
         n,
@@ -140,7 +141,7 @@ pub fn lower(stream: &std::sync::Arc<CudaStream>, plan: &Plan, storage: GpuDtype
                     channels: d.channels,
                     kernel: d.kernel,
                     stride: d.stride,
-                    pad: d.pad,
+                    padding: d.padding,
                     act: act_code(d.act),
                     weight: upload(stream, &name, &d.weight)?,
                     bias: upload(stream, &name, &d.bias)?,
@@ -163,5 +164,14 @@ pub fn lower(stream: &std::sync::Arc<CudaStream>, plan: &Plan, storage: GpuDtype
     if plan.head_order == Head::BeforePool {
         max_activation = max_activation.max(hw.h * hw.w * head.n);
     }
-    Ok(GpuNet { resolution: r, blocks, head, head_order: plan.head_order, max_activation, max_cols, head_in: ch })
+    Ok(GpuNet {
+        resolution: r,
+        input: plan.input,
+        blocks,
+        head,
+        head_order: plan.head_order,
+        max_activation,
+        max_cols,
+        head_in: ch,
+    })
 }

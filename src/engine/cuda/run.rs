@@ -18,7 +18,7 @@ use cudarc::driver::{
 };
 
 use crate::error::{Error, Param, Result};
-use crate::model::plan::{Head, Hw, Plan};
+use crate::model::plan::{Head, Hw, Padding, Plan};
 
 use super::dtype::GpuDtype;
 use super::kernel_cache;
@@ -79,6 +79,14 @@ pub struct GpuEngine {
     net: GpuNet,
     kernels: Kernels,
     state: Mutex<State>,
+}
+
+/// The zeros before each axis, one number for both: the kernels take one,
+/// and the engine's inputs are square (`resolution`², and every layer
+/// keeps them square).
+fn square_pad(padding: Padding, kernel: usize, stride: usize, i: Hw) -> usize {
+    debug_assert_eq!(i.h, i.w, "the CUDA engine runs square activations");
+    padding.begin(kernel, stride, i.h)
 }
 
 fn dev_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
@@ -259,7 +267,7 @@ impl GpuEngine {
         let net = &self.net;
         let r = net.resolution;
         let n_in = (images * r * r * 3) as i64;
-        let (scale, shift) = crate::image::normaliser();
+        let (scale, shift) = net.input.scale_shift();
         let mut l = stream.launch_builder(&self.kernels.normalise);
         l.arg(&a.input).arg(&a.act[0]).arg(&n_in);
         for v in scale.iter().chain(shift.iter()) {
@@ -373,10 +381,11 @@ impl GpuEngine {
         pre: Option<(u64, i32)>,
         y: u64,
     ) -> Result<()> {
-        let o = i.conv(d.kernel, d.stride, d.pad);
+        let o = i.conv(d.kernel, d.stride, d.padding);
         let (w, bias, skip) = (addr(&d.weight, stream), addr(&d.bias, stream), skip.unwrap_or(0));
         let (pre_bias, pre_act) = pre.unwrap_or((0, 0));
-        let ints = [images, i.h, i.w, d.channels, o.h, o.w, d.kernel, d.stride, d.pad].map(|v| v as i32);
+        let pad = square_pad(d.padding, d.kernel, d.stride, i);
+        let ints = [images, i.h, i.w, d.channels, o.h, o.w, d.kernel, d.stride, pad].map(|v| v as i32);
         let (kernel, threads) = if d.channels.is_multiple_of(2) {
             (&self.kernels.depthwise2, images * o.h * o.w.div_ceil(DW_X) * (d.channels / 2))
         } else {
@@ -453,7 +462,8 @@ impl GpuEngine {
                 LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 },
             )
         };
-        let ints = [images, i.h, i.w, d.cin, o.h, o.w, d.kernel, d.stride, d.pad, d.k].map(|v| v as i32);
+        let pad = square_pad(d.padding, d.kernel, d.stride, i);
+        let ints = [images, i.h, i.w, d.cin, o.h, o.w, d.kernel, d.stride, pad, d.k].map(|v| v as i32);
         let mut l = stream.launch_builder(kernel);
         l.arg(&x).arg(&cols);
         for v in &ints {
