@@ -25,6 +25,8 @@ pub enum Param {
     IndexComponents,
     /// The PCA model an index projects with.
     IndexPca,
+    /// What an index takes away from each vector.
+    IndexCentre,
     /// Neighbours a query is compared with.
     Neighbours,
     /// Images per batch.
@@ -53,11 +55,12 @@ pub enum Param {
 
 impl Param {
     /// Every parameter, for tables that must cover them all.
-    pub const ALL: [Param; 16] = [
+    pub const ALL: [Param; 17] = [
         Param::Components,
         Param::Variance,
         Param::IndexComponents,
         Param::IndexPca,
+        Param::IndexCentre,
         Param::Neighbours,
         Param::BatchSize,
         Param::DecodeThreads,
@@ -80,6 +83,7 @@ impl std::fmt::Display for Param {
             Param::Variance => "the explained-variance share",
             Param::IndexComponents => "the index's number of components",
             Param::IndexPca => "the index's PCA model",
+            Param::IndexCentre => "the index's centring",
             Param::Neighbours => "the number of neighbours",
             Param::BatchSize => "the batch size",
             Param::DecodeThreads => "the number of decode threads",

@@ -2,7 +2,8 @@
 and the weighted vote computed with numpy from the features Parquet (read by
 pyarrow), as the docs define them, with none of the Rust code.
 
-usage: knn_reference.py FEATURES_PARQUET TRAIN_SPLIT TEST_SPLIT K MIN_SCORE [PCA_DIR]
+usage: knn_reference.py FEATURES_PARQUET TRAIN_SPLIT TEST_SPLIT K MIN_SCORE [PCA_DIR | none]
+(no PCA_DIR: centred on the Training rows' mean; `none`: raw features)
 prints JSON: per test row (by path): neighbours (path, similarity), the
 ranked labels with their vote shares, unknown; and top-1/top-5 accuracy.
 """
@@ -21,7 +22,11 @@ x = np.array(t["features"], dtype=np.float64)
 train = [i for i, s in enumerate(t["split"]) if s == train_split and t["label"][i]]
 test = [i for i, s in enumerate(t["split"]) if s == test_split and t["label"][i]]
 
-if pca_dir:
+if pca_dir == "none":
+
+    def project(v):
+        return v
+elif pca_dir:
     comps = np.array(pq.read_table(f"{pca_dir}/components.parquet").to_pydict()["vector"], dtype=np.float64)
     center = pq.read_table(f"{pca_dir}/center.parquet").to_pydict()
     mean = np.array(center["mean"])

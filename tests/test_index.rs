@@ -36,11 +36,13 @@ fn build(features: &Path, out: &Path, extra: &[&str]) -> String {
     String::from_utf8_lossy(&run(cmd, 0).stdout).into_owned()
 }
 
-fn reference(features: &Path, pca: Option<&Path>, k: usize) -> Value {
+/// knn_reference.py's answers; `projection`: a PCA folder, `none` (raw
+/// features), or None (centred on the Training rows).
+fn reference(features: &Path, projection: Option<&Path>, k: usize) -> Value {
     let rows = part_file(features, 0, "rows");
     let mut cmd = Command::new(python());
     cmd.arg(repo().join("tests/knn_reference.py")).arg(rows).args(["Training", "Test", &k.to_string(), "0.5"]);
-    if let Some(p) = pca {
+    if let Some(p) = projection {
         cmd.arg(p);
     }
     let out = cmd.output().unwrap();
@@ -67,12 +69,19 @@ fn identify_json(index: &Path, photos: &[PathBuf], extra: &[&str]) -> Vec<Value>
 fn identify_and_eval_match_a_numpy_reference() {
     let dir = Dir::new("index-ref");
     let (features, pca) = features_and_pca(&dir, "random:7");
-    for (name, pca) in [("centre", None), ("pca", Some(pca.as_path()))] {
+    // (index, `index build`'s flags, the reference's projection: a PCA
+    // folder, `none` for raw features, else the Training rows' mean).
+    let none = Path::new("none");
+    let cases: [(&str, Vec<&str>, Option<&Path>); 3] = [
+        ("centre", vec![], None),
+        ("none", vec!["--centre", "none"], Some(none)),
+        ("pca", vec!["--pca", pca.to_str().unwrap()], Some(pca.as_path())),
+    ];
+    for (name, extra, projection) in cases {
         let index = dir.join(format!("index-{name}"));
-        let extra: Vec<&str> = pca.map(|p| vec!["--pca", p.to_str().unwrap()]).unwrap_or_default();
         let printed = build(&features, &index, &extra);
         assert!(printed.contains("14 rows of 5 labels"), "{printed}");
-        let want = reference(&features, pca, 5);
+        let want = reference(&features, projection, fruits::app::index::vote::DEFAULT_K);
         let got = identify_json(&index, &test_photos(), &[]);
         for answer in &got {
             let photo = answer["photo"].as_str().unwrap();
@@ -143,6 +152,11 @@ fn identify_and_eval_match_a_numpy_reference() {
         let svg = std::fs::read_to_string(out.join("confusion.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("Kiwi") && svg.contains("unknown"));
     }
+    // A PCA takes its own mean away: raw features and a PCA do not go together.
+    let mut cmd = fruits();
+    cmd.args(["index", "build", "--centre", "none", "--pca"]).arg(&pca).arg("--features").arg(&features);
+    let err = stderr(&run(cmd.arg("--output").arg(dir.join("index-refused")), 2));
+    assert!(err.contains("--centre") && err.contains("--pca"), "{err}");
 }
 
 /// Features of another model, weights or dtype never mix into an index, and
@@ -285,7 +299,7 @@ fn index_build_and_identify_through_s3() {
 }
 
 /// The demo's evaluation: the Training photos index the Test photos, with
-/// the PCA index and k = 5, equals the numpy reference on the demo's own
+/// the PCA index and the default k, equals the numpy reference on the demo's own
 /// features and PCA.
 ///
 /// Random weights (random:7) still separate these fruits somewhat: colour
@@ -304,7 +318,7 @@ fn demo_evaluates_the_index_on_the_test_split() {
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("demo/eval/eval.json")).unwrap()).unwrap();
     assert_eq!(report["rows"], 5);
-    let want = reference(&dir.join("demo/features"), Some(&dir.join("demo/pca")), 5);
+    let want = reference(&dir.join("demo/features"), Some(&dir.join("demo/pca")), fruits::app::index::vote::DEFAULT_K);
     for key in ["top1", "top5"] {
         let got = report[format!("{key}_accuracy")].as_f64().unwrap();
         assert!((got - want[key].as_f64().unwrap()).abs() < 1e-9, "{key}: {report} vs the reference's {want}");

@@ -151,7 +151,7 @@ fn the_api_answers_photos_and_refuses_bad_uploads() {
         assert_eq!((&got["label"], &got["similarity"]), (&want["label"], &want["similarity"]));
     }
     assert!(raw["timings_ms"]["total"].as_f64().unwrap() > 0.0 && raw["timings_ms"]["batch"].as_u64().unwrap() >= 1);
-    assert_eq!(raw["neighbours"].as_array().unwrap().len(), 5);
+    assert_eq!(raw["neighbours"].as_array().unwrap().len(), fruits::app::index::vote::DEFAULT_K);
 
     // Every kind of bad upload: a 4xx naming the reason.
     let mut truncated = apple.clone();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fruits::app::index::build::{build, BuildJob};
+use fruits::app::index::build::{build, BuildJob, Centre};
 use fruits::app::index::eval::{self, EvalJob};
 use fruits::app::index::vote;
 use fruits::engine::{self, DeviceChoice};
@@ -116,6 +116,7 @@ fn index_and_eval(storage: &Storage, output: &std::path::Path) -> anyhow::Result
             split: Some("Training".into()),
             output: at("index"),
             append: false,
+            centre: Centre::Mean,
         },
         storage,
     )?

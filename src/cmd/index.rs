@@ -3,7 +3,7 @@
 use clap::builder::TypedValueParser as _;
 use std::process::ExitCode;
 
-use fruits::app::index::build::{build, BuildJob};
+use fruits::app::index::build::{build, BuildJob, Centre};
 use fruits::app::index::eval::{self, EvalJob};
 use fruits::app::index::{files, vote};
 use fruits::storage::{Location, S3Options, Storage};
@@ -29,8 +29,9 @@ enum Action {
 /// Build an index from the labelled rows of one or more features folders.
 ///
 /// Folders must agree on model, weights, preprocessing, width and dtype (run ids may
-/// differ). Each vector is centred (by the PCA's mean, or the indexed rows' mean),
-/// reduced with --pca if given, and scaled to unit length: similarity is the cosine.
+/// differ). Each vector is centred (by the PCA's mean, or the indexed rows' mean, unless
+/// --centre none), reduced with --pca if given, and scaled to unit length: similarity is
+/// the cosine.
 /// Writes index.json, vectors.safetensors and entries.parquet to --output.
 #[derive(Debug, clap::Args)]
 struct BuildArgs {
@@ -55,6 +56,16 @@ struct BuildArgs {
     /// is read again.
     #[arg(long, conflicts_with = "components")]
     append: bool,
+    /// What each vector has taken away before the cosine, without --pca: the indexed rows'
+    /// mean, or none (raw features). With --append: the index's own.
+    #[arg(long, value_enum, default_value_t = CentreArg::Mean, conflicts_with_all = ["pca", "append"])]
+    centre: CentreArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CentreArg {
+    Mean,
+    None,
 }
 
 /// Measure an index on held-out features: top-1 and top-5 accuracy, per-class recall and
@@ -91,6 +102,10 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
                 split: a.split,
                 output: a.output,
                 append: a.append,
+                centre: match a.centre {
+                    CentreArg::Mean => Centre::Mean,
+                    CentreArg::None => Centre::None,
+                },
             };
             let built = build(&job, &storage)?;
             let m = &built.index.meta;

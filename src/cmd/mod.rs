@@ -71,6 +71,7 @@ pub fn flag(p: Param) -> &'static str {
         Param::Variance => "--variance",
         Param::IndexComponents => "--components",
         Param::IndexPca => "--pca",
+        Param::IndexCentre => "--centre",
         Param::BatchSize => "--batch",
         Param::DecodeThreads => "--threads",
         Param::Dtype => "--dtype",

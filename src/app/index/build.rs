@@ -29,6 +29,20 @@ pub struct BuildJob {
     pub output: Location,
     /// Add to the index at `output` instead of building anew (see [`append`]).
     pub append: bool,
+    /// What is taken away from each vector before the cosine, where no
+    /// PCA is given (a PCA always takes its own mean away).
+    pub centre: Centre,
+}
+
+/// Whether vectors are centred before the cosine (see the module doc of
+/// [`super`] for why centring is the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Centre {
+    /// The mean of the indexed rows is taken away.
+    #[default]
+    Mean,
+    /// Nothing is taken away: the cosine of the raw features.
+    None,
 }
 
 pub struct Built {
@@ -176,15 +190,7 @@ pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
         .parse()
         .map_err(|_| Error::corrupt(&job.features[0], "the feature width is not a number"))?;
     let local = localize_all(storage, &parts, scratch.path())?;
-    let (projection, described) = match &job.pca {
-        Some(at) => pca_projection(storage, at, &keys, job.components, scratch.path())?,
-        None if job.components.is_some() => {
-            return Err(Error::Needs { param: Param::IndexComponents, needs: Param::IndexPca })
-        }
-        None => {
-            (Projection { mean: mean_of(&local, d, &job.split)?, scale: None, components: Vec::new() }, "centre".into())
-        }
-    };
+    let (projection, described) = projection_for(job, storage, &keys, &local, d, scratch.path())?;
     let (rows, vectors, counts) = read_indexed(&local, &projection, d, &job.split)?;
     let skipped = total_skipped(counts.iter().map(|c| &c.skipped));
     if rows.is_empty() {
@@ -222,6 +228,35 @@ pub fn build(job: &BuildJob, storage: &Storage) -> Result<Built> {
     index.validate()?;
     let written = files::publish(storage, &index, &job.output, scratch.path())?;
     Ok(Built { index, written })
+}
+
+/// What takes the features into the index's space: the PCA's projection,
+/// the indexed rows' mean, or nothing (`Centre::None`), and its description.
+fn projection_for(
+    job: &BuildJob,
+    storage: &Storage,
+    keys: &BTreeMap<String, String>,
+    local: &[PathBuf],
+    d: usize,
+    scratch: &Path,
+) -> Result<(Projection, String)> {
+    Ok(match &job.pca {
+        Some(_) if job.centre == Centre::None => {
+            let reason: String = "none: a PCA's components are of features less its mean, which it takes away".into();
+            return Err(Error::invalid(Param::IndexCentre, reason));
+        }
+        Some(at) => pca_projection(storage, at, keys, job.components, scratch)?,
+        None if job.components.is_some() => {
+            return Err(Error::Needs { param: Param::IndexComponents, needs: Param::IndexPca })
+        }
+        None => match job.centre {
+            Centre::Mean => {
+                let mean = mean_of(local, d, &job.split)?;
+                (Projection { mean, scale: None, components: Vec::new() }, "centre".into())
+            }
+            Centre::None => (Projection { mean: vec![0.0; d], scale: None, components: Vec::new() }, "none".into()),
+        },
+    })
 }
 
 /// The mean of the rows that will be indexed (first pass).

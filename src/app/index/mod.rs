@@ -8,7 +8,10 @@
 //! the indexed features taken away (the PCA's mean when reduced) and is
 //! scaled to unit length, so one dot product is the cosine. Centring
 //! matters: pooled ReLU features all point into the positive orthant, and
-//! without it every pair of photos looks alike (cosine ≈ 0.9).
+//! without it every pair of photos looks alike (cosine ≈ 0.9). Measured on a
+//! trained network (issue 24, benches/app_accuracy.py), raw features
+//! ([`build::Centre::None`]) name as many held-out views at small k and far
+//! fewer once k outgrows a label's rows, so centring is the default.
 
 pub mod build;
 pub mod eval;
@@ -43,7 +46,8 @@ pub struct Meta {
     /// Width of the stored vectors.
     pub dim: usize,
     pub rows: usize,
-    /// `pca` (with the model's location and how many components) or `centre`.
+    /// `pca` (with the model's location and how many components), `centre`,
+    /// or `none` (raw features).
     pub projection: String,
     pub pca: Option<String>,
     /// Rows left out: no label, or another split.
