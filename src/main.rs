@@ -44,6 +44,10 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let cli = cli::Cli::parse();
+    if let Err(why) = fruits::engine::simd::check_env() {
+        eprintln!("fruits: error: {why}");
+        return ExitCode::from(cmd::EXIT_USAGE);
+    }
     // The docs test (tests/test_docs.rs) runs every documented command line
     // through this parser; with this set it stops here, having refused
     // (exit 2) or accepted what a user would type.

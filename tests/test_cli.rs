@@ -70,3 +70,76 @@ fn demo_runs_from_an_installed_binary_in_an_empty_folder() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("errors:"), "the demo says where the errors file is: {stdout}");
 }
+
+/// A `FRUITS_SIMD` that names no level stops every command at once, naming
+/// the variable and the levels; empty counts as unset.
+#[test]
+fn a_bad_fruits_simd_stops_at_once_naming_it() {
+    let err = stderr(&run(fruits().env("FRUITS_SIMD", "avx9").args(["regions"]), 2));
+    assert!(err.contains("FRUITS_SIMD=\"avx9\"") && err.contains("portable, avx2, avx512, avx512-bf16"), "{err}");
+    run(fruits().env("FRUITS_SIMD", "").args(["regions"]), 0);
+}
+
+/// `fruits info` names the CPU as the kernel does: vendor, family, model,
+/// stepping and brand as /proc/cpuinfo has them, the data caches as
+/// /sys/devices/system/cpu/cpu0/cache has them (both read CPUID
+/// independently of the raw-cpuid crate), the level `FRUITS_SIMD` caps, and
+/// a measured peak; `bench peak` measures every level up to the cap.
+#[test]
+fn info_and_bench_peak_name_this_cpu_as_the_kernel_does() {
+    if !cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        eprintln!("info_and_bench_peak_name_this_cpu_as_the_kernel_does: SKIPPED LOUDLY: needs Linux on x86-64");
+        return;
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&run(fruits().env("FRUITS_SIMD", "avx2").args(["info", "--json"]), 0).stdout).unwrap();
+    let cpu = &info["cpu"];
+    let proc = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let field = |name: &str| {
+        proc.lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim() == name).map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("/proc/cpuinfo has no {name}"))
+    };
+    assert_eq!(cpu["vendor"], field("vendor_id").as_str(), "{cpu}");
+    assert_eq!(cpu["brand"], field("model name").as_str(), "{cpu}");
+    for (ours, theirs) in [("family", "cpu family"), ("model", "model"), ("stepping", "stepping")] {
+        assert_eq!(cpu[ours].as_u64().unwrap().to_string(), field(theirs), "{ours}: {cpu}");
+    }
+    for index in std::fs::read_dir("/sys/devices/system/cpu/cpu0/cache").unwrap().flatten() {
+        let read = |f: &str| std::fs::read_to_string(index.path().join(f)).map(|s| s.trim().to_string());
+        let (Ok(level), Ok(kind), Ok(size)) = (read("level"), read("type"), read("size")) else { continue };
+        let name = match (level.as_str(), kind.as_str()) {
+            ("1", "Data") => "l1d",
+            ("2", "Unified") => "l2",
+            ("3", "Unified") => "l3",
+            _ => continue,
+        };
+        let bytes = match size.strip_suffix('K') {
+            Some(k) => k.parse::<u64>().unwrap() << 10,
+            None => size.strip_suffix('M').expect("size in K or M").parse::<u64>().unwrap() << 20,
+        };
+        assert_eq!(cpu["cache_bytes"][name].as_u64(), Some(bytes), "{name} ({size}): {cpu}");
+    }
+    assert_eq!(cpu["simd"], "avx2", "{cpu}");
+    assert!(cpu["peak_gflops"]["f32"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(cpu["peak_gflops"]["bf16"].is_null(), "no bf16 under an avx2 cap: {cpu}");
+
+    let text = String::from_utf8(run(fruits().arg("info"), 0).stdout).unwrap();
+    let line = text.lines().find(|l| l.starts_with("cpu: ") && l.contains("model")).unwrap_or_default();
+    assert!(line.contains(&format!("family {} model {}", field("cpu family"), field("model"))), "{text}");
+
+    let out = run(fruits().env("FRUITS_SIMD", "avx2").args(["bench", "peak", "--seconds", "0.05", "--json"]), 0);
+    let peaks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let levels: Vec<&str> = peaks["peaks"].as_array().unwrap().iter().map(|p| p["level"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["portable", "avx2"], "{peaks}");
+}
+
+/// `bench infer` gives its images/s as a share of the peak, with the CPU
+/// it ran on.
+#[test]
+fn bench_infer_says_its_share_of_the_measured_peak() {
+    let out = run(fruits().args(["bench", "infer", "--images", "4", "--batch", "2"]), 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text.lines().find(|l| l.contains("of this CPU's f32 peak")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("0.60 GFLOP an image") && line.contains("family"), "{line}");
+}

@@ -8,7 +8,9 @@
 # pillow), exports the timm model to ONNX from the weights `fruits weights init`
 # writes, and prints end-to-end images/s for both and their ratio, and the
 # inference-only images/s of both (`fruits bench infer`: the model alone on
-# in-memory images; ORT: the time inside session.run).
+# in-memory images; ORT: the time inside session.run), with the CPU it ran on
+# and its measured FMA peak (`fruits bench peak`) and fruits' share of it, so
+# a figure says where it was made.
 #
 # Extra arguments go to `fruits featurize` and `fruits bench infer` (e.g. a
 # different engine or dtype).
@@ -30,13 +32,14 @@ mkdir -p target/compare
 w=target/compare/$MODEL.safetensors
 target/release/fruits weights init --model "$MODEL" --seed 0 --out "$w" > /dev/null 2>&1
 [ -f "target/compare/$MODEL.onnx" ] || $venv/bin/python benches/compare/ort_pipeline.py export "$MODEL" "$w" "target/compare/$MODEL.onnx"
-fr=(); fn=(); ox=(); oi=()
+fr=(); fn=(); ox=(); oi=(); sh=()
 json() { $venv/bin/python -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 1))"; }
 for ((r = 0; r < RUNS; r++)); do
   f=$(target/release/fruits featurize --input target/bench/jpegs-2000 --output target/compare/out --model "$MODEL" \
         --weights "$w" --batch "$BATCH" --quiet "$@" 2>&1 | sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p')
-  i=$(target/release/fruits bench infer --model "$MODEL" --weights "$w" --batch "$BATCH" --images 2000 "$@" 2>/dev/null \
-        | sed -n 's/.*: \([0-9.]*\) images\/s.*/\1/p')
+  infer=$(target/release/fruits bench infer --model "$MODEL" --weights "$w" --batch "$BATCH" --images 2000 "$@" 2>/dev/null)
+  i=$(echo "$infer" | sed -n 's/.*: \([0-9.]*\) images\/s.*/\1/p')
+  sh+=("$(echo "$infer" | sed -n 's/.* = \([0-9]*\)% of this CPU.s f32 peak.*/\1/p')")
   o=$($venv/bin/python benches/compare/ort_pipeline.py run "target/compare/$MODEL.onnx" target/bench/jpegs-2000 "$BATCH" "$THREADS")
   fr+=("$f"); fn+=("$i"); ox+=("$(echo "$o" | json e2e_images_per_s)"); oi+=("$(echo "$o" | json inference_images_per_s)")
   echo "run $r: end to end fruits ${fr[-1]}, onnxruntime ${ox[-1]} images/s; inference only fruits ${fn[-1]}, onnxruntime ${oi[-1]}"
@@ -44,6 +47,7 @@ done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 F=$(median "${fr[@]}"); FI=$(median "${fn[@]}"); O=$(median "${ox[@]}"); I=$(median "${oi[@]}")
 ratio() { echo "$1 / $2" | bc -l | cut -c1-4; }
+target/release/fruits bench peak --seconds 0.5 | sed 's/^/  /'
 echo "$MODEL batch $BATCH, $THREADS threads, median of $RUNS${*:+ ($*)}:"
 echo "  end to end:     fruits $F images/s, onnxruntime $O images/s, ratio $(ratio "$F" "$O")"
-echo "  inference only: fruits $FI images/s, onnxruntime $I images/s, ratio $(ratio "$FI" "$I")"
+echo "  inference only: fruits $FI images/s ($(median "${sh[@]}")% of the f32 peak), onnxruntime $I images/s, ratio $(ratio "$FI" "$I")"

@@ -3,6 +3,9 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use fruits::engine::cpu_id::CpuId;
+use fruits::engine::peak;
+use fruits::engine::simd::{simd, Simd, LEVELS};
 use fruits::engine::Dtype;
 use fruits::engine::{self, DeviceChoice, Engine};
 use fruits::model::weights::Source;
@@ -35,6 +38,27 @@ enum What {
     /// Exact nearest-neighbour search over --vectors synthetic unit vectors of width
     /// --dim: ms per query, one query per scan and --batch queries per scan.
     Search(SearchArgs),
+    /// This CPU's measured multiply-add peak, all threads together, for every vector
+    /// level it has (up to FRUITS_SIMD's cap): the figure `bench infer` gives its
+    /// "% of peak" against. One line per level, with the CPU it was measured on.
+    Peak(PeakArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PeakArgs {
+    /// Seconds of measurement per level and dtype.
+    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds)]
+    seconds: f64,
+    /// As one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= 60.0 => Ok(x),
+        _ => Err(format!("'{s}' is not a number of seconds in (0, 60]")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +137,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         What::Identify(a) => identify(a, s3),
         What::Search(a) => search(a),
         What::Sweep(a) => super::bench_sweep::sweep(a, s3),
+        What::Peak(a) => peak(a),
     }
 }
 
@@ -132,6 +157,13 @@ fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     m.features(&x)?; // warm-up: buffers grown, pages touched
+                     // This CPU's peak on the same threads, just before and just after the
+                     // run: a neighbour's load on a shared machine shows as a spread.
+    let measure_peak = || {
+        (m.target.is_cpu() && a.engine == Engine::Native)
+            .then(|| peak::measure(simd(), std::time::Duration::from_millis(300)))
+    };
+    let before = measure_peak();
     let batches = a.images.div_ceil(b).max(1);
     let start = Instant::now();
     for _ in 0..batches {
@@ -139,14 +171,73 @@ fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
         m.features(&x)?;
     }
     let secs = start.elapsed().as_secs_f64();
+    let rate = (batches * b) as f64 / secs;
     println!(
         "{} images, {} batches of {b}, {} {}: {:.1} images/s inference only",
         batches * b,
         batches,
         a.model,
         a.dtype,
-        (batches * b) as f64 / secs
+        rate
     );
+    if let (Some(p0), Some(p1)) = (before, measure_peak()) {
+        print_share_of_peak(rate, m.macs_per_image()?, a.dtype, &p0, &p1);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rate as a share of the CPU's FMA peak (the mean of the measurements
+/// before and after; a GPU's peak is not measured here).
+fn print_share_of_peak(rate: f64, macs: u64, dtype: Dtype, p0: &peak::Peak, p1: &peak::Peak) {
+    let gflop = 2.0 * macs as f64 / 1e9;
+    let gflops = rate * gflop;
+    let f32_peak = (p0.f32_gflops + p1.f32_gflops) / 2.0;
+    let spread = (p0.f32_gflops - p1.f32_gflops).abs() / f32_peak;
+    let of_bf16 = match (dtype, p0.bf16_gflops, p1.bf16_gflops) {
+        (Dtype::Bf16, Some(g0), Some(g1)) => {
+            format!(", {:.0}% of its bf16 peak {:.0}", 200.0 * gflops / (g0 + g1), (g0 + g1) / 2.0)
+        }
+        _ => String::new(),
+    };
+    println!(
+        "{gflops:.1} GFLOP/s ({gflop:.2} GFLOP an image) = {:.0}% of this CPU's f32 peak {f32_peak:.0} GFLOP/s{of_bf16} \
+         ({}, {}, {} threads; `fruits bench peak`)",
+        100.0 * gflops / f32_peak,
+        CpuId::get().describe(),
+        p0.level.name(),
+        p0.threads
+    );
+    if spread > 0.1 {
+        println!(
+            "warning: the peak measured {:.0} before and {:.0} GFLOP/s after the run: this machine is shared \
+             or throttling, and the share above is only as good as that",
+            p0.f32_gflops, p1.f32_gflops
+        );
+    }
+}
+
+fn peak(a: PeakArgs) -> anyhow::Result<ExitCode> {
+    let each = std::time::Duration::from_secs_f64(a.seconds);
+    let levels: Vec<Simd> = LEVELS.iter().copied().filter(|&l| l <= simd()).collect();
+    let peaks: Vec<peak::Peak> = levels.iter().map(|&l| peak::measure(l, each)).collect();
+    let id = CpuId::get();
+    if a.json {
+        let out = serde_json::json!({ "cpu": super::info::cpu_json(), "peaks": peaks });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: {}", id.describe(), id.brand);
+    for p in &peaks {
+        let bf16 = p.bf16_gflops.map(|g| format!(", bf16 {g:.1} GFLOP/s")).unwrap_or_default();
+        println!(
+            "peak {:<12} f32 {:.1} GFLOP/s{bf16} ({} threads, {:.1} per thread; {:.1} s)",
+            p.level.name(),
+            p.f32_gflops,
+            p.threads,
+            p.f32_gflops / p.threads as f64,
+            p.seconds
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use fruits::engine::cpu_id::CpuId;
 use fruits::engine::cuda::{self, kernel_cache, nvrtc};
-use fruits::engine::simd::simd;
+use fruits::engine::peak;
+use fruits::engine::simd::{detected, simd};
 
-/// Print what this machine offers the engines: the CPU's vector instructions, and the
-/// CUDA devices found (name, memory, compute capability; driver, cuBLAS and NVRTC
+/// Print what this machine offers the engines: the CPU (its micro-architecture, caches,
+/// vector instructions and measured multiply-add peak, a quarter-second's measurement
+/// per dtype; `fruits bench peak` measures longer and every level), and the CUDA devices found (name, memory, compute capability; driver, cuBLAS and NVRTC
 /// versions) or why none can be used. `--device auto` takes the first device listed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "cpu": { "threads": rayon::current_num_threads(), "simd": simd().name() },
+        "cpu": cpu_json(),
         "cuda": cuda,
     });
     if args.json {
@@ -63,9 +66,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The CPU as figures name it: which one, its caches, the level the engine
+/// uses (`simd`; `detected` is the CPU's own, before `FRUITS_SIMD`), and
+/// that level's measured peak on all threads.
+pub fn cpu_json() -> serde_json::Value {
+    let id = CpuId::get();
+    let p = peak::measure(simd(), std::time::Duration::from_millis(250));
+    serde_json::json!({
+        "uarch": id.uarch(),
+        "describe": id.describe(),
+        "brand": id.brand,
+        "vendor": id.vendor,
+        "family": id.family,
+        "model": id.model,
+        "stepping": id.stepping,
+        "cache_bytes": { "l1d": id.l1d, "l2": id.l2, "l3": id.l3 },
+        "threads": rayon::current_num_threads(),
+        "simd": simd().name(),
+        "detected": detected().name(),
+        "peak_gflops": { "f32": p.f32_gflops, "bf16": p.bf16_gflops },
+    })
+}
+
 fn print_text(info: &serde_json::Value) {
     println!("fruits {}", info["version"].as_str().unwrap_or("?"));
-    println!("cpu: {} threads, {}", info["cpu"]["threads"], info["cpu"]["simd"].as_str().unwrap_or("?"));
+    let cpu = &info["cpu"];
+    let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    println!("cpu: {}, {}", str_of(&cpu["describe"]), str_of(&cpu["brand"]));
+    let kib = |level: &str| cpu["cache_bytes"][level].as_u64().unwrap_or(0) / 1024;
+    println!("cpu: caches L1d {} KiB, L2 {} KiB, L3 {} KiB (as a core sees them)", kib("l1d"), kib("l2"), kib("l3"));
+    let capped = if cpu["simd"] == cpu["detected"] {
+        String::new()
+    } else {
+        format!(" (capped by FRUITS_SIMD; the CPU has {})", str_of(&cpu["detected"]))
+    };
+    let bf16 = cpu["peak_gflops"]["bf16"].as_f64().map(|g| format!(", bf16 {g:.0}")).unwrap_or_default();
+    println!(
+        "cpu: {} threads, {}{capped}; measured peak f32 {:.0} GFLOP/s{bf16} (`fruits bench peak`)",
+        cpu["threads"],
+        str_of(&cpu["simd"]),
+        cpu["peak_gflops"]["f32"].as_f64().unwrap_or(0.0)
+    );
     let cuda = &info["cuda"];
     if let Some(why) = cuda["unavailable"].as_str() {
         println!("cuda: none usable: {why}");

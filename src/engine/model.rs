@@ -187,6 +187,12 @@ impl Model {
         }
     }
 
+    /// Multiply-adds one image takes ([`crate::model::plan::Plan::macs`]):
+    /// what `fruits bench infer` holds its images/s against the peak with.
+    pub fn macs_per_image(&self) -> Result<u64> {
+        Ok(self.net.plan(self.which.resolution())?.macs())
+    }
+
     pub fn is_random(&self) -> bool {
         self.weights_id.starts_with("random:")
     }
@@ -245,6 +251,57 @@ fn load_on_cpu(which: Which, source: Option<&Source>) -> Result<Model> {
             };
             verify_pinned(&path, None, which)?;
             Model::from_file(which, &path)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The multiply-adds the "% of peak" figures divide by, against the
+    /// papers' and timm's counts: MobileNetV2 1.0 at 224 is 300M multiply-adds
+    /// (Sandler et al. 2018, table 6); timm's model cards give 0.4 GMACs for
+    /// tf_efficientnet_lite0 and 0.2 for mobilenetv4_conv_small, to one
+    /// decimal.
+    #[test]
+    fn macs_per_image_match_the_published_counts() {
+        for (which, lo, hi) in [
+            (Which::MobileNetV2, 294e6, 306e6),
+            (Which::EfficientNetLite0, 350e6, 450e6),
+            (Which::MobileNetV4Small, 150e6, 250e6),
+        ] {
+            let macs = Model::random(which, 0).unwrap().macs_per_image().unwrap() as f64;
+            assert!((lo..hi).contains(&macs), "{which}: {macs} multiply-adds, published {lo}..{hi}");
+        }
+    }
+
+    /// Fused inverted-residual blocks (engine::cpu::fused) change no bit of
+    /// the features of any model, in f32 or bf16, against running every
+    /// layer on its own.
+    #[test]
+    fn fused_blocks_give_every_models_features_bit_for_bit() {
+        let mut state = 0x1234_5678_u32;
+        for which in Which::ALL {
+            let m = Model::random(which, 3).unwrap();
+            let plan = m.net.plan(which.resolution()).unwrap();
+            let r = which.resolution();
+            let x: Vec<u8> = (0..2 * 3 * r * r)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    (state >> 24) as u8
+                })
+                .collect();
+            let fused = cpu::Net::<f32>::new(&plan);
+            assert!(fused.blocks.iter().any(|b| b.fused.is_some()), "{which}: nothing fused");
+            assert_eq!(fused.run(&x), cpu::Net::<f32>::layer_by_layer(&plan).run(&x), "{which} f32");
+            assert_eq!(
+                cpu::Net::<bf16>::new(&plan).run(&x),
+                cpu::Net::<bf16>::layer_by_layer(&plan).run(&x),
+                "{which} bf16"
+            );
         }
     }
 }

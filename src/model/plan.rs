@@ -170,4 +170,25 @@ impl Plan {
     pub fn feature_dim(&self) -> usize {
         self.head.cout
     }
+
+    /// Multiply-adds one image takes in its convolutions (dense, depthwise
+    /// and the head): the work the FMA units do, as timm's model cards
+    /// count "GMACs". Bias, activations and pooling are left out.
+    pub fn macs(&self) -> u64 {
+        let mut hw = Hw { h: self.resolution, w: self.resolution };
+        let mut total = 0u64;
+        for layer in self.blocks.iter().flat_map(|b| &b.layers) {
+            let (o, per_pixel) = match layer {
+                Layer::Dense(d) => (hw.conv(d.kernel, d.stride, d.padding), d.k() * d.cout),
+                Layer::Depthwise(d) => (hw.conv(d.kernel, d.stride, d.padding), d.kernel * d.kernel * d.channels),
+            };
+            total += (o.h * o.w * per_pixel) as u64;
+            hw = o;
+        }
+        let head_pixels = match self.head_order {
+            Head::BeforePool => hw.h * hw.w,
+            Head::AfterPool => 1,
+        };
+        total + (head_pixels * self.head.k() * self.head.cout) as u64
+    }
 }

@@ -7,6 +7,16 @@ use super::elem::Elem;
 use super::lanes::{act, mask, Lanes};
 use crate::model::plan::{Depthwise, Hw};
 
+use std::ops::Range;
+
+/// Which part of the image a call sees: `input` starts at image row
+/// `in_row0`, `out` holds output rows `rows`.
+#[derive(Debug, Clone)]
+struct Window {
+    in_row0: usize,
+    rows: Range<usize>,
+}
+
 // The plan's layer, run here: the engine adds its kernels to the plan's
 // type (the plan itself knows no engine).
 impl Depthwise {
@@ -27,12 +37,32 @@ impl Depthwise {
         (lo, hi)
     }
 
+    /// The input rows output rows `rows` read: the clipped tap rows of the
+    /// first to those of the last.
+    pub fn input_rows(&self, rows: Range<usize>, ih: usize) -> Range<usize> {
+        let (first, last) = (rows.start, rows.end - 1);
+        let start = first * self.stride + self.taps(first, ih).0 - self.pad(ih);
+        let end = last * self.stride + self.taps(last, ih).1 - self.pad(ih);
+        start..end
+    }
+
     /// `input` is `[i.h][i.w][c]`, `out` is `[o.h][o.w][c]`; f32 arithmetic
     /// whatever `T` stores.
     pub fn run<T: Elem>(&self, input: &[T], i: Hw, out: &mut [T]) {
+        self.run_rows(input, 0, i, 0..self.out_hw(i).h, out)
+    }
+
+    /// Output rows `rows` of an `i`-sized image into `out` (`[rows][o.w][c]`),
+    /// from `input`, which holds the image's rows from `in_row0` on (at least
+    /// [`Depthwise::input_rows`]): the fused block's band. Each output is
+    /// computed as [`Depthwise::run`] computes it, bit for bit.
+    pub fn run_rows<T: Elem>(&self, input: &[T], in_row0: usize, i: Hw, rows: Range<usize>, out: &mut [T]) {
         let o = self.out_hw(i);
         let c = self.channels;
-        assert!(input.len() >= i.h * i.w * c && out.len() >= o.h * o.w * c);
+        assert!(rows.end <= o.h && (rows.is_empty() || self.input_rows(rows.clone(), i.h).start >= in_row0));
+        let need_in = if rows.is_empty() { 0 } else { self.input_rows(rows.clone(), i.h).end - in_row0 };
+        assert!(input.len() >= need_in * i.w * c && out.len() >= rows.len() * o.w * c);
+        let w = Window { in_row0, rows };
         #[cfg(target_arch = "x86_64")]
         if T::avx512() {
             use super::elem::{bf16, same, same_mut};
@@ -41,36 +71,36 @@ impl Depthwise {
             // clipped). `same` only converts a slice to its own type.
             unsafe {
                 if let (Some(x), Some(y)) = (same::<T, f32>(input), same_mut::<T, f32>(out)) {
-                    return self.avx512_f32(x, i, o, y);
+                    return self.avx512_f32(x, i, o, w, y);
                 }
                 if let (Some(x), Some(y)) = (same::<T, bf16>(input), same_mut::<T, bf16>(out)) {
-                    return self.avx512_bf16(x, i, o, y);
+                    return self.avx512_bf16(x, i, o, w, y);
                 }
             }
         }
         #[cfg(target_arch = "x86_64")]
         if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
             // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.portable_avx2(input, i, o, out) };
+            return unsafe { self.portable_avx2(input, i, o, w, out) };
         }
-        self.run_portable(input, i, o, out);
+        self.run_portable(input, i, o, w, out);
     }
 
     /// The portable loops compiled for AVX2 (the channel loop vectorises).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn portable_avx2<T: Elem>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
-        self.run_portable(input, i, o, out)
+    unsafe fn portable_avx2<T: Elem>(&self, input: &[T], i: Hw, o: Hw, w: Window, out: &mut [T]) {
+        self.run_portable(input, i, o, w, out)
     }
 
     #[inline(always)]
-    fn run_portable<T: Elem>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
+    fn run_portable<T: Elem>(&self, input: &[T], i: Hw, o: Hw, win: Window, out: &mut [T]) {
         let (c, k) = (self.channels, self.kernel);
         let mut acc = vec![0f32; c];
         let (pad_y, pad_x) = (self.pad(i.h), self.pad(i.w));
-        for oy in 0..o.h {
+        for oy in win.rows.clone() {
             let (ky0, ky1) = self.taps(oy, i.h);
-            let iy0 = oy * self.stride + ky0 - pad_y;
+            let iy0 = oy * self.stride + ky0 - pad_y - win.in_row0;
             for ox in 0..o.w {
                 let (kx0, kx1) = self.taps(ox, i.w);
                 let ix0 = ox * self.stride + kx0 - pad_x;
@@ -84,7 +114,7 @@ impl Depthwise {
                         }
                     }
                 }
-                let dst = &mut out[(oy * o.w + ox) * c..][..c];
+                let dst = &mut out[((oy - win.rows.start) * o.w + ox) * c..][..c];
                 for (d, &v) in dst.iter_mut().zip(&acc) {
                     *d = T::from_f32(self.act.apply_one(v));
                 }
@@ -94,21 +124,21 @@ impl Depthwise {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512_f32(&self, input: &[f32], i: Hw, o: Hw, out: &mut [f32]) {
-        self.avx512_body(input, i, o, out)
+    unsafe fn avx512_f32(&self, input: &[f32], i: Hw, o: Hw, w: Window, out: &mut [f32]) {
+        self.avx512_body(input, i, o, w, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn avx512_bf16(&self, input: &[super::elem::bf16], i: Hw, o: Hw, out: &mut [super::elem::bf16]) {
-        self.avx512_body(input, i, o, out)
+    unsafe fn avx512_bf16(&self, input: &[super::elem::bf16], i: Hw, o: Hw, w: Window, out: &mut [super::elem::bf16]) {
+        self.avx512_body(input, i, o, w, out)
     }
 
     /// Inlined into the entry points above, which carry the CPU features
     /// (hence no closures here: a closure would not inherit them).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512_body<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T]) {
+    unsafe fn avx512_body<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, win: Window, out: &mut [T]) {
         use std::arch::x86_64::*;
         const GROUP: usize = 4;
         let (c, k, s) = (self.channels, self.kernel, self.stride);
@@ -118,15 +148,16 @@ impl Depthwise {
         // Output columns whose taps all land inside the row: no clipping.
         let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
         let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
-        for oy in 0..o.h {
+        for oy in win.rows.clone() {
             let (ky0, ky1) = self.taps(oy, i.h);
             let mut ox = 0;
             while ox < first_full.min(o.w) {
-                self.avx512_pixel(input, i, o, out, oy, ox);
+                self.avx512_pixel(input, i, o, &win, out, oy, ox);
                 ox += 1;
             }
             // GROUP pixels at once share every weight load.
-            let row0 = oy * s + ky0 - pad_y; // input row of tap ky0
+            let row0 = oy * s + ky0 - pad_y - win.in_row0; // row of tap ky0 in `input`
+            let out_row = oy - win.rows.start;
             while ox + GROUP <= full_end {
                 let col0 = ox * s - pad_x;
                 for c0 in (0..c).step_by(16) {
@@ -144,13 +175,13 @@ impl Depthwise {
                         }
                     }
                     for (g, acc) in acc.iter().enumerate() {
-                        T::store16(outp.add((oy * o.w + ox + g) * c + c0), m, act(*acc, self.act));
+                        T::store16(outp.add((out_row * o.w + ox + g) * c + c0), m, act(*acc, self.act));
                     }
                 }
                 ox += GROUP;
             }
             while ox < o.w {
-                self.avx512_pixel(input, i, o, out, oy, ox);
+                self.avx512_pixel(input, i, o, &win, out, oy, ox);
                 ox += 1;
             }
         }
@@ -159,14 +190,25 @@ impl Depthwise {
     /// One output pixel with clipped taps (the borders).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512_pixel<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, out: &mut [T], oy: usize, ox: usize) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx512_pixel<T: Lanes>(
+        &self,
+        input: &[T],
+        i: Hw,
+        o: Hw,
+        win: &Window,
+        out: &mut [T],
+        oy: usize,
+        ox: usize,
+    ) {
         use std::arch::x86_64::*;
         let (c, k, s) = (self.channels, self.kernel, self.stride);
         let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
         let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
         let (ky0, ky1) = self.taps(oy, i.h);
         let (kx0, kx1) = self.taps(ox, i.w);
-        let (iy0, ix0) = (oy * s + ky0 - self.pad(i.h), ox * s + kx0 - self.pad(i.w));
+        let (iy0, ix0) = (oy * s + ky0 - self.pad(i.h) - win.in_row0, ox * s + kx0 - self.pad(i.w));
+        let out_row = oy - win.rows.start;
         for c0 in (0..c).step_by(16) {
             let m = mask(c - c0);
             let mut acc = _mm512_maskz_loadu_ps(m, bp.add(c0));
@@ -177,7 +219,7 @@ impl Depthwise {
                     acc = _mm512_fmadd_ps(x, w, acc);
                 }
             }
-            T::store16(outp.add((oy * o.w + ox) * c + c0), m, act(acc, self.act));
+            T::store16(outp.add((out_row * o.w + ox) * c + c0), m, act(acc, self.act));
         }
     }
 }
@@ -236,7 +278,7 @@ mod tests {
                 let mut got = vec![f32::NAN; want.len() + 1];
                 dw.run(&input, i, &mut got);
                 let mut portable = vec![f32::NAN; want.len() + 1];
-                dw.run_portable(&input, i, o, &mut portable);
+                dw.run_portable(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut portable);
                 for out in [&got, &portable] {
                     assert!(out[want.len()].is_nan(), "wrote past the end");
                     for (x, y) in out.iter().zip(&want) {
@@ -254,7 +296,7 @@ mod tests {
                 let nan = bf16::from_f32(f32::NAN);
                 let (mut got16, mut portable16) = (vec![nan; want.len() + 1], vec![nan; want.len() + 1]);
                 dw.run(&input16, i, &mut got16);
-                dw.run_portable(&input16, i, o, &mut portable16);
+                dw.run_portable(&input16, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut portable16);
                 let scale = input.iter().fold(0f32, |m, x| m.max(x.abs())) * k as f32 * k as f32;
                 for out in [&got16, &portable16] {
                     assert!(out[want.len()].is_nan(), "wrote past the end");

@@ -12,8 +12,10 @@
 //!
 //! Activations are f32 or, with `--dtype bf16`, bfloat16 ([`elem`]).
 
+pub mod dense;
 pub mod depthwise;
 pub mod elem;
+pub mod fused;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 pub mod lanes;
@@ -22,38 +24,11 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use dense::{dense, need, Dense};
 pub use elem::{bf16, Elem};
-use gemm::Packed;
+use fused::{Bands, Fused};
 
-use crate::model::plan::{self, Act, Depthwise, Head, Hw, Padding, Plan};
-
-/// A dense convolution of the plan with its weights packed for [`gemm`].
-#[derive(Debug, Clone)]
-pub struct Dense<T> {
-    pub cin: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: Padding,
-    pub act: Act,
-    /// Reduction order `(ky, kx, ci)`, matching [`im2col`].
-    pub weight: Packed<T>,
-}
-
-impl<T: Elem> Dense<T> {
-    fn new(d: &plan::Dense) -> Self {
-        let weight = Packed::new(d.k(), d.cout, &d.weight, &d.bias);
-        Self { cin: d.cin, kernel: d.kernel, stride: d.stride, padding: d.padding, act: d.act, weight }
-    }
-
-    fn out_hw(&self, i: Hw) -> Hw {
-        i.conv(self.kernel, self.stride, self.padding)
-    }
-
-    /// A 1×1 convolution whose input rows are already the GEMM's rows.
-    fn is_plain_gemm(&self) -> bool {
-        self.kernel == 1 && self.stride == 1 && self.weight.k == self.cin
-    }
-}
+use crate::model::plan::{self, Depthwise, Head, Hw, Plan};
 
 #[derive(Debug, Clone)]
 pub enum Layer<T> {
@@ -81,6 +56,22 @@ impl<T: Elem> Layer<T> {
 pub struct Block<T> {
     pub layers: Vec<Layer<T>>,
     pub skip: bool,
+    /// The same layers run a band of rows at a time ([`fused`]), where the
+    /// block is an inverted residual (1×1, depthwise, 1×1) and fusing is on.
+    pub fused: Option<Fused<T>>,
+}
+
+impl<T: Elem> Block<T> {
+    /// `[1×1] → depthwise → 1×1` as a [`Fused`], if the layers are that.
+    fn fusable(layers: &[Layer<T>]) -> Option<Fused<T>> {
+        match layers {
+            [Layer::Dense(e), Layer::Depthwise(dw), Layer::Dense(p)] => {
+                Fused::new(Some(e.clone()), dw.clone(), p.clone())
+            }
+            [Layer::Depthwise(dw), Layer::Dense(p)] => Fused::new(None, dw.clone(), p.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// A plan ready for the CPU engine, activations stored as `T`.
@@ -93,6 +84,8 @@ pub struct Net<T> {
     pub blocks: Vec<Block<T>>,
     pub head: Dense<T>,
     pub head_order: Head,
+    /// The L2 size fused blocks size their bands by (CPUID's; 0 = unknown).
+    pub l2_bytes: usize,
     /// Buffers of finished tasks, handed to the next ones: grown to the
     /// largest activation on the first images, then reused.
     spare: Mutex<Vec<Workspace<T>>>,
@@ -103,34 +96,42 @@ pub struct Net<T> {
 struct Workspace<T> {
     bufs: [Vec<T>; 3],
     cols: Vec<T>,
+    bands: Bands<T>,
     small: Vec<T>,
     pooled: Vec<f32>,
 }
 
-/// Rows of im2col built (and multiplied) at a time: ≤ 120 × 288 f32 stays in L2.
-const COL_ROWS: usize = 120;
-
-fn need<T: Elem>(v: &mut Vec<T>, n: usize) {
-    if v.len() < n {
-        v.resize(n, T::default());
-    }
-}
-
 impl<T: Elem> Net<T> {
-    /// Packs every dense layer of `plan` (copies; `plan` stays usable).
+    /// Packs every dense layer of `plan` (copies; `plan` stays usable),
+    /// inverted-residual blocks fused.
     pub fn new(plan: &Plan) -> Self {
+        Self::build(plan, true)
+    }
+
+    /// Every block run layer by layer: the reference the fused blocks are
+    /// checked against, bit for bit.
+    pub fn layer_by_layer(plan: &Plan) -> Self {
+        Self::build(plan, false)
+    }
+
+    fn build(plan: &Plan, fuse: bool) -> Self {
         let layer = |l: &plan::Layer| match l {
             plan::Layer::Dense(d) => Layer::Dense(Dense::new(d)),
             plan::Layer::Depthwise(d) => Layer::Depthwise(d.clone()),
         };
-        let blocks =
-            plan.blocks.iter().map(|b| Block { layers: b.layers.iter().map(layer).collect(), skip: b.skip }).collect();
+        let block = |b: &plan::Block| {
+            let layers: Vec<Layer<T>> = b.layers.iter().map(layer).collect();
+            let fused = if fuse { Block::fusable(&layers) } else { None };
+            Block { layers, skip: b.skip, fused }
+        };
+        let blocks = plan.blocks.iter().map(block).collect();
         Self {
             resolution: plan.resolution,
             normalise: plan.input.scale_shift(),
             blocks,
             head: Dense::new(&plan.head),
             head_order: plan.head_order,
+            l2_bytes: crate::engine::cpu_id::CpuId::get().l2,
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -155,10 +156,33 @@ impl<T: Elem> Net<T> {
         out
     }
 
+    /// Fused block `f` on the `hw × ch` activation in `bufs[cur]`; returns
+    /// the buffer its output went to.
+    #[allow(clippy::too_many_arguments)]
+    fn run_fused(
+        &self,
+        f: &Fused<T>,
+        skip: bool,
+        bufs: &mut [Vec<T>; 3],
+        cur: usize,
+        hw: Hw,
+        ch: usize,
+        bands: &mut Bands<T>,
+    ) -> usize {
+        let dst = (cur + 1) % 3;
+        let o = f.out_hw(hw);
+        let n_out = o.h * o.w * f.cout();
+        let mut out = std::mem::take(&mut bufs[dst]);
+        need(&mut out, n_out);
+        f.run(&bufs[cur][..hw.h * hw.w * ch], hw, skip, &mut out[..n_out], bands, self.l2_bytes);
+        bufs[dst] = out;
+        dst
+    }
+
     fn run_image(&self, rgb: &[u8], ws: &mut Workspace<T>, features: &mut [f32]) {
         let r = self.resolution;
         let mut hw = Hw { h: r, w: r };
-        let Workspace { bufs, cols, small, pooled } = ws;
+        let Workspace { bufs, cols, bands, small, pooled } = ws;
         // The input, normalised, into buffer 0 (already HWC).
         need(&mut bufs[0], r * r * 3);
         let (scale, shift) = self.normalise;
@@ -170,6 +194,11 @@ impl<T: Elem> Net<T> {
         let mut cur = 0; // buffer holding the current activation
         let mut ch = 3;
         for block in &self.blocks {
+            if let Some(f) = &block.fused {
+                cur = self.run_fused(f, block.skip, bufs, cur, hw, ch, bands);
+                (hw, ch) = (f.out_hw(hw), f.cout());
+                continue;
+            }
             let input = cur;
             for (li, layer) in block.layers.iter().enumerate() {
                 let last = li + 1 == block.layers.len();
@@ -229,60 +258,4 @@ fn mean_rows<T: Elem>(x: &[T], n: usize, out: &mut [f32]) {
         acc.iter_mut().zip(row).for_each(|(a, v)| *a += v.to_f32() as f64);
     }
     out.iter_mut().zip(&acc).for_each(|(o, a)| *o = (*a / rows as f64) as f32);
-}
-
-/// A dense convolution of one `[hw][cin]` image into `out`.
-fn dense<T: Elem>(d: &Dense<T>, input: &[T], i: Hw, cin: usize, skip: Option<&[T]>, out: &mut [T], cols: &mut Vec<T>) {
-    let o = d.out_hw(i);
-    let n = d.weight.n;
-    if d.is_plain_gemm() {
-        gemm::gemm(input, cin, o.h * o.w, &d.weight, d.act, skip, out);
-        return;
-    }
-    let kdim = d.weight.k;
-    need(cols, COL_ROWS * kdim);
-    let total = o.h * o.w;
-    for p0 in (0..total).step_by(COL_ROWS) {
-        let rows = (total - p0).min(COL_ROWS);
-        im2col(d, input, i, o, cin, p0, rows, &mut cols[..rows * kdim]);
-        let skip = skip.map(|s| &s[p0 * n..(p0 + rows) * n]);
-        gemm::gemm(&cols[..rows * kdim], kdim, rows, &d.weight, d.act, skip, &mut out[p0 * n..(p0 + rows) * n]);
-    }
-}
-
-/// Rows `p0..p0+rows` of the patch matrix: one row per output pixel, the
-/// k×k×cin window in `(ky, kx, ci)` order, zeros outside the image and in
-/// the row's padding up to the packed k.
-#[allow(clippy::too_many_arguments)]
-fn im2col<T: Elem>(d: &Dense<T>, input: &[T], i: Hw, o: Hw, cin: usize, p0: usize, rows: usize, cols: &mut [T]) {
-    let k = d.kernel;
-    let kdim = d.weight.k;
-    let (pad_y, pad_x) = (d.padding.begin(k, d.stride, i.h), d.padding.begin(k, d.stride, i.w));
-    for (r, row) in cols.chunks_exact_mut(kdim).take(rows).enumerate() {
-        let p = p0 + r;
-        let (oy, ox) = (p / o.w, p % o.w);
-        let x0 = (ox * d.stride) as isize - pad_x as isize;
-        let inside_x = x0 >= 0 && x0 as usize + k <= i.w;
-        for ky in 0..k {
-            let iy = (oy * d.stride + ky) as isize - pad_y as isize;
-            let dst = &mut row[ky * k * cin..(ky + 1) * k * cin];
-            if iy < 0 || iy as usize >= i.h {
-                dst.fill(T::default());
-            } else if inside_x {
-                // The k pixels of this window row are adjacent in NHWC: one copy.
-                let at = (iy as usize * i.w + x0 as usize) * cin;
-                dst.copy_from_slice(&input[at..at + k * cin]);
-            } else {
-                for (kx, dst) in dst.chunks_exact_mut(cin).enumerate() {
-                    let ix = x0 + kx as isize;
-                    if ix < 0 || ix as usize >= i.w {
-                        dst.fill(T::default());
-                    } else {
-                        dst.copy_from_slice(&input[(iy as usize * i.w + ix as usize) * cin..][..cin]);
-                    }
-                }
-            }
-        }
-        row[k * k * cin..].fill(T::default());
-    }
 }

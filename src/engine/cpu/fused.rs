@@ -1,0 +1,246 @@
+//! An inverted-residual block (1×1 expand, k×k depthwise, 1×1 project,
+//! skip) run a band of output rows at a time.
+//!
+//! Why: the expanded activation is the block's largest (112 × 112 × 96 f32
+//! is 4.8 MB in MobileNetV2's second block), larger than a core's L2. Run
+//! layer by layer it is written out to L3 or memory by the expansion and
+//! read back by the depthwise, whose output goes the same way to the
+//! projection; those layers ran at a third of the FMA peak (per-layer
+//! timing, benches/README "The CPU engine on other CPUs"). A band keeps the
+//! expanded rows it needs, and the depthwise rows it makes, in L2. The band's
+//! height comes from this CPU's L2 size (CPUID), not from a constant tuned on
+//! one machine.
+//!
+//! The same kernels do the same arithmetic on each output as the layers run
+//! one by one (a GEMM's row blocking never changes a dot product's order,
+//! and the depthwise computes each pixel alone), so the features are bit for
+//! bit those of the unfused path.
+
+use std::ops::Range;
+
+use super::dense::{need, Dense};
+use super::elem::Elem;
+use super::gemm;
+use crate::model::plan::{Depthwise, Hw};
+
+/// The three layers of a block that fuses; `expand` is absent where the
+/// expansion ratio is 1 (MobileNetV2's first block).
+#[derive(Debug, Clone)]
+pub struct Fused<T> {
+    pub expand: Option<Dense<T>>,
+    pub dw: Depthwise,
+    pub project: Dense<T>,
+}
+
+/// A band's buffers, reused from block to block and image to image.
+#[derive(Debug, Default)]
+pub struct Bands<T> {
+    /// Expanded input rows, `[rows][i.w][ce]`.
+    expanded: Vec<T>,
+    /// The depthwise's output rows, `[rows][o.w][ce]`.
+    mid: Vec<T>,
+}
+
+/// The L2 a band may fill: half the core's L2 (the rest holds the weight
+/// panels streaming through and the output rows); 256 KiB where CPUID gave
+/// no size.
+fn band_budget(l2: usize) -> usize {
+    if l2 == 0 {
+        256 << 10
+    } else {
+        l2 / 2
+    }
+}
+
+impl<T: Elem> Fused<T> {
+    /// `None` unless both 1×1 layers multiply their input rows as they are.
+    pub fn new(expand: Option<Dense<T>>, dw: Depthwise, project: Dense<T>) -> Option<Self> {
+        let plain = expand.as_ref().is_none_or(|e| e.is_plain_gemm() && e.weight.n == dw.channels);
+        (plain && project.is_plain_gemm() && project.cin == dw.channels).then_some(Self { expand, dw, project })
+    }
+
+    pub fn out_hw(&self, i: Hw) -> Hw {
+        self.dw.out_hw(i)
+    }
+
+    pub fn cout(&self) -> usize {
+        self.project.weight.n
+    }
+
+    /// Output rows per band for an `i`-sized input: as many as keep the
+    /// expanded rows and the depthwise rows of one band within `l2`'s budget,
+    /// at least one.
+    pub fn band_rows(&self, i: Hw, l2: usize) -> usize {
+        let o = self.out_hw(i);
+        let (ce, s, k) = (self.dw.channels, self.dw.stride, self.dw.kernel);
+        let bytes = std::mem::size_of::<T>();
+        let in_row = if self.expand.is_some() { i.w * ce * bytes } else { 0 };
+        let out_row = o.w * ce * bytes;
+        let fits = |b: usize| ((b - 1) * s + k) * in_row + b * out_row <= band_budget(l2);
+        let mut b = 1;
+        while b < o.h && fits(b + 1) {
+            b += 1;
+        }
+        b
+    }
+
+    /// `input` is `[i.h][i.w][cin]`, `out` `[o.h][o.w][cout]`; `skip` adds
+    /// the block's input to the projection (stride 1, cin = cout).
+    pub fn run(&self, input: &[T], i: Hw, skip: bool, out: &mut [T], bands: &mut Bands<T>, l2: usize) {
+        let o = self.out_hw(i);
+        let (ce, cout) = (self.dw.channels, self.cout());
+        let band = self.band_rows(i, l2);
+        need(&mut bands.mid, band * o.w * ce);
+        if self.expand.is_some() {
+            need(&mut bands.expanded, ((band - 1) * self.dw.stride + self.dw.kernel).min(i.h) * i.w * ce);
+        }
+        // The expanded image rows `expanded` holds, from its start.
+        let mut held = 0..0;
+        for oy0 in (0..o.h).step_by(band) {
+            let rows = oy0..(oy0 + band).min(o.h);
+            let want = self.dw.input_rows(rows.clone(), i.h);
+            let mid = &mut bands.mid[..rows.len() * o.w * ce];
+            match &self.expand {
+                Some(e) => {
+                    held = expand_rows(e, input, i, &held, &want, &mut bands.expanded);
+                    self.dw.run_rows(&bands.expanded, want.start, i, rows.clone(), mid);
+                }
+                None => self.dw.run_rows(&input[want.start * i.w * ce..], want.start, i, rows.clone(), mid),
+            }
+            let px = rows.start * o.w..rows.end * o.w;
+            let skip = skip.then(|| &input[px.start * cout..px.end * cout]);
+            let w = &self.project.weight;
+            gemm::gemm(mid, ce, px.len(), w, self.project.act, skip, &mut out[px.start * cout..px.end * cout]);
+        }
+    }
+}
+
+/// Makes `expanded` hold the expansion of image rows `want`: rows already
+/// held from the previous band move to the front, the rest are computed.
+/// Returns the rows it now holds.
+fn expand_rows<T: Elem>(
+    e: &Dense<T>,
+    input: &[T],
+    i: Hw,
+    held: &Range<usize>,
+    want: &Range<usize>,
+    expanded: &mut [T],
+) -> Range<usize> {
+    let (cin, ce) = (e.cin, e.weight.n);
+    let row = i.w * ce;
+    // Bands only move down: what is kept is a tail of what was held.
+    let kept = want.start.max(held.start)..held.end.min(want.end);
+    let fresh = if kept.is_empty() {
+        want.start
+    } else {
+        expanded.copy_within((kept.start - held.start) * row..(kept.end - held.start) * row, 0);
+        kept.end
+    };
+    debug_assert!(kept.is_empty() || kept.start == want.start);
+    let n = (want.end - fresh) * i.w;
+    let src = &input[fresh * i.w * cin..want.end * i.w * cin];
+    let dst = &mut expanded[(fresh - want.start) * row..(want.end - want.start) * row];
+    gemm::gemm(src, cin, n, &e.weight, e.act, None, dst);
+    want.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::dense::dense;
+    use crate::engine::cpu::elem::bf16;
+    use crate::model::plan::{self, Act, Padding};
+
+    fn rnd_source(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        }
+    }
+
+    fn pointwise(rnd: &mut impl FnMut() -> f32, cin: usize, cout: usize, act: Act) -> plan::Dense {
+        plan::Dense {
+            cin,
+            cout,
+            kernel: 1,
+            stride: 1,
+            padding: Padding::Symmetric(0),
+            act,
+            weight: (0..cin * cout).map(|_| rnd() * 0.5).collect(),
+            bias: (0..cout).map(|_| rnd()).collect(),
+        }
+    }
+
+    /// The layers one by one, as the engine runs an unfused block.
+    fn layer_by_layer<T: Elem>(f: &Fused<T>, input: &[T], i: Hw, skip: bool) -> Vec<T> {
+        let mut cols = Vec::new();
+        let ce = f.dw.channels;
+        let expanded = match &f.expand {
+            Some(e) => {
+                let mut x = vec![T::default(); i.h * i.w * ce];
+                dense(e, input, i, e.cin, None, &mut x, &mut cols);
+                x
+            }
+            None => input.to_vec(),
+        };
+        let o = f.out_hw(i);
+        let mut mid = vec![T::default(); o.h * o.w * ce];
+        f.dw.run(&expanded, i, &mut mid);
+        let mut out = vec![T::default(); o.h * o.w * f.cout()];
+        dense(&f.project, &mid, o, ce, skip.then_some(input), &mut out, &mut cols);
+        out
+    }
+
+    /// Fused bands give the layer-by-layer result bit for bit, whatever the
+    /// band height (one row, a few with the overlap carried over, the whole
+    /// image), for stride 1 and 2, 3×3 and 5×5, symmetric and TensorFlow
+    /// padding, with and without expansion and skip, in f32 and bf16.
+    #[test]
+    fn bands_of_any_height_give_the_layers_results_bit_for_bit() {
+        let mut rnd = rnd_source(11);
+        // (h, w, cin, ce, cout, k, stride, padding, expand, skip)
+        let cases = [
+            (13, 11, 8, 40, 8, 3, 1, Padding::Symmetric(1), true, true),
+            (14, 9, 6, 24, 10, 3, 2, Padding::Symmetric(1), true, false),
+            (15, 12, 16, 48, 24, 5, 2, Padding::Same, true, false),
+            (10, 10, 16, 16, 16, 3, 1, Padding::Symmetric(1), false, true),
+            (9, 7, 4, 20, 4, 5, 1, Padding::Same, true, true),
+        ];
+        for (h, w, cin, ce, cout, k, s, padding, expand, skip) in cases {
+            let dw = Depthwise {
+                channels: ce,
+                kernel: k,
+                stride: s,
+                padding,
+                act: Act::Relu6,
+                weight: (0..k * k * ce).map(|_| rnd()).collect(),
+                bias: (0..ce).map(|_| rnd()).collect(),
+            };
+            let e = expand.then(|| pointwise(&mut rnd, cin, ce, Act::Relu6));
+            let p = pointwise(&mut rnd, ce, cout, Act::None);
+            let input: Vec<f32> = (0..h * w * if expand { cin } else { ce }).map(|_| rnd() * 4.0).collect();
+            check::<f32>(&e, &dw, &p, &input, Hw { h, w }, skip);
+            check::<bf16>(&e, &dw, &p, &input, Hw { h, w }, skip);
+        }
+    }
+
+    fn check<T: Elem>(e: &Option<plan::Dense>, dw: &Depthwise, p: &plan::Dense, input: &[f32], i: Hw, skip: bool) {
+        let f = Fused::<T>::new(e.as_ref().map(Dense::new), dw.clone(), Dense::new(p)).expect("fusable");
+        let input: Vec<T> = input.iter().map(|&x| T::from_f32(x)).collect();
+        let want: Vec<f32> = layer_by_layer(&f, &input, i, skip).iter().map(|x| x.to_f32()).collect();
+        let o = f.out_hw(i);
+        let row_bytes = (i.w + o.w) * dw.channels * std::mem::size_of::<T>();
+        let mut heights = Vec::new();
+        for l2 in [1, 2 * 4 * row_bytes, 2 * 9 * row_bytes, 1 << 30] {
+            heights.push(f.band_rows(i, l2));
+            let mut out = vec![T::from_f32(f32::NAN); want.len() + 1];
+            f.run(&input, i, skip, &mut out[..want.len()], &mut Bands::default(), l2);
+            let got: Vec<f32> = out[..want.len()].iter().map(|x| x.to_f32()).collect();
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "l2 {l2}: {i:?} {dw:?}");
+            assert!(out[want.len()].to_f32().is_nan(), "wrote past the end");
+        }
+        assert_eq!(heights[0], 1);
+        assert_eq!(heights[3], o.h);
+        assert!(heights.iter().any(|&h| h > 1 && h < o.h), "no band carried rows over: {heights:?}");
+    }
+}
