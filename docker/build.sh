@@ -17,6 +17,15 @@
 #                                   at target/glibc234/.../release/fruits, write
 #                                   nothing
 #   docker/build.sh -- ARGS...      pass ARGS to cargo zigbuild (e.g. -- --timings)
+#   docker/build.sh --test [-- ARGS...]
+#                                   first run the Rust test suite built for the
+#                                   same target, profile and folder (cargo
+#                                   zigbuild test --release ARGS...), so the
+#                                   integration tests run the very binary that
+#                                   ships, and the build after them compiles
+#                                   nothing again (.ci/run does this: one
+#                                   release build of the dependencies, not a
+#                                   test build and then a release build)
 #
 # The checks, any of which fails the script naming what is wrong:
 #   - no symbol needs a glibc version above 2.34 (objdump -T);
@@ -56,6 +65,7 @@ CUDA_LIB_RE='^lib(cuda|cudart|cublas|cublasLt|nvrtc|nvrtc-builtins|cudnn|curand|
 
 out=target/dist
 check_only=false
+run_tests=false
 cargo_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -65,6 +75,7 @@ while [ $# -gt 0 ]; do
       shift 2
       ;;
     --check-only) check_only=true; shift ;;
+    --test) run_tests=true; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; cargo_args=("$@"); break ;;
     *) echo "docker/build.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
@@ -95,16 +106,26 @@ if ! $check_only; then
     cargo install --quiet --locked cargo-zigbuild --version "$CARGO_ZIGBUILD_VERSION" --root .tools
   fi
 
-  # cargo finds the zigbuild subcommand on PATH, and cargo-zigbuild finds zig
-  # as `python3 -m ziglang`, which the venv's python3 (first on PATH) has.
+  # `cargo-zigbuild build|test` is `cargo build|test` linked by zig, which
+  # it finds as `python3 -m ziglang` (the venv's python3, first on PATH).
   # The target folder is separate from target/release (linked against this
   # machine's glibc) so neither build invalidates the other, and reruns are
   # incremental.
+  zigbuild() {
+    PATH="$PWD/.tools/bin:$PWD/.tools/zig-venv/bin:$PATH" \
+      "$PWD/.tools/bin/cargo-zigbuild" "$1" --locked --release --target "$TARGET.$GLIBC_MAX" --target-dir "$TARGET_DIR" "${@:2}"
+  }
+  if $run_tests; then
+    # The bench profile that `test --release` uses inherits release's, and
+    # the dependencies get the release profile itself: the units below are
+    # the same, so the build after the tests only finds them fresh.
+    echo "docker/build.sh: cargo zigbuild test --release --target $TARGET.$GLIBC_MAX" >&2
+    zigbuild test ${cargo_args[@]+"${cargo_args[@]}"}
+    cargo_args=()
+  fi
   echo "docker/build.sh: cargo zigbuild --release --target $TARGET.$GLIBC_MAX" >&2
   start=$(date +%s)
-  PATH="$PWD/.tools/bin:$PWD/.tools/zig-venv/bin:$PATH" \
-    cargo zigbuild --locked --release --bin fruits --target "$TARGET.$GLIBC_MAX" \
-    --target-dir "$TARGET_DIR" ${cargo_args[@]+"${cargo_args[@]}"}
+  zigbuild build --bin fruits ${cargo_args[@]+"${cargo_args[@]}"}
   echo "docker/build.sh: built in $(( $(date +%s) - start )) s" >&2
 fi
 

@@ -1,6 +1,8 @@
 """The alternative a user would pick: timm's model exported to ONNX, run by
 ONNX Runtime (MLAS) on CPU, fed by PIL. Same weights file as `fruits`, same
-preprocessing (whole image resized to 224x224 bicubic, ImageNet mean/std).
+preprocessing (whole image resized to 224x224 bicubic, then the model's own
+mean/std as timm's pretrained config gives it: ImageNet's for MobileNet,
+[-1, 1] for EfficientNet-Lite0; kept in the ONNX file's metadata).
 
     python ort_pipeline.py export MODEL WEIGHTS.safetensors OUT.onnx
     python ort_pipeline.py run OUT.onnx IMAGE_DIR BATCH THREADS
@@ -13,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-ARCH = {"mobilenetv2": "mobilenetv2_100", "mobilenetv4-small": "mobilenetv4_conv_small"}
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+ARCH = {"mobilenetv2": "mobilenetv2_100", "mobilenetv4-small": "mobilenetv4_conv_small",
+        "efficientnet-lite0": "tf_efficientnet_lite0"}
 
 
 def export(model, weights, out):
@@ -30,6 +31,13 @@ def export(model, weights, out):
     x = torch.zeros(1, 3, 224, 224)
     torch.onnx.export(m, x, out, input_names=["x"], output_names=["features"],
                       dynamic_axes={"x": {0: "n"}, "features": {0: "n"}}, opset_version=17, dynamo=False)
+    import onnx
+
+    proto = onnx.load(out)
+    for key in ("mean", "std"):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(list(m.pretrained_cfg[key]))
+    onnx.save(proto, out)
 
 
 def run(onnx_path, image_dir, batch, threads):
@@ -40,6 +48,8 @@ def run(onnx_path, image_dir, batch, threads):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    mean, std = (np.array(json.loads(meta[key]), np.float32) for key in ("mean", "std"))
     files = sorted(p for p in Path(image_dir).rglob("*.jpg"))
     infer = 0.0
     start = time.perf_counter()
@@ -47,7 +57,7 @@ def run(onnx_path, image_dir, batch, threads):
         arrs = []
         for f in files[i:i + batch]:
             img = Image.open(f).convert("RGB").resize((224, 224), Image.BICUBIC)
-            a = (np.asarray(img, np.float32) / 255.0 - MEAN) / STD
+            a = (np.asarray(img, np.float32) / 255.0 - mean) / std
             arrs.append(a.transpose(2, 0, 1))
         x = np.stack(arrs)
         t = time.perf_counter()

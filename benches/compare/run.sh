@@ -12,6 +12,7 @@
 # and its measured FMA peak (`fruits bench peak`) and fruits' share of it, so
 # a figure says where it was made.
 #
+# FRUITS_BIN=PATH runs that binary instead of building target/release/fruits.
 # Extra arguments go to `fruits featurize` and `fruits bench infer` (e.g. a
 # different engine or dtype).
 set -euo pipefail
@@ -26,18 +27,23 @@ if [ ! -x $venv/bin/python ] || ! $venv/bin/python -c 'import onnxruntime, timm,
   python3 -m venv $venv
   $venv/bin/pip install --quiet -r benches/compare/requirements.txt
 fi
-cargo build --release --quiet
-[ -f target/bench/jpegs-2000/.complete ] || benches/featurize.sh 2000 "$MODEL" > /dev/null
+if [ -z "${FRUITS_BIN:-}" ]; then
+  cargo build --release --quiet
+  FRUITS_BIN=$PWD/target/release/fruits
+fi
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+make_jpegs 2000 target/bench/jpegs-2000
 mkdir -p target/compare
 w=target/compare/$MODEL.safetensors
-target/release/fruits weights init --model "$MODEL" --seed 0 --out "$w" > /dev/null 2>&1
+"$FRUITS_BIN" weights init --model "$MODEL" --seed 0 --out "$w" > /dev/null 2>&1
 [ -f "target/compare/$MODEL.onnx" ] || $venv/bin/python benches/compare/ort_pipeline.py export "$MODEL" "$w" "target/compare/$MODEL.onnx"
 fr=(); fn=(); ox=(); oi=(); sh=()
 json() { $venv/bin/python -c "import json,sys; print(round(json.load(sys.stdin)['$1'], 1))"; }
 for ((r = 0; r < RUNS; r++)); do
-  f=$(target/release/fruits featurize --input target/bench/jpegs-2000 --output target/compare/out --model "$MODEL" \
-        --weights "$w" --batch "$BATCH" --quiet "$@" 2>&1 | sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p')
-  infer=$(target/release/fruits bench infer --model "$MODEL" --weights "$w" --batch "$BATCH" --images 2000 "$@" 2>/dev/null)
+  f=$("$FRUITS_BIN" featurize --input target/bench/jpegs-2000 --output target/compare/out --model "$MODEL" \
+        --weights "$w" --batch "$BATCH" --quiet --overwrite "$@" 2>&1 | sed -n 's/.*(\([0-9.]*\) images\/s).*/\1/p')
+  infer=$("$FRUITS_BIN" bench infer --model "$MODEL" --weights "$w" --batch "$BATCH" --images 2000 "$@" 2>/dev/null)
   i=$(echo "$infer" | sed -n 's/.*: \([0-9.]*\) images\/s.*/\1/p')
   sh+=("$(echo "$infer" | sed -n 's/.* = \([0-9]*\)% of this CPU.s f32 peak.*/\1/p')")
   o=$($venv/bin/python benches/compare/ort_pipeline.py run "target/compare/$MODEL.onnx" target/bench/jpegs-2000 "$BATCH" "$THREADS")
@@ -47,7 +53,7 @@ done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 F=$(median "${fr[@]}"); FI=$(median "${fn[@]}"); O=$(median "${ox[@]}"); I=$(median "${oi[@]}")
 ratio() { echo "$1 / $2" | bc -l | cut -c1-4; }
-target/release/fruits bench peak --seconds 0.5 | sed 's/^/  /'
+"$FRUITS_BIN" bench peak --seconds 0.5 | sed 's/^/  /'
 echo "$MODEL batch $BATCH, $THREADS threads, median of $RUNS${*:+ ($*)}:"
 echo "  end to end:     fruits $F images/s, onnxruntime $O images/s, ratio $(ratio "$F" "$O")"
 echo "  inference only: fruits $FI images/s ($(median "${sh[@]}")% of the f32 peak), onnxruntime $I images/s, ratio $(ratio "$FI" "$I")"

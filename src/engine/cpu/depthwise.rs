@@ -9,6 +9,14 @@ use crate::model::plan::{Depthwise, Hw};
 
 use std::ops::Range;
 
+/// One output row of an `i`-sized input and `o`-sized output.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    oy: usize,
+    i: Hw,
+    o: Hw,
+}
+
 /// Which part of the image a call sees: `input` starts at image row
 /// `in_row0`, `out` holds output rows `rows`.
 #[derive(Debug, Clone)]
@@ -71,10 +79,10 @@ impl Depthwise {
             // clipped). `same` only converts a slice to its own type.
             unsafe {
                 if let (Some(x), Some(y)) = (same::<T, f32>(input), same_mut::<T, f32>(out)) {
-                    return self.avx512_f32(x, i, o, w, y);
+                    return self.avx512_f32(x, i, o, w, y, true);
                 }
                 if let (Some(x), Some(y)) = (same::<T, bf16>(input), same_mut::<T, bf16>(out)) {
-                    return self.avx512_bf16(x, i, o, w, y);
+                    return self.avx512_bf16(x, i, o, w, y, true);
                 }
             }
         }
@@ -124,65 +132,129 @@ impl Depthwise {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn avx512_f32(&self, input: &[f32], i: Hw, o: Hw, w: Window, out: &mut [f32]) {
-        self.avx512_body(input, i, o, w, out)
+    unsafe fn avx512_f32(&self, input: &[f32], i: Hw, o: Hw, w: Window, out: &mut [f32], spans: bool) {
+        self.avx512_body(input, i, o, w, out, spans)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn avx512_bf16(&self, input: &[super::elem::bf16], i: Hw, o: Hw, w: Window, out: &mut [super::elem::bf16]) {
-        self.avx512_body(input, i, o, w, out)
+    unsafe fn avx512_bf16(
+        &self,
+        input: &[super::elem::bf16],
+        i: Hw,
+        o: Hw,
+        w: Window,
+        out: &mut [super::elem::bf16],
+        spans: bool,
+    ) {
+        self.avx512_body(input, i, o, w, out, spans)
     }
 
     /// Inlined into the entry points above, which carry the CPU features
     /// (hence no closures here: a closure would not inherit them).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512_body<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, win: Window, out: &mut [T]) {
-        use std::arch::x86_64::*;
-        const GROUP: usize = 4;
-        let (c, k, s) = (self.channels, self.kernel, self.stride);
-        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
-        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
-        let (pad_y, pad_x) = (self.pad(i.h), self.pad(i.w));
+    /// `spans` false: a pixel at a time everywhere (the tests' reference).
+    unsafe fn avx512_body<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, win: Window, out: &mut [T], spans: bool) {
+        let k = self.kernel;
         // Output columns whose taps all land inside the row: no clipping.
         let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
         let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
         for oy in win.rows.clone() {
-            let (ky0, ky1) = self.taps(oy, i.h);
             let mut ox = 0;
             while ox < first_full.min(o.w) {
                 self.avx512_pixel(input, i, o, &win, out, oy, ox);
                 ox += 1;
             }
-            // GROUP pixels at once share every weight load.
-            let row0 = oy * s + ky0 - pad_y - win.in_row0; // row of tap ky0 in `input`
-            let out_row = oy - win.rows.start;
-            while ox + GROUP <= full_end {
-                let col0 = ox * s - pad_x;
-                for c0 in (0..c).step_by(16) {
-                    let m = mask(c - c0);
-                    let b = _mm512_maskz_loadu_ps(m, bp.add(c0));
-                    let mut acc = [b; GROUP];
-                    for ky in ky0..ky1 {
-                        let line = inp.add(((row0 + ky - ky0) * i.w + col0) * c + c0);
-                        for kx in 0..k {
-                            let w = _mm512_maskz_loadu_ps(m, wp.add((ky * k + kx) * c + c0));
-                            for (g, acc) in acc.iter_mut().enumerate() {
-                                let x = T::load16(line.add((g * s + kx) * c), m);
-                                *acc = _mm512_fmadd_ps(x, w, *acc);
-                            }
-                        }
-                    }
-                    for (g, acc) in acc.iter().enumerate() {
-                        T::store16(outp.add((out_row * o.w + ox + g) * c + c0), m, act(*acc, self.act));
-                    }
-                }
-                ox += GROUP;
-            }
+            let row = Row { oy, i, o };
+            // The common shapes get the span kernel with the taps unrolled
+            // (each input pixel loaded once for every output it feeds);
+            // any other shape, one pixel at a time.
+            ox = match (k, self.stride) {
+                _ if !spans => ox,
+                (3, 1) => self.avx512_spans::<T, 3, 1>(input, &win, row, out, ox, full_end),
+                (3, 2) => self.avx512_spans::<T, 3, 2>(input, &win, row, out, ox, full_end),
+                (5, 1) => self.avx512_spans::<T, 5, 1>(input, &win, row, out, ox, full_end),
+                (5, 2) => self.avx512_spans::<T, 5, 2>(input, &win, row, out, ox, full_end),
+                _ => ox,
+            };
             while ox < o.w {
                 self.avx512_pixel(input, i, o, &win, out, oy, ox);
                 ox += 1;
+            }
+        }
+    }
+
+    /// Output columns `ox..end` of row `row.oy` (all with every tap inside
+    /// the row), 8 and then 4 at a time; returns where it stopped (fewer
+    /// than 4 left).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512_spans<T: Lanes, const K: usize, const S: usize>(
+        &self,
+        input: &[T],
+        win: &Window,
+        row: Row,
+        out: &mut [T],
+        mut ox: usize,
+        end: usize,
+    ) -> usize {
+        while ox + 8 <= end {
+            self.avx512_span::<T, K, S, 8>(input, win, row, out, ox);
+            ox += 8;
+        }
+        while ox + 4 <= end {
+            self.avx512_span::<T, K, S, 4>(input, win, row, out, ox);
+            ox += 4;
+        }
+        ox
+    }
+
+    /// `G` neighbouring output pixels of one row, every tap inside the row.
+    /// Input column `j` of the span feeds output `g` through tap
+    /// `kx = j - g·S`: each is loaded once per tap row and used by all the
+    /// outputs it feeds (`(G-1)·S + K` loads for `G·K` multiply-adds, where
+    /// a pixel at a time loads `G·K`). Every output still adds its taps in
+    /// [`Depthwise::run_portable`]'s order (row by row, then `kx` up), so the
+    /// results are the same bits as a pixel at a time.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512_span<T: Lanes, const K: usize, const S: usize, const G: usize>(
+        &self,
+        input: &[T],
+        win: &Window,
+        row: Row,
+        out: &mut [T],
+        ox: usize,
+    ) {
+        use std::arch::x86_64::*;
+        let (c, Row { oy, i, o }) = (self.channels, row);
+        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
+        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let (ky0, ky1) = self.taps(oy, i.h);
+        let row0 = oy * S + ky0 - self.pad(i.h) - win.in_row0; // row of tap ky0 in `input`
+        let col0 = ox * S - self.pad(i.w);
+        let dst = outp.add(((oy - win.rows.start) * o.w + ox) * c);
+        for c0 in (0..c).step_by(16) {
+            let m = mask(c - c0);
+            let mut acc = [_mm512_maskz_loadu_ps(m, bp.add(c0)); G];
+            for ky in ky0..ky1 {
+                let line = inp.add(((row0 + ky - ky0) * i.w + col0) * c + c0);
+                let mut w = [_mm512_setzero_ps(); K];
+                for (kx, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_maskz_loadu_ps(m, wp.add((ky * K + kx) * c + c0));
+                }
+                for j in 0..(G - 1) * S + K {
+                    let x = T::load16(line.add(j * c), m);
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        if j >= g * S && j - g * S < K {
+                            *acc = _mm512_fmadd_ps(x, w[j - g * S], *acc);
+                        }
+                    }
+                }
+            }
+            for (g, acc) in acc.iter().enumerate() {
+                T::store16(dst.add(g * c + c0), m, act(*acc, self.act));
             }
         }
     }
@@ -236,9 +308,18 @@ mod tests {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
-        for &(h, w, c, k, s) in
-            &[(7, 9, 20, 3, 1), (8, 8, 16, 3, 2), (11, 13, 48, 5, 1), (9, 10, 3, 5, 2), (1, 1, 16, 3, 1)]
-        {
+        for &(h, w, c, k, s) in &[
+            (7, 9, 20, 3, 1),
+            (8, 8, 16, 3, 2),
+            (11, 13, 48, 5, 1),
+            (9, 10, 3, 5, 2),
+            (1, 1, 16, 3, 1),
+            // Rows wide enough for spans of 8 and of 4 and a remainder.
+            (3, 31, 40, 3, 1),
+            (4, 29, 17, 3, 2),
+            (3, 27, 24, 5, 1),
+            (5, 41, 33, 5, 2),
+        ] {
             let symmetric = Padding::Symmetric(((s - 1) + (k - 1)) / 2);
             for (act, padding) in [(Act::None, symmetric), (Act::Relu6, symmetric), (Act::Relu6, Padding::Same)] {
                 let (pad_y, pad_x) = (padding.begin(k, s, h), padding.begin(k, s, w));
@@ -279,6 +360,7 @@ mod tests {
                 dw.run(&input, i, &mut got);
                 let mut portable = vec![f32::NAN; want.len() + 1];
                 dw.run_portable(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut portable);
+                same_bits_as_a_pixel_at_a_time(&dw, &input, i, &got);
                 for out in [&got, &portable] {
                     assert!(out[want.len()].is_nan(), "wrote past the end");
                     for (x, y) in out.iter().zip(&want) {
@@ -297,6 +379,7 @@ mod tests {
                 let (mut got16, mut portable16) = (vec![nan; want.len() + 1], vec![nan; want.len() + 1]);
                 dw.run(&input16, i, &mut got16);
                 dw.run_portable(&input16, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut portable16);
+                same_bits_as_a_pixel_at_a_time(&dw, &input16, i, &got16);
                 let scale = input.iter().fold(0f32, |m, x| m.max(x.abs())) * k as f32 * k as f32;
                 for out in [&got16, &portable16] {
                     assert!(out[want.len()].is_nan(), "wrote past the end");
@@ -306,6 +389,35 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The AVX-512 spans give the pixel-at-a-time kernel's bits (the
+    /// spans' claim); nothing to compare without AVX-512.
+    fn same_bits_as_a_pixel_at_a_time<T: Elem>(dw: &Depthwise, input: &[T], i: Hw, got: &[T]) {
+        #[cfg(target_arch = "x86_64")]
+        if T::avx512() {
+            use crate::engine::cpu::elem::{bf16, same, same_mut};
+            let o = dw.out_hw(i);
+            let win = Window { in_row0: 0, rows: 0..o.h };
+            let mut pixels = vec![T::from_f32(f32::NAN); got.len()];
+            // SAFETY: as in `run_rows`, whose checks these shapes pass.
+            unsafe {
+                if let (Some(x), Some(y)) = (same::<T, f32>(input), same_mut::<T, f32>(&mut pixels)) {
+                    dw.avx512_f32(x, i, o, win.clone(), y, false);
+                }
+                if let (Some(x), Some(y)) = (same::<T, bf16>(input), same_mut::<T, bf16>(&mut pixels)) {
+                    dw.avx512_bf16(x, i, o, win, y, false);
+                }
+            }
+            let bits = |v: &[T]| v.iter().map(|x| x.to_f32().to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&got[..o.h * o.w * dw.channels]),
+                bits(&pixels[..o.h * o.w * dw.channels]),
+                "{i:?} k{} s{}",
+                dw.kernel,
+                dw.stride
+            );
         }
     }
 }

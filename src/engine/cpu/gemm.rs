@@ -280,13 +280,17 @@ mod avx512 {
 
     /// Dispatches on the row count so every loop below has a constant trip
     /// count and the accumulators live in registers.
+    /// `H` is the number of 16-column halves of the panel computed: a
+    /// panel with at most 16 valid columns (the last one of 16, 80, 144 or
+    /// 240 channels) skips the other half's multiply-adds, which would all
+    /// land in its zero padding.
     macro_rules! by_rows {
-        ($rows:expr, $f:ident, $($arg:expr),*) => {
+        ($rows:expr, $f:ident, $h:literal, $($arg:expr),*) => {
             match $rows {
-                1 => $f::<1>($($arg),*), 2 => $f::<2>($($arg),*), 3 => $f::<3>($($arg),*),
-                4 => $f::<4>($($arg),*), 5 => $f::<5>($($arg),*), 6 => $f::<6>($($arg),*),
-                7 => $f::<7>($($arg),*), 8 => $f::<8>($($arg),*), 9 => $f::<9>($($arg),*),
-                10 => $f::<10>($($arg),*), 11 => $f::<11>($($arg),*), 12 => $f::<12>($($arg),*),
+                1 => $f::<1, $h>($($arg),*), 2 => $f::<2, $h>($($arg),*), 3 => $f::<3, $h>($($arg),*),
+                4 => $f::<4, $h>($($arg),*), 5 => $f::<5, $h>($($arg),*), 6 => $f::<6, $h>($($arg),*),
+                7 => $f::<7, $h>($($arg),*), 8 => $f::<8, $h>($($arg),*), 9 => $f::<9, $h>($($arg),*),
+                10 => $f::<10, $h>($($arg),*), 11 => $f::<11, $h>($($arg),*), 12 => $f::<12, $h>($($arg),*),
                 _ => unreachable!("at most MR rows"),
             }
         };
@@ -301,7 +305,11 @@ mod avx512 {
         bias: *const f32,
         t: Tile<f32>,
     ) {
-        by_rows!(rows, tile_f32, k, a, lda, w, bias, t)
+        if t.cols <= 16 {
+            by_rows!(rows, tile_f32, 1, k, a, lda, w, bias, t)
+        } else {
+            by_rows!(rows, tile_f32, 2, k, a, lda, w, bias, t)
+        }
     }
 
     pub unsafe fn kernel_bf16(
@@ -313,11 +321,15 @@ mod avx512 {
         bias: *const f32,
         t: Tile<bf16>,
     ) {
-        by_rows!(rows, tile_bf16, k, a, lda, w, bias, t)
+        if t.cols <= 16 {
+            by_rows!(rows, tile_bf16, 1, k, a, lda, w, bias, t)
+        } else {
+            by_rows!(rows, tile_bf16, 2, k, a, lda, w, bias, t)
+        }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_f32<const M: usize>(
+    unsafe fn tile_f32<const M: usize, const H: usize>(
         k: usize,
         a: *const f32,
         lda: usize,
@@ -325,14 +337,17 @@ mod avx512 {
         bias: *const f32,
         t: Tile<f32>,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        let mut acc = [[_mm512_setzero_ps(); H]; M];
         for kk in 0..k {
-            let w0 = _mm512_loadu_ps(w.add(kk * NR));
-            let w1 = _mm512_loadu_ps(w.add(kk * NR + 16));
+            let mut wv = [_mm512_setzero_ps(); H];
+            for (h, wv) in wv.iter_mut().enumerate() {
+                *wv = _mm512_loadu_ps(w.add(kk * NR + h * 16));
+            }
             for (i, acc) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(i * lda + kk));
-                acc[0] = _mm512_fmadd_ps(av, w0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(av, w1, acc[1]);
+                for (acc, wv) in acc.iter_mut().zip(&wv) {
+                    *acc = _mm512_fmadd_ps(av, *wv, *acc);
+                }
             }
         }
         epilogue(&acc, bias, t);
@@ -342,7 +357,7 @@ mod avx512 {
     /// consecutive k, so a step covers two k for 16 columns. The pair of `a`
     /// is adjacent in memory (NHWC rows), read as one 32-bit broadcast.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn tile_bf16<const M: usize>(
+    unsafe fn tile_bf16<const M: usize, const H: usize>(
         k: usize,
         a: *const bf16,
         lda: usize,
@@ -350,15 +365,18 @@ mod avx512 {
         bias: *const f32,
         t: Tile<bf16>,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; M];
+        let mut acc = [[_mm512_setzero_ps(); H]; M];
         for kp in 0..k / 2 {
-            let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(kp * NR * 2) as *const _));
-            let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(w.add(kp * NR * 2 + 32) as *const _));
+            let mut wv = [_mm512_setzero_ps(); H];
+            for (h, wv) in wv.iter_mut().enumerate() {
+                *wv = _mm512_castsi512_ps(_mm512_loadu_si512(w.add(kp * NR * 2 + h * 32) as *const _));
+            }
             for (i, acc) in acc.iter_mut().enumerate() {
                 let pair = (a.add(i * lda + 2 * kp) as *const i32).read_unaligned();
                 let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
-                acc[0] = _mm512_dpbf16_ps(acc[0], av, w0);
-                acc[1] = _mm512_dpbf16_ps(acc[1], av, w1);
+                for (acc, wv) in acc.iter_mut().zip(&wv) {
+                    *acc = _mm512_dpbf16_ps(*acc, av, std::mem::transmute::<__m512, __m512bh>(*wv));
+                }
             }
         }
         epilogue(&acc, bias, t);
@@ -366,11 +384,11 @@ mod avx512 {
 
     /// Bias, activation, skip, store: on registers, once per output.
     #[inline(always)]
-    unsafe fn epilogue<T: Lanes, const M: usize>(acc: &[[__m512; 2]; M], bias: *const f32, t: Tile<T>) {
+    unsafe fn epilogue<T: Lanes, const M: usize, const H: usize>(acc: &[[__m512; H]; M], bias: *const f32, t: Tile<T>) {
         let b = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
         let masks = [mask(t.cols), mask(t.cols.saturating_sub(16))];
         for (i, acc) in acc.iter().enumerate() {
-            for h in 0..2 {
+            for h in 0..H {
                 if masks[h] == 0 {
                     continue;
                 }
