@@ -88,8 +88,14 @@ impl Depthwise {
         }
         #[cfg(target_arch = "x86_64")]
         if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.portable_avx2(input, i, o, w, out) };
+            use super::elem::{same, same_mut};
+            // SAFETY: the CPU has AVX2 and FMA; indices as above.
+            unsafe {
+                if let (Some(x), Some(y)) = (same::<T, f32>(input), same_mut::<T, f32>(out)) {
+                    return self.avx2_f32(x, i, o, w, y, true);
+                }
+                return self.portable_avx2(input, i, o, w, out);
+            }
         }
         self.run_portable(input, i, o, w, out);
     }
@@ -103,29 +109,124 @@ impl Depthwise {
 
     #[inline(always)]
     fn run_portable<T: Elem>(&self, input: &[T], i: Hw, o: Hw, win: Window, out: &mut [T]) {
-        let (c, k) = (self.channels, self.kernel);
-        let mut acc = vec![0f32; c];
-        let (pad_y, pad_x) = (self.pad(i.h), self.pad(i.w));
+        let mut acc = vec![0f32; self.channels];
         for oy in win.rows.clone() {
-            let (ky0, ky1) = self.taps(oy, i.h);
-            let iy0 = oy * self.stride + ky0 - pad_y - win.in_row0;
             for ox in 0..o.w {
-                let (kx0, kx1) = self.taps(ox, i.w);
-                let ix0 = ox * self.stride + kx0 - pad_x;
-                acc.copy_from_slice(&self.bias);
-                for ky in ky0..ky1 {
-                    for kx in kx0..kx1 {
-                        let src = &input[((iy0 + ky - ky0) * i.w + ix0 + kx - kx0) * c..][..c];
-                        let wt = &self.weight[(ky * k + kx) * c..][..c];
-                        for ((d, s), w) in acc.iter_mut().zip(src).zip(wt) {
-                            *d += s.to_f32() * w;
+                self.portable_pixel(input, &win, Row { oy, i, o }, out, ox, &mut acc);
+            }
+        }
+    }
+
+    /// One output pixel, a multiply and then an add per tap (as the
+    /// compiler may not fuse them), taps row by row, then `kx` up.
+    #[inline(always)]
+    fn portable_pixel<T: Elem>(&self, input: &[T], win: &Window, row: Row, out: &mut [T], ox: usize, acc: &mut [f32]) {
+        let (c, k, Row { oy, i, o }) = (self.channels, self.kernel, row);
+        let (ky0, ky1) = self.taps(oy, i.h);
+        let iy0 = oy * self.stride + ky0 - self.pad(i.h) - win.in_row0;
+        let (kx0, kx1) = self.taps(ox, i.w);
+        let ix0 = ox * self.stride + kx0 - self.pad(i.w);
+        acc.copy_from_slice(&self.bias);
+        for ky in ky0..ky1 {
+            for kx in kx0..kx1 {
+                let src = &input[((iy0 + ky - ky0) * i.w + ix0 + kx - kx0) * c..][..c];
+                let wt = &self.weight[(ky * k + kx) * c..][..c];
+                for ((d, s), w) in acc.iter_mut().zip(src).zip(wt) {
+                    *d += s.to_f32() * w;
+                }
+            }
+        }
+        let dst = &mut out[((oy - win.rows.start) * o.w + ox) * c..][..c];
+        for (d, &v) in dst.iter_mut().zip(acc.iter()) {
+            *d = T::from_f32(self.act.apply_one(v));
+        }
+    }
+
+    /// f32 on AVX2: the borders a pixel at a time as [`Self::run_portable`];
+    /// the columns whose taps all land inside the row in spans of 4
+    /// outputs, each input pixel loaded once for every output it feeds, with
+    /// the portable loop's multiply-then-add in its order (the same
+    /// results). `spans` false: a pixel at a time everywhere (the tests').
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2_f32(&self, input: &[f32], i: Hw, o: Hw, win: Window, out: &mut [f32], spans: bool) {
+        let k = self.kernel;
+        let mut acc = vec![0f32; self.channels];
+        let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
+        let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
+        for oy in win.rows.clone() {
+            let row = Row { oy, i, o };
+            let mut ox = 0;
+            while ox < first_full.min(o.w) {
+                self.portable_pixel(input, &win, row, out, ox, &mut acc);
+                ox += 1;
+            }
+            while spans && ox + 4 <= full_end {
+                match (k, self.stride) {
+                    (3, 1) => self.avx2_span::<3, 1>(input, &win, row, out, ox),
+                    (3, 2) => self.avx2_span::<3, 2>(input, &win, row, out, ox),
+                    (5, 1) => self.avx2_span::<5, 1>(input, &win, row, out, ox),
+                    (5, 2) => self.avx2_span::<5, 2>(input, &win, row, out, ox),
+                    _ => break,
+                }
+                ox += 4;
+            }
+            while ox < o.w {
+                self.portable_pixel(input, &win, row, out, ox, &mut acc);
+                ox += 1;
+            }
+        }
+    }
+
+    /// 4 neighbouring outputs of one row, as [`Self::avx512_span`] with 8
+    /// lanes (16 registers: 4 sums, `K` weights, one input).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_span<const K: usize, const S: usize>(
+        &self,
+        input: &[f32],
+        win: &Window,
+        row: Row,
+        out: &mut [f32],
+        ox: usize,
+    ) {
+        use std::arch::x86_64::*;
+        const G: usize = 4;
+        let (c, Row { oy, i, o }) = (self.channels, row);
+        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
+        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let (ky0, ky1) = self.taps(oy, i.h);
+        let row0 = oy * S + ky0 - self.pad(i.h) - win.in_row0;
+        let col0 = ox * S - self.pad(i.w);
+        let dst = outp.add(((oy - win.rows.start) * o.w + ox) * c);
+        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for c0 in (0..c).step_by(8) {
+            // Lanes below `c - c0` (all 8 but in the last block).
+            let m = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - c0).min(8) as i32), lanes);
+            let mut acc = [_mm256_maskload_ps(bp.add(c0), m); G];
+            for ky in ky0..ky1 {
+                let line = inp.add(((row0 + ky - ky0) * i.w + col0) * c + c0);
+                let mut w = [zero; K];
+                for (kx, w) in w.iter_mut().enumerate() {
+                    *w = _mm256_maskload_ps(wp.add((ky * K + kx) * c + c0), m);
+                }
+                for j in 0..(G - 1) * S + K {
+                    let x = _mm256_maskload_ps(line.add(j * c), m);
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        if j >= g * S && j - g * S < K {
+                            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, w[j - g * S]));
                         }
                     }
                 }
-                let dst = &mut out[((oy - win.rows.start) * o.w + ox) * c..][..c];
-                for (d, &v) in dst.iter_mut().zip(&acc) {
-                    *d = T::from_f32(self.act.apply_one(v));
-                }
+            }
+            for (g, acc) in acc.iter().enumerate() {
+                let v = match self.act {
+                    crate::model::plan::Act::None => *acc,
+                    crate::model::plan::Act::Relu => _mm256_max_ps(*acc, zero),
+                    crate::model::plan::Act::Relu6 => _mm256_min_ps(_mm256_max_ps(*acc, zero), six),
+                };
+                _mm256_maskstore_ps(dst.add(g * c + c0), m, v);
             }
         }
     }
@@ -361,6 +462,19 @@ mod tests {
                 let mut portable = vec![f32::NAN; want.len() + 1];
                 dw.run_portable(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut portable);
                 same_bits_as_a_pixel_at_a_time(&dw, &input, i, &got);
+                // AVX2's spans: the portable loop's results exactly (== as
+                // floats: a ReLU may give 0 where the loop gives -0).
+                #[cfg(target_arch = "x86_64")]
+                if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
+                    let mut avx2 = vec![f32::NAN; want.len() + 1];
+                    // SAFETY: the CPU has AVX2; shapes as `run_rows` checks.
+                    unsafe { dw.avx2_f32(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut avx2, true) };
+                    assert!(avx2[want.len()].is_nan(), "wrote past the end");
+                    assert!(
+                        avx2.iter().zip(&portable).take(want.len()).all(|(x, y)| x == y),
+                        "{h}x{w}x{c} k{k} s{s} AVX2"
+                    );
+                }
                 for out in [&got, &portable] {
                     assert!(out[want.len()].is_nan(), "wrote past the end");
                     for (x, y) in out.iter().zip(&want) {

@@ -261,7 +261,20 @@ mod avx2 {
                     Act::Relu => _mm256_max_ps(x, zero),
                     Act::Relu6 => _mm256_min_ps(_mm256_max_ps(x, zero), six),
                 };
-                _mm256_storeu_ps(v.as_mut_ptr().add(h * 8), x);
+                let at = i * t.ld + h * 8;
+                if t.cols == 16 {
+                    // A whole row of the sub-tile: straight from the
+                    // registers (the same additions as below).
+                    if !t.skip.is_null() {
+                        x = _mm256_add_ps(x, _mm256_loadu_ps(t.skip.add(at)));
+                    }
+                    _mm256_storeu_ps(t.out.add(at), x);
+                } else {
+                    _mm256_storeu_ps(v.as_mut_ptr().add(h * 8), x);
+                }
+            }
+            if t.cols == 16 {
+                continue;
             }
             let out = std::slice::from_raw_parts_mut(t.out.add(i * t.ld), t.cols);
             for (j, o) in out.iter_mut().enumerate() {
