@@ -83,6 +83,10 @@ while [ $# -gt 0 ]; do
 done
 
 die() { echo "docker/build.sh: $*" >&2; exit 1; }
+if $check_only && $run_tests; then
+  echo "docker/build.sh: --test builds and runs the tests, --check-only builds nothing: pick one" >&2
+  exit 2
+fi
 
 # Fail now, with the package to install, rather than halfway through.
 for tool in objdump readelf sha256sum; do

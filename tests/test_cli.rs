@@ -143,3 +143,20 @@ fn bench_infer_says_its_share_of_the_measured_peak() {
     let line = text.lines().find(|l| l.contains("of this CPU's f32 peak")).unwrap_or_else(|| panic!("{text}"));
     assert!(line.contains("0.60 GFLOP an image") && line.contains("family"), "{line}");
 }
+
+/// docker/build.sh (the node build .ci/run runs as `--test`) stops at once,
+/// before installing or building anything, on a flag it does not know or
+/// on two that contradict each other, naming them.
+#[test]
+fn the_node_build_script_refuses_bad_flags_at_once() {
+    let cases: [(&[&str], &str); 2] = [
+        (&["--test", "--check-only"], "--test builds and runs the tests, --check-only builds nothing"),
+        (&["--bogus"], "unknown option --bogus"),
+    ];
+    for (args, says) in cases {
+        let out = Command::new("bash").arg("docker/build.sh").args(args).current_dir(repo()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -4,7 +4,7 @@
 
 use super::elem::Elem;
 #[cfg(target_arch = "x86_64")]
-use super::lanes::{act, mask, Lanes};
+use super::lanes::{act, act8, mask, Lanes};
 use crate::model::plan::{Depthwise, Hw};
 
 use std::ops::Range;
@@ -43,6 +43,14 @@ impl Depthwise {
         let lo = (-start).max(0) as usize;
         let hi = ((len as isize - start).min(self.kernel as isize)).max(0) as usize;
         (lo, hi)
+    }
+
+    /// Output columns whose taps all land inside the row (no clipping):
+    /// the span kernels' columns; the borders go a pixel at a time.
+    fn full_columns(&self, i: Hw, o: Hw) -> Range<usize> {
+        let full = |ox: usize| self.taps(ox, i.w) == (0, self.kernel);
+        let first = (0..o.w).find(|&ox| full(ox)).unwrap_or(o.w);
+        first..(first..o.w).find(|&ox| !full(ox)).unwrap_or(o.w)
     }
 
     /// The input rows output rows `rows` read: the clipped tap rows of the
@@ -92,7 +100,7 @@ impl Depthwise {
             // SAFETY: the CPU has AVX2 and FMA; indices as above.
             unsafe {
                 if let (Some(x), Some(y)) = (same::<T, f32>(input), same_mut::<T, f32>(out)) {
-                    return self.avx2_f32(x, i, o, w, y, true);
+                    return self.avx2_f32(x, i, o, w, y);
                 }
                 return self.portable_avx2(input, i, o, w, out);
             }
@@ -146,23 +154,21 @@ impl Depthwise {
     /// the columns whose taps all land inside the row in spans of 4
     /// outputs, each input pixel loaded once for every output it feeds, with
     /// the portable loop's multiply-then-add in its order (the same
-    /// results). `spans` false: a pixel at a time everywhere (the tests').
+    /// results).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2_f32(&self, input: &[f32], i: Hw, o: Hw, win: Window, out: &mut [f32], spans: bool) {
-        let k = self.kernel;
+    unsafe fn avx2_f32(&self, input: &[f32], i: Hw, o: Hw, win: Window, out: &mut [f32]) {
         let mut acc = vec![0f32; self.channels];
-        let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
-        let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
+        let full = self.full_columns(i, o);
         for oy in win.rows.clone() {
             let row = Row { oy, i, o };
             let mut ox = 0;
-            while ox < first_full.min(o.w) {
+            while ox < full.start {
                 self.portable_pixel(input, &win, row, out, ox, &mut acc);
                 ox += 1;
             }
-            while spans && ox + 4 <= full_end {
-                match (k, self.stride) {
+            while ox + 4 <= full.end {
+                match (self.kernel, self.stride) {
                     (3, 1) => self.avx2_span::<3, 1>(input, &win, row, out, ox),
                     (3, 2) => self.avx2_span::<3, 2>(input, &win, row, out, ox),
                     (5, 1) => self.avx2_span::<5, 1>(input, &win, row, out, ox),
@@ -199,7 +205,6 @@ impl Depthwise {
         let row0 = oy * S + ky0 - self.pad(i.h) - win.in_row0;
         let col0 = ox * S - self.pad(i.w);
         let dst = outp.add(((oy - win.rows.start) * o.w + ox) * c);
-        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         for c0 in (0..c).step_by(8) {
             // Lanes below `c - c0` (all 8 but in the last block).
@@ -207,7 +212,7 @@ impl Depthwise {
             let mut acc = [_mm256_maskload_ps(bp.add(c0), m); G];
             for ky in ky0..ky1 {
                 let line = inp.add(((row0 + ky - ky0) * i.w + col0) * c + c0);
-                let mut w = [zero; K];
+                let mut w = [_mm256_setzero_ps(); K];
                 for (kx, w) in w.iter_mut().enumerate() {
                     *w = _mm256_maskload_ps(wp.add((ky * K + kx) * c + c0), m);
                 }
@@ -221,12 +226,7 @@ impl Depthwise {
                 }
             }
             for (g, acc) in acc.iter().enumerate() {
-                let v = match self.act {
-                    crate::model::plan::Act::None => *acc,
-                    crate::model::plan::Act::Relu => _mm256_max_ps(*acc, zero),
-                    crate::model::plan::Act::Relu6 => _mm256_min_ps(_mm256_max_ps(*acc, zero), six),
-                };
-                _mm256_maskstore_ps(dst.add(g * c + c0), m, v);
+                _mm256_maskstore_ps(dst.add(g * c + c0), m, act8(*acc, self.act));
             }
         }
     }
@@ -257,13 +257,10 @@ impl Depthwise {
     #[inline(always)]
     /// `spans` false: a pixel at a time everywhere (the tests' reference).
     unsafe fn avx512_body<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, win: Window, out: &mut [T], spans: bool) {
-        let k = self.kernel;
-        // Output columns whose taps all land inside the row: no clipping.
-        let first_full = (0..o.w).find(|&ox| self.taps(ox, i.w) == (0, k)).unwrap_or(o.w);
-        let full_end = (first_full..o.w).find(|&ox| self.taps(ox, i.w) != (0, k)).unwrap_or(o.w);
+        let full = self.full_columns(i, o);
         for oy in win.rows.clone() {
             let mut ox = 0;
-            while ox < first_full.min(o.w) {
+            while ox < full.start {
                 self.avx512_pixel(input, i, o, &win, out, oy, ox);
                 ox += 1;
             }
@@ -271,12 +268,12 @@ impl Depthwise {
             // The common shapes get the span kernel with the taps unrolled
             // (each input pixel loaded once for every output it feeds);
             // any other shape, one pixel at a time.
-            ox = match (k, self.stride) {
+            ox = match (self.kernel, self.stride) {
                 _ if !spans => ox,
-                (3, 1) => self.avx512_spans::<T, 3, 1>(input, &win, row, out, ox, full_end),
-                (3, 2) => self.avx512_spans::<T, 3, 2>(input, &win, row, out, ox, full_end),
-                (5, 1) => self.avx512_spans::<T, 5, 1>(input, &win, row, out, ox, full_end),
-                (5, 2) => self.avx512_spans::<T, 5, 2>(input, &win, row, out, ox, full_end),
+                (3, 1) => self.avx512_spans::<T, 3, 1>(input, &win, row, out, ox, full.end),
+                (3, 2) => self.avx512_spans::<T, 3, 2>(input, &win, row, out, ox, full.end),
+                (5, 1) => self.avx512_spans::<T, 5, 1>(input, &win, row, out, ox, full.end),
+                (5, 2) => self.avx512_spans::<T, 5, 2>(input, &win, row, out, ox, full.end),
                 _ => ox,
             };
             while ox < o.w {
@@ -468,7 +465,7 @@ mod tests {
                 if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
                     let mut avx2 = vec![f32::NAN; want.len() + 1];
                     // SAFETY: the CPU has AVX2; shapes as `run_rows` checks.
-                    unsafe { dw.avx2_f32(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut avx2, true) };
+                    unsafe { dw.avx2_f32(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut avx2) };
                     assert!(avx2[want.len()].is_nan(), "wrote past the end");
                     assert!(
                         avx2.iter().zip(&portable).take(want.len()).all(|(x, y)| x == y),

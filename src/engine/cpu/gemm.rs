@@ -193,6 +193,7 @@ mod portable {
 /// only; bf16 storage on such CPUs takes the portable kernel.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::super::lanes::act8;
     use super::*;
     use std::arch::x86_64::*;
 
@@ -251,16 +252,10 @@ mod avx2 {
             }
         }
         let b = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))];
-        let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
         for (i, acc) in acc.iter().enumerate() {
             let mut v = [0f32; 16];
             for h in 0..2 {
-                let mut x = _mm256_add_ps(acc[h], b[h]);
-                x = match t.act {
-                    Act::None => x,
-                    Act::Relu => _mm256_max_ps(x, zero),
-                    Act::Relu6 => _mm256_min_ps(_mm256_max_ps(x, zero), six),
-                };
+                let mut x = act8(_mm256_add_ps(acc[h], b[h]), t.act);
                 let at = i * t.ld + h * 8;
                 if t.cols == 16 {
                     // A whole row of the sub-tile: straight from the
