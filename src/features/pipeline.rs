@@ -261,8 +261,11 @@ fn consume(
     on_batch: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<()> {
     let dim = model.which.feature_dim();
+    // One batch of pixels (4.8 MB at 224² × 32), reused: a fresh one per
+    // batch came back from the kernel as new pages each time, zeroed.
+    let mut rgb = Vec::new();
     for decoded in rx {
-        let mut rgb = Vec::new();
+        rgb.clear();
         let ok: Vec<(usize, u32, u32)> =
             decoded.iter().filter_map(|(i, r)| r.as_ref().ok().map(|p| (*i, p.width, p.height))).collect();
         for (_, r) in &decoded {

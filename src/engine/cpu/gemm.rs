@@ -226,13 +226,24 @@ mod avx2 {
                     ..t
                 };
                 let (a, w, bias) = (a.add(r0 * lda), w.add(h * 16), bias.add(h * 16));
-                match m {
-                    1 => half::<1>(k, a, lda, w, bias, sub),
-                    2 => half::<2>(k, a, lda, w, bias, sub),
-                    3 => half::<3>(k, a, lda, w, bias, sub),
-                    4 => half::<4>(k, a, lda, w, bias, sub),
-                    5 => half::<5>(k, a, lda, w, bias, sub),
-                    _ => half::<6>(k, a, lda, w, bias, sub),
+                // A constant row count and activation (the AVX-512
+                // kernel's `by_tile` says why).
+                macro_rules! by_rows {
+                    ($act:literal) => {
+                        match m {
+                            1 => half::<$act, 1>(k, a, lda, w, bias, sub),
+                            2 => half::<$act, 2>(k, a, lda, w, bias, sub),
+                            3 => half::<$act, 3>(k, a, lda, w, bias, sub),
+                            4 => half::<$act, 4>(k, a, lda, w, bias, sub),
+                            5 => half::<$act, 5>(k, a, lda, w, bias, sub),
+                            _ => half::<$act, 6>(k, a, lda, w, bias, sub),
+                        }
+                    };
+                }
+                match t.act {
+                    Act::None => by_rows!(0),
+                    Act::Relu => by_rows!(1),
+                    Act::Relu6 => by_rows!(2),
                 }
             }
         }
@@ -240,7 +251,14 @@ mod avx2 {
 
     /// `M` rows × 16 columns of a panel (row stride `NR`).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn half<const M: usize>(k: usize, a: *const f32, lda: usize, w: *const f32, bias: *const f32, t: Tile<f32>) {
+    unsafe fn half<const A: u8, const M: usize>(
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
         for kk in 0..k {
             let w0 = _mm256_loadu_ps(w.add(kk * NR));
@@ -252,10 +270,13 @@ mod avx2 {
             }
         }
         let b = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))];
+        // A sub-tile of fewer than 16 columns goes through `part`, so the
+        // accumulators themselves are never indexed at run time (which
+        // would keep them on the stack).
+        let mut part = [[std::mem::MaybeUninit::<f32>::uninit(); 16]; M];
         for (i, acc) in acc.iter().enumerate() {
-            let mut v = [0f32; 16];
             for h in 0..2 {
-                let mut x = act8(_mm256_add_ps(acc[h], b[h]), t.act);
+                let mut x = act8(_mm256_add_ps(acc[h], b[h]), act_of(A));
                 let at = i * t.ld + h * 8;
                 if t.cols == 16 {
                     // A whole row of the sub-tile: straight from the
@@ -265,17 +286,32 @@ mod avx2 {
                     }
                     _mm256_storeu_ps(t.out.add(at), x);
                 } else {
-                    _mm256_storeu_ps(v.as_mut_ptr().add(h * 8), x);
+                    _mm256_storeu_ps(part[i].as_mut_ptr().add(h * 8) as *mut f32, x);
                 }
             }
-            if t.cols == 16 {
-                continue;
-            }
+        }
+        if t.cols == 16 {
+            return;
+        }
+        for (i, v) in part.iter().enumerate() {
             let out = std::slice::from_raw_parts_mut(t.out.add(i * t.ld), t.cols);
             for (j, o) in out.iter_mut().enumerate() {
-                *o = if t.skip.is_null() { v[j] } else { v[j] + *t.skip.add(i * t.ld + j) };
+                // SAFETY: both halves of every row were stored above.
+                let v = v[j].assume_init();
+                *o = if t.skip.is_null() { v } else { v + *t.skip.add(i * t.ld + j) };
             }
         }
+    }
+}
+
+/// The activation a kernel's constant `A` stands for: kernels take it as a
+/// const parameter (see the AVX-512 kernel's `by_tile`).
+#[inline(always)]
+const fn act_of(a: u8) -> Act {
+    match a {
+        0 => Act::None,
+        1 => Act::Relu,
+        _ => Act::Relu6,
     }
 }
 
@@ -292,14 +328,36 @@ mod avx512 {
     /// panel with at most 16 valid columns (the last one of 16, 80, 144 or
     /// 240 channels) skips the other half's multiply-adds, which would all
     /// land in its zero padding.
+    /// `A` is the activation ([`act_of`]): a constant, so the epilogue's
+    /// row loop is unrolled and reads the accumulators from registers. With
+    /// the activation chosen at run time LLVM kept the loop, spilled the 24
+    /// accumulators to the stack and zeroed them there with a `memset` call
+    /// per tile: 2.5% of a featurize, most of it on the expand layers
+    /// whose k is 16–32 (perf, benches/README).
     macro_rules! by_rows {
-        ($rows:expr, $f:ident, $h:literal, $($arg:expr),*) => {
+        ($rows:expr, $f:ident, $a:literal, $h:literal, $($arg:expr),*) => {
             match $rows {
-                1 => $f::<1, $h>($($arg),*), 2 => $f::<2, $h>($($arg),*), 3 => $f::<3, $h>($($arg),*),
-                4 => $f::<4, $h>($($arg),*), 5 => $f::<5, $h>($($arg),*), 6 => $f::<6, $h>($($arg),*),
-                7 => $f::<7, $h>($($arg),*), 8 => $f::<8, $h>($($arg),*), 9 => $f::<9, $h>($($arg),*),
-                10 => $f::<10, $h>($($arg),*), 11 => $f::<11, $h>($($arg),*), 12 => $f::<12, $h>($($arg),*),
+                1 => $f::<$a, 1, $h>($($arg),*), 2 => $f::<$a, 2, $h>($($arg),*),
+                3 => $f::<$a, 3, $h>($($arg),*), 4 => $f::<$a, 4, $h>($($arg),*),
+                5 => $f::<$a, 5, $h>($($arg),*), 6 => $f::<$a, 6, $h>($($arg),*),
+                7 => $f::<$a, 7, $h>($($arg),*), 8 => $f::<$a, 8, $h>($($arg),*),
+                9 => $f::<$a, 9, $h>($($arg),*), 10 => $f::<$a, 10, $h>($($arg),*),
+                11 => $f::<$a, 11, $h>($($arg),*), 12 => $f::<$a, 12, $h>($($arg),*),
                 _ => unreachable!("at most MR rows"),
+            }
+        };
+    }
+
+    /// [`by_rows`] for the tile's activation and halves.
+    macro_rules! by_tile {
+        ($rows:expr, $t:expr, $f:ident, $($arg:expr),*) => {
+            match ($t.act, $t.cols <= 16) {
+                (Act::None, true) => by_rows!($rows, $f, 0, 1, $($arg),*),
+                (Act::None, false) => by_rows!($rows, $f, 0, 2, $($arg),*),
+                (Act::Relu, true) => by_rows!($rows, $f, 1, 1, $($arg),*),
+                (Act::Relu, false) => by_rows!($rows, $f, 1, 2, $($arg),*),
+                (Act::Relu6, true) => by_rows!($rows, $f, 2, 1, $($arg),*),
+                (Act::Relu6, false) => by_rows!($rows, $f, 2, 2, $($arg),*),
             }
         };
     }
@@ -313,11 +371,7 @@ mod avx512 {
         bias: *const f32,
         t: Tile<f32>,
     ) {
-        if t.cols <= 16 {
-            by_rows!(rows, tile_f32, 1, k, a, lda, w, bias, t)
-        } else {
-            by_rows!(rows, tile_f32, 2, k, a, lda, w, bias, t)
-        }
+        by_tile!(rows, t, tile_f32, k, a, lda, w, bias, t)
     }
 
     pub unsafe fn kernel_bf16(
@@ -329,15 +383,11 @@ mod avx512 {
         bias: *const f32,
         t: Tile<bf16>,
     ) {
-        if t.cols <= 16 {
-            by_rows!(rows, tile_bf16, 1, k, a, lda, w, bias, t)
-        } else {
-            by_rows!(rows, tile_bf16, 2, k, a, lda, w, bias, t)
-        }
+        by_tile!(rows, t, tile_bf16, k, a, lda, w, bias, t)
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_f32<const M: usize, const H: usize>(
+    unsafe fn tile_f32<const A: u8, const M: usize, const H: usize>(
         k: usize,
         a: *const f32,
         lda: usize,
@@ -358,14 +408,14 @@ mod avx512 {
                 }
             }
         }
-        epilogue(&acc, bias, t);
+        epilogue::<f32, A, M, H>(&acc, bias, t);
     }
 
     /// `vdpbf16ps`: each f32 lane adds the products of one pair of
     /// consecutive k, so a step covers two k for 16 columns. The pair of `a`
     /// is adjacent in memory (NHWC rows), read as one 32-bit broadcast.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn tile_bf16<const M: usize, const H: usize>(
+    unsafe fn tile_bf16<const A: u8, const M: usize, const H: usize>(
         k: usize,
         a: *const bf16,
         lda: usize,
@@ -387,20 +437,23 @@ mod avx512 {
                 }
             }
         }
-        epilogue(&acc, bias, t);
+        epilogue::<bf16, A, M, H>(&acc, bias, t);
     }
 
-    /// Bias, activation, skip, store: on registers, once per output.
+    /// Bias, activation, skip, store: on registers, once per output. A
+    /// half with no valid column is never computed (`H` = 1), so every
+    /// half stores (a mask of 0 would store nothing anyway).
     #[inline(always)]
-    unsafe fn epilogue<T: Lanes, const M: usize, const H: usize>(acc: &[[__m512; H]; M], bias: *const f32, t: Tile<T>) {
+    unsafe fn epilogue<T: Lanes, const A: u8, const M: usize, const H: usize>(
+        acc: &[[__m512; H]; M],
+        bias: *const f32,
+        t: Tile<T>,
+    ) {
         let b = [_mm512_loadu_ps(bias), _mm512_loadu_ps(bias.add(16))];
         let masks = [mask(t.cols), mask(t.cols.saturating_sub(16))];
         for (i, acc) in acc.iter().enumerate() {
             for h in 0..H {
-                if masks[h] == 0 {
-                    continue;
-                }
-                let mut v = act(_mm512_add_ps(acc[h], b[h]), t.act);
+                let mut v = act(_mm512_add_ps(acc[h], b[h]), act_of(A));
                 let at = i * t.ld + h * 16;
                 if !t.skip.is_null() {
                     v = _mm512_add_ps(v, T::load16(t.skip.add(at), masks[h]));
@@ -515,7 +568,7 @@ mod tests {
         use super::super::elem::bf16;
         let mut rnd = rnd_source(2);
         for &(rows, k, n) in &SHAPES {
-            for act in [Act::None, Act::Relu6] {
+            for act in [Act::None, Act::Relu, Act::Relu6] {
                 let case = Case::random(&mut rnd, (rows, k, n), |x| bf16::from_f32(x).to_f32());
                 let want = case.reference(act);
                 let mut kernels: Vec<Kernel<bf16>> = vec![portable::kernel::<bf16>];
