@@ -157,6 +157,24 @@ fn identify_and_eval_match_a_numpy_reference() {
     cmd.args(["index", "build", "--centre", "none", "--pca"]).arg(&pca).arg("--features").arg(&features);
     let err = stderr(&run(cmd.arg("--output").arg(dir.join("index-refused")), 2));
     assert!(err.contains("--centre") && err.contains("--pca"), "{err}");
+    // A reader that stops early (`fruits identify … | head -1`): the pipe is
+    // closed before identify has loaded its model, so every line it prints
+    // meets a closed pipe. It ends quietly with success, as other tools do
+    // (it panicked in println! before).
+    let mut child = fruits()
+        .arg("identify")
+        .args(test_photos())
+        .arg("--index")
+        .arg(dir.join("index-centre"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "identify into a closed pipe: {err}");
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
 }
 
 /// Features of another model, weights or dtype never mix into an index, and

@@ -122,7 +122,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
                 true
             })?;
             let secs = start.elapsed().as_secs_f64();
-            println!(
+            say!(
                 "fetched {} objects ({} failed, {:.1} MB) in {secs:.2} s with {} in flight: {:.0} objects/s, {:.2} MB/s",
                 locs.len(),
                 failed,
@@ -172,7 +172,7 @@ fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
     }
     let secs = start.elapsed().as_secs_f64();
     let rate = (batches * b) as f64 / secs;
-    println!(
+    say!(
         "{} images, {} batches of {b}, {} {}: {:.1} images/s inference only",
         batches * b,
         batches,
@@ -199,7 +199,7 @@ fn print_share_of_peak(rate: f64, macs: u64, dtype: Dtype, p0: &peak::Peak, p1: 
         }
         _ => String::new(),
     };
-    println!(
+    say!(
         "{gflops:.1} GFLOP/s ({gflop:.2} GFLOP an image) = {:.0}% of this CPU's f32 peak {f32_peak:.0} GFLOP/s{of_bf16} \
          ({}, {}, {} threads; `fruits bench peak`)",
         100.0 * gflops / f32_peak,
@@ -208,10 +208,11 @@ fn print_share_of_peak(rate: f64, macs: u64, dtype: Dtype, p0: &peak::Peak, p1: 
         p0.threads
     );
     if spread > 0.1 {
-        println!(
+        say!(
             "warning: the peak measured {:.0} before and {:.0} GFLOP/s after the run: this machine is shared \
              or throttling, and the share above is only as good as that",
-            p0.f32_gflops, p1.f32_gflops
+            p0.f32_gflops,
+            p1.f32_gflops
         );
     }
 }
@@ -223,13 +224,13 @@ fn peak(a: PeakArgs) -> anyhow::Result<ExitCode> {
     let id = CpuId::get();
     if a.json {
         let out = serde_json::json!({ "cpu": super::info::cpu_json(), "peaks": peaks });
-        println!("{out}");
+        say!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}: {}", id.describe(), id.brand);
+    say!("{}: {}", id.describe(), id.brand);
     for p in &peaks {
         let bf16 = p.bf16_gflops.map(|g| format!(", bf16 {g:.1} GFLOP/s")).unwrap_or_default();
-        println!(
+        say!(
             "peak {:<12} f32 {:.1} GFLOP/s{bf16} ({} threads, {:.1} per thread; {:.1} s)",
             p.level.name(),
             p.f32_gflops,
@@ -270,7 +271,7 @@ fn identify(a: IdentifyArgs, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let col = |i: usize| runs.iter().map(|r| r[i]).collect::<Vec<f64>>();
     let (p50, p90, p99) = percentiles(col(0));
     let median = |i: usize| percentiles(col(i)).0;
-    println!(
+    say!(
         "identify {} ({} runs, index of {} × {}): p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms \
          (medians: read+decode {:.2}, network {:.2}, search+vote {:.3})",
         a.photo,
@@ -314,7 +315,7 @@ fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
         done += qs.len() / a.dim;
     }
     let per_query = t.elapsed().as_secs_f64() * 1e3 / done as f64;
-    println!(
+    say!(
         "search {} vectors × {} f32 ({:.0} MB), k {}: one query per scan p50 {p50:.2} ms, p99 {p99:.2} ms; \
          {batch} queries per scan {per_query:.2} ms per query ({} threads, {})",
         a.vectors,

@@ -255,7 +255,7 @@ fn end_to_end(
 }
 
 fn print_point(p: &Point) {
-    println!(
+    say!(
         "{:<14} {:<28} {:<5} {:>5} {:>7} images {:>9.1} images/s  peak host {:>7.1} MiB{}",
         p.stage,
         p.device,

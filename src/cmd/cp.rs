@@ -36,7 +36,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     let storage = Storage::new(s3.clone());
     let size = || storage.size(&args.source)?.ok_or_else(|| anyhow::anyhow!("{}: no such file", args.source));
     let Some(dest) = &args.dest else {
-        println!("{}", size()?);
+        say!("{}", size()?);
         return Ok(ExitCode::SUCCESS);
     };
     match (&args.source, dest, args.bytes) {

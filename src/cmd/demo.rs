@@ -92,16 +92,16 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
     super::pca::transform(reduce, &storage)?;
     let evaluated = index_and_eval(&storage, &args.output)?;
     let file = |role| done.committed.location(role).map(|l| l.to_string()).unwrap_or_default();
-    println!("features:        {}", file(Role::Rows));
-    println!("errors:          {}", file(Role::Errors));
-    println!("PCA model:       {}/pca.json (+ components.parquet, center.parquet, spectrum.parquet)", at("pca"));
-    println!("reduced:         {}/", at("reduced"));
-    println!("pictures:        {}/explained_variance.svg", at("pca"));
-    println!("                 {}/scatter.svg", at("reduced"));
-    println!("                 {}/confusion.svg", args.output.join("eval").display());
-    println!("{evaluated}");
-    println!("index:           {}/ (eval: {}/eval.json)", at("index"), args.output.join("eval").display());
-    println!("next:            fruits serve --index {}   (then open http://127.0.0.1:8080/)", at("index"));
+    say!("features:        {}", file(Role::Rows));
+    say!("errors:          {}", file(Role::Errors));
+    say!("PCA model:       {}/pca.json (+ components.parquet, center.parquet, spectrum.parquet)", at("pca"));
+    say!("reduced:         {}/", at("reduced"));
+    say!("pictures:        {}/explained_variance.svg", at("pca"));
+    say!("                 {}/scatter.svg", at("reduced"));
+    say!("                 {}/confusion.svg", args.output.join("eval").display());
+    say!("{evaluated}");
+    say!("index:           {}/ (eval: {}/eval.json)", at("index"), args.output.join("eval").display());
+    say!("next:            fruits serve --index {}   (then open http://127.0.0.1:8080/)", at("index"));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -155,7 +155,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         lines.push(line);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&lines)?);
+        say!("{}", serde_json::to_string_pretty(&lines)?);
     }
     Ok(if failed > 0 { ExitCode::from(super::EXIT_ERROR) } else { ExitCode::SUCCESS })
 }
@@ -171,13 +171,13 @@ fn print_line(line: &Line) {
         (Some(_), Some(i)) => i.common_name.clone(),
         (Some(f), None) => f.clone(),
     };
-    println!("{}: {name}, score {:.0}%  [{:.1} ms]", line.photo, 100.0 * a.score, t.total);
+    say!("{}: {name}, score {:.0}%  [{:.1} ms]", line.photo, 100.0 * a.score, t.total);
     if let Some(i) = &a.info {
-        println!("  {} ({}): {}", i.scientific_name, i.family, i.description);
+        say!("  {} ({}): {}", i.scientific_name, i.family, i.description);
     }
     let top: Vec<String> = a.top.iter().map(|s| format!("{} {:.0}%", s.label, 100.0 * s.score)).collect();
-    println!("  top: {}", top.join(", "));
+    say!("  top: {}", top.join(", "));
     for n in &a.neighbours {
-        println!("  near: {} ({}, cosine {:.3})", n.path.as_deref().unwrap_or("?"), n.label, n.similarity);
+        say!("  near: {} ({}, cosine {:.3})", n.path.as_deref().unwrap_or("?"), n.label, n.similarity);
     }
 }

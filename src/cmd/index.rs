@@ -109,7 +109,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             };
             let built = build(&job, &storage)?;
             let m = &built.index.meta;
-            println!(
+            say!(
                 "index: {} rows of {} labels, {} values each ({}), from {}",
                 m.rows,
                 m.classes.len(),
@@ -119,10 +119,10 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             );
             if !m.skipped.is_empty() {
                 let s: Vec<String> = m.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                println!("left out: {}", s.join(", "));
+                say!("left out: {}", s.join(", "));
             }
             for w in &built.written {
-                println!("wrote {w}");
+                say!("wrote {w}");
             }
         }
         Action::Eval(a) => {
@@ -132,7 +132,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             let report = eval::eval(&index, &job, &storage)?;
             print_report(&report);
             for w in eval::write(&report, &a.output)? {
-                println!("wrote {}", w.display());
+                say!("wrote {}", w.display());
             }
         }
     }
@@ -140,7 +140,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 }
 
 fn print_report(r: &eval::Report) {
-    println!(
+    say!(
         "{} rows: top-1 {:.1}%, top-5 {:.1}%, unknown {} (k = {}, min score {})",
         r.rows,
         100.0 * r.top1_accuracy,
@@ -151,7 +151,7 @@ fn print_report(r: &eval::Report) {
     );
     for c in &r.classes {
         let note = if c.indexed { "" } else { "  (not in the index)" };
-        println!(
+        say!(
             "  {:<28} {:>6} rows  recall {:>5.1}%  top-5 {:>5.1}%{note}",
             c.label,
             c.rows,

@@ -56,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "cuda": cuda,
     });
     if args.json {
-        println!("{info}");
+        say!("{info}");
     } else {
         print_text(&info);
     }
@@ -89,19 +89,19 @@ pub fn cpu_json() -> serde_json::Value {
 }
 
 fn print_text(info: &serde_json::Value) {
-    println!("fruits {}", info["version"].as_str().unwrap_or("?"));
+    say!("fruits {}", info["version"].as_str().unwrap_or("?"));
     let cpu = &info["cpu"];
     let str_of = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
-    println!("cpu: {}, {}", str_of(&cpu["describe"]), str_of(&cpu["brand"]));
+    say!("cpu: {}, {}", str_of(&cpu["describe"]), str_of(&cpu["brand"]));
     let kib = |level: &str| cpu["cache_bytes"][level].as_u64().unwrap_or(0) / 1024;
-    println!("cpu: caches L1d {} KiB, L2 {} KiB, L3 {} KiB (as a core sees them)", kib("l1d"), kib("l2"), kib("l3"));
+    say!("cpu: caches L1d {} KiB, L2 {} KiB, L3 {} KiB (as a core sees them)", kib("l1d"), kib("l2"), kib("l3"));
     let capped = if cpu["simd"] == cpu["detected"] {
         String::new()
     } else {
         format!(" (capped by FRUITS_SIMD; the CPU has {})", str_of(&cpu["detected"]))
     };
     let bf16 = cpu["peak_gflops"]["bf16"].as_f64().map(|g| format!(", bf16 {g:.0}")).unwrap_or_default();
-    println!(
+    say!(
         "cpu: {} threads, {}{capped}; measured peak f32 {:.0} GFLOP/s{bf16} (`fruits bench peak`)",
         cpu["threads"],
         str_of(&cpu["simd"]),
@@ -109,17 +109,17 @@ fn print_text(info: &serde_json::Value) {
     );
     let cuda = &info["cuda"];
     if let Some(why) = cuda["unavailable"].as_str() {
-        println!("cuda: none usable: {why}");
+        say!("cuda: none usable: {why}");
         return;
     }
-    println!(
+    say!(
         "cuda: driver supports CUDA {}, cuBLAS {}, NVRTC {}",
         cuda["driver_cuda_api"].as_str().unwrap_or("?"),
         cuda["cublas_major"],
         cuda["nvrtc"].as_str().unwrap_or("?")
     );
     for d in cuda["devices"].as_array().into_iter().flatten() {
-        println!(
+        say!(
             "cuda:{} {}, {:.1} GiB, {}",
             d["ordinal"],
             d["name"].as_str().unwrap_or("?"),
@@ -141,7 +141,7 @@ fn compile_kernels(arch: &str, out: Option<&std::path::Path>) -> anyhow::Result<
         }
         kernel_cache::Got::Compiled { seconds, kept: None } => format!("compiled in {seconds:.2} s, no cache"),
     };
-    println!(
+    say!(
         "kernels: src/engine/cuda/kernels.cu for {arch} with NVRTC {major}.{minor}: {} bytes of {ext}, {how}",
         image.len()
     );
@@ -149,7 +149,7 @@ fn compile_kernels(arch: &str, out: Option<&std::path::Path>) -> anyhow::Result<
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("kernels.{arch}.{ext}"));
         std::fs::write(&path, &image).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-        println!("kernels: wrote {}", path.display());
+        say!("kernels: wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,16 @@
 //! Commands get the global options as a value; none imports the parser.
 //! `parse` holds the value parsers the flags share.
 
+/// `println!` for a command's output: a reader that stops early
+/// (`fruits identify … | head`) ends the run quietly with success, as
+/// `SIGPIPE` ends other tools (Rust ignores that signal, and `println!`
+/// then panics); any other write error is printed once, exit 1.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cmd::say_line(format_args!($($arg)*))
+    };
+}
+
 pub mod bench;
 pub mod bench_sweep;
 pub mod cp;
@@ -30,6 +40,19 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// More images were rejected than `--max-rejected` allows.
 pub const EXIT_TOO_MANY_REJECTED: u8 = 3;
+
+/// What [`say!`] writes; see there.
+pub fn say_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(format_args!("{line}\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("fruits: error: writing to standard output: {e}");
+        std::process::exit(EXIT_ERROR.into());
+    }
+}
 
 /// A command-line error found after parsing (exits 2 like the parser's).
 #[derive(Debug, thiserror::Error)]

@@ -41,7 +41,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
             let f = folder::open(&storage, &at)?;
             for p in &f.parts {
                 let rows = p.location(Role::Rows).map(|l| l.to_string()).unwrap_or_default();
-                println!("{}\t{}\t{rows}", p.manifest.part, p.rows());
+                say!("{}\t{}\t{rows}", p.manifest.part, p.rows());
             }
             let total: u64 = f.parts.iter().map(|p| p.rows()).sum();
             eprintln!("fruits: {} complete parts, {total} rows, {} leftover files", f.parts.len(), f.leftovers.len());
@@ -59,7 +59,7 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
                 if !dry_run {
                     storage.delete(&loc)?;
                 }
-                println!("{loc}");
+                say!("{loc}");
                 removed += 1;
             }
             let verb = if dry_run { "would remove" } else { "removed" };

@@ -26,10 +26,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 |(code, location, s)| serde_json::json!({"code": code, "location": location, "standing": standing(*s)}),
             )
             .collect();
-        println!("{}", serde_json::json!({"default": DEFAULT_REGION, "regions": regions}));
+        say!("{}", serde_json::json!({"default": DEFAULT_REGION, "regions": regions}));
     } else {
         for (code, location, s) in EUROPEAN_REGIONS {
-            println!("{code}\t{location}\t{}", standing(s));
+            say!("{code}\t{location}\t{}", standing(s));
         }
     }
     Ok(ExitCode::SUCCESS)

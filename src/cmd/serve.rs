@@ -131,14 +131,14 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
         config,
         Some(reload),
         |at, metrics| {
-            println!("fruits serve: listening on http://{at} (index: {described})");
+            say!("fruits serve: listening on http://{at} (index: {described})");
             if let Some(m) = metrics {
-                println!("fruits serve: metrics on http://{m}/metrics");
+                say!("fruits serve: metrics on http://{m}/metrics");
             }
             let _ = std::io::stdout().flush();
         },
         stop_signal(),
     ))?;
-    println!("fruits serve: stopped");
+    say!("fruits serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

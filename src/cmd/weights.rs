@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.action {
         Action::Fetch { model, sha256 } => {
             let path = weights::fetch(model, sha256.as_deref())?;
-            println!("{}", path.display());
+            say!("{}", path.display());
         }
         Action::Import { model, from, out } => {
             let out = match out {
@@ -67,12 +67,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let sha = fruits::model::pth::import(model, &from, &out)?;
             weights::verify_pinned(&out, None, model)?;
             eprintln!("fruits: imported {model} from {} (sha256 {sha})", from.display());
-            println!("{}", out.display());
+            say!("{}", out.display());
         }
         Action::Init { model, seed, out } => {
             init::write_random_weights(model, seed, &out)?;
             eprintln!("fruits: wrote random {model} weights (seed {seed}) to {}", out.display());
-            println!("{}", fruits::digest::sha256_file(&out)?);
+            say!("{}", fruits::digest::sha256_file(&out)?);
         }
     }
     Ok(ExitCode::SUCCESS)
