@@ -21,6 +21,7 @@ use std::ops::Range;
 use super::dense::{need, Dense};
 use super::elem::Elem;
 use super::gemm;
+use crate::engine::cpu_id::l2_budget;
 use crate::model::plan::{Depthwise, Hw};
 
 /// The three layers of a block that fuses; `expand` is absent where the
@@ -39,17 +40,6 @@ pub struct Bands<T> {
     expanded: Vec<T>,
     /// The depthwise's output rows, `[rows][o.w][ce]`.
     mid: Vec<T>,
-}
-
-/// The L2 a band may fill: half the core's L2 (the rest holds the weight
-/// panels streaming through and the output rows); 256 KiB where CPUID gave
-/// no size.
-fn band_budget(l2: usize) -> usize {
-    if l2 == 0 {
-        256 << 10
-    } else {
-        l2 / 2
-    }
 }
 
 impl<T: Elem> Fused<T> {
@@ -76,7 +66,7 @@ impl<T: Elem> Fused<T> {
         let bytes = std::mem::size_of::<T>();
         let in_row = if self.expand.is_some() { i.w * ce * bytes } else { 0 };
         let out_row = o.w * ce * bytes;
-        let fits = |b: usize| ((b - 1) * s + k) * in_row + b * out_row <= band_budget(l2);
+        let fits = |b: usize| ((b - 1) * s + k) * in_row + b * out_row <= l2_budget(l2);
         let mut b = 1;
         while b < o.h && fits(b + 1) {
             b += 1;
