@@ -55,14 +55,11 @@ impl CpuId {
 
 /// What one working set of a kernel may fill of a core's L2 of `l2` bytes:
 /// half of it (the rest holds the weights streaming through and the output
-/// rows); 256 KiB, the smallest L2 of the x86 cores this runs on, where
-/// CPUID gave no size.
+/// rows). Where CPUID gave no size (0), half of 256 KiB, the smallest L2 of
+/// the x86 cores this runs on.
 pub fn l2_budget(l2: usize) -> usize {
-    if l2 == 0 {
-        256 << 10
-    } else {
-        l2 / 2
-    }
+    let l2 = if l2 == 0 { 256 << 10 } else { l2 };
+    l2 / 2
 }
 
 #[cfg(target_arch = "x86_64")]

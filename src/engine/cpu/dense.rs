@@ -119,7 +119,6 @@ fn copy<T: Copy>(dst: &mut [T], src: &[T]) {
     match dst.len() {
         3 => fixed::<T, 3>(dst, src),
         9 => fixed::<T, 9>(dst, src),
-        15 => fixed::<T, 15>(dst, src),
         _ => dst.copy_from_slice(src),
     }
 }
