@@ -17,6 +17,17 @@ struct Row {
     o: Hw,
 }
 
+/// Where an AVX2 span reads and writes: `line0` is its first tap row's
+/// first input pixel, `line_step` apart from row to row; `taps` the kernel
+/// rows inside the image; `dst` its first output pixel.
+#[cfg(target_arch = "x86_64")]
+struct Span {
+    line0: *const f32,
+    line_step: usize,
+    taps: Range<usize>,
+    dst: *mut f32,
+}
+
 /// Which part of the image a call sees: `input` starts at image row
 /// `in_row0`, `out` holds output rows `rows`.
 #[derive(Debug, Clone)]
@@ -185,7 +196,11 @@ impl Depthwise {
     }
 
     /// 4 neighbouring outputs of one row, as [`Self::avx512_span`] with 8
-    /// lanes (16 registers: 4 sums, `K` weights, one input).
+    /// lanes (16 registers: 4 sums, `K` weights, one input). Whole blocks of
+    /// 8 channels take plain loads and stores, only the last partial block
+    /// masked ones: on Zen 3 a `vmaskmovps` costs so much that the masked
+    /// loads everywhere held the depthwise layers to 15 GF/s a thread, 23%
+    /// of MobileNetV2's time (per-layer timing, benches/README).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn avx2_span<const K: usize, const S: usize>(
@@ -196,37 +211,58 @@ impl Depthwise {
         out: &mut [f32],
         ox: usize,
     ) {
+        let (c, Row { oy, i, o }) = (self.channels, row);
+        let (ky0, ky1) = self.taps(oy, i.h);
+        let (row0, col0) = (oy * S + ky0 - self.pad(i.h) - win.in_row0, ox * S - self.pad(i.w));
+        let at = Span {
+            line0: input.as_ptr().add((row0 * i.w + col0) * c),
+            line_step: i.w * c,
+            taps: ky0..ky1,
+            dst: out.as_mut_ptr().add(((oy - win.rows.start) * o.w + ox) * c),
+        };
+        let whole = c / 8 * 8;
+        for c0 in (0..whole).step_by(8) {
+            self.avx2_block::<K, S, false>(&at, c0);
+        }
+        if whole < c {
+            self.avx2_block::<K, S, true>(&at, whole);
+        }
+    }
+
+    /// Channels `c0..c0 + 8` (fewer where `MASKED`) of a span.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_block<const K: usize, const S: usize, const MASKED: bool>(&self, at: &Span, c0: usize) {
         use std::arch::x86_64::*;
         const G: usize = 4;
-        let (c, Row { oy, i, o }) = (self.channels, row);
-        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
-        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
-        let (ky0, ky1) = self.taps(oy, i.h);
-        let row0 = oy * S + ky0 - self.pad(i.h) - win.in_row0;
-        let col0 = ox * S - self.pad(i.w);
-        let dst = outp.add(((oy - win.rows.start) * o.w + ox) * c);
+        let c = self.channels;
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        for c0 in (0..c).step_by(8) {
-            // Lanes below `c - c0` (all 8 but in the last block).
-            let m = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - c0).min(8) as i32), lanes);
-            let mut acc = [_mm256_maskload_ps(bp.add(c0), m); G];
-            for ky in ky0..ky1 {
-                let line = inp.add(((row0 + ky - ky0) * i.w + col0) * c + c0);
-                let mut w = [_mm256_setzero_ps(); K];
-                for (kx, w) in w.iter_mut().enumerate() {
-                    *w = _mm256_maskload_ps(wp.add((ky * K + kx) * c + c0), m);
-                }
-                for j in 0..(G - 1) * S + K {
-                    let x = _mm256_maskload_ps(line.add(j * c), m);
-                    for (g, acc) in acc.iter_mut().enumerate() {
-                        if j >= g * S && j - g * S < K {
-                            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, w[j - g * S]));
-                        }
+        // Lanes below `c - c0` (all 8 but in the last block).
+        let m = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - c0).min(8) as i32), lanes);
+        let load = |p: *const f32| if MASKED { _mm256_maskload_ps(p, m) } else { _mm256_loadu_ps(p) };
+        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
+        let mut acc = [load(bp.add(c0)); G];
+        for ky in at.taps.clone() {
+            let line = at.line0.add((ky - at.taps.start) * at.line_step + c0);
+            let mut w = [_mm256_setzero_ps(); K];
+            for (kx, w) in w.iter_mut().enumerate() {
+                *w = load(wp.add((ky * K + kx) * c + c0));
+            }
+            for j in 0..(G - 1) * S + K {
+                let x = load(line.add(j * c));
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    if j >= g * S && j - g * S < K {
+                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, w[j - g * S]));
                     }
                 }
             }
-            for (g, acc) in acc.iter().enumerate() {
-                _mm256_maskstore_ps(dst.add(g * c + c0), m, act8(*acc, self.act));
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            let (p, v) = (at.dst.add(g * c + c0), act8(*acc, self.act));
+            if MASKED {
+                _mm256_maskstore_ps(p, m, v)
+            } else {
+                _mm256_storeu_ps(p, v)
             }
         }
     }

@@ -29,6 +29,34 @@ fn row_block(k: usize, n: usize, elem: usize, l2: usize) -> usize {
     (l2_budget(l2) / ((k + n) * elem).max(1) / MR).max(1) * MR
 }
 
+/// `block` shrunk (in whole [`MR`]) to the smallest that still needs as
+/// many blocks for `rows`: 49 rows in blocks of 48 left a block of one row,
+/// which streamed every weight panel again for a single row (the 7 × 7
+/// layers' 49 pixels, benches/README).
+fn even_blocks(rows: usize, block: usize) -> usize {
+    let n = rows.div_ceil(block).max(1);
+    rows.div_ceil(n).div_ceil(MR) * MR
+}
+
+/// The micro-kernel calls over `rows`: `(first row, rows)`, [`MR`] at a time,
+/// but a remainder of under `MR / 2` rows shares the last whole tile's rows
+/// (13 rows as 7 and 6, not 12 and 1): a call's cost is mostly its row
+/// count's share of the registers, and a 1- or 2-row call leaves most of
+/// them idle.
+fn tiles(rows: std::ops::Range<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let (n, rem) = (rows.len() / MR, rows.len() % MR);
+    let split = n > 0 && rem > 0 && rem < MR / 2;
+    let whole = if split { n - 1 } else { n };
+    let last = rows.start + whole * MR;
+    let tail = if split {
+        let first = (MR + rem).div_ceil(2);
+        [(last, first), (last + first, MR + rem - first)]
+    } else {
+        [(last, rem), (last + rem, 0)]
+    };
+    (0..whole).map(move |t| (rows.start + t * MR, MR)).chain(tail.into_iter().filter(|t| t.1 > 0))
+}
+
 /// Weights of one dense convolution, BatchNorm folded, packed for [`gemm`].
 #[derive(Debug, Clone)]
 pub struct Packed<T> {
@@ -136,7 +164,7 @@ unsafe fn drive<T: Elem>(
 ) {
     let np = w.n.div_ceil(NR);
     let skip_ptr = skip.map_or(std::ptr::null(), |s| s.as_ptr());
-    let block = row_block(w.k, w.n, std::mem::size_of::<T>(), l2);
+    let block = even_blocks(rows, row_block(w.k, w.n, std::mem::size_of::<T>(), l2));
     for r0 in (0..rows).step_by(block) {
         let r1 = (r0 + block).min(rows);
         for j in 0..np {
@@ -144,8 +172,7 @@ unsafe fn drive<T: Elem>(
             let bias = w.bias[j * NR..].as_ptr();
             let c0 = j * NR;
             let cols = (w.n - c0).min(NR);
-            for i in (r0..r1).step_by(MR) {
-                let m = (r1 - i).min(MR);
+            for (i, m) in tiles(r0..r1) {
                 let off = i * w.n + c0;
                 let tile = Tile {
                     out: out.as_mut_ptr().add(off),
@@ -222,8 +249,13 @@ mod avx2 {
         bias: *const f32,
         t: Tile<f32>,
     ) {
-        for r0 in (0..rows).step_by(6) {
-            let m = (rows - r0).min(6);
+        // Two strips of as even a height as they can be (7 rows as 4 + 3,
+        // not 6 + 1): a strip of 1 or 2 rows is load-bound.
+        let first = if rows <= 6 { rows } else { rows.div_ceil(2) };
+        for (r0, m) in [(0, first), (first, rows - first)] {
+            if m == 0 {
+                break;
+            }
             for h in 0..2 {
                 let cols = t.cols.saturating_sub(h * 16).min(16);
                 if cols == 0 {
@@ -543,6 +575,31 @@ mod tests {
             unsafe { drive(&at, lda, rows, &packed, act, Some(&skip), &mut out, kernel, l2) };
             assert_eq!(out[rows * n].to_f32(), sentinel.to_f32(), "wrote past the end");
             out[..rows * n].iter().map(|x| x.to_f32()).collect()
+        }
+    }
+
+    #[test]
+    fn tiles_cover_every_row_once_and_leave_no_sliver() {
+        for start in [0, 5] {
+            for len in 0..100 {
+                let got: Vec<_> = tiles(start..start + len).collect();
+                let mut next = start;
+                for &(i, m) in &got {
+                    assert_eq!(i, next, "{len} rows: {got:?}");
+                    assert!((1..=MR).contains(&m), "{len} rows: {got:?}");
+                    assert!(len < MR || m >= MR / 2, "{len} rows: a sliver in {got:?}");
+                    next += m;
+                }
+                assert_eq!(next, start + len, "{len} rows: {got:?}");
+            }
+        }
+        // Blocks: no more of them than `row_block` asked for, none larger.
+        for rows in 1..300 {
+            for block in [MR, 2 * MR, 4 * MR, 9 * MR] {
+                let even = even_blocks(rows, block);
+                assert!(even <= block && even.is_multiple_of(MR), "{rows} in {block}: {even}");
+                assert_eq!(rows.div_ceil(even), rows.div_ceil(block), "{rows} in {block}: {even}");
+            }
         }
     }
 
