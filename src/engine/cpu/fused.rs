@@ -24,6 +24,11 @@ use super::gemm;
 use crate::engine::cpu_id::l2_budget;
 use crate::model::plan::{Depthwise, Hw};
 
+/// The fewest [`gemm::MR`]-row micro-kernel tiles of pixels a band holds
+/// ([`Fused::band_rows`]), whatever the L2: 4 measured faster than the L2's
+/// one-row bands on Zen 3 (benches/README).
+const MIN_BAND_TILES: usize = 4;
+
 /// The three layers of a block that fuses; `expand` is absent where the
 /// expansion ratio is 1 (MobileNetV2's first block).
 #[derive(Debug, Clone)]
@@ -59,7 +64,7 @@ impl<T: Elem> Fused<T> {
 
     /// Output rows per band for an `i`-sized input: as many as keep the
     /// expanded rows and the depthwise rows of one band within `l2`'s budget,
-    /// at least one.
+    /// but never fewer than [`MIN_BAND_TILES`] micro-kernel tiles of pixels.
     pub fn band_rows(&self, i: Hw, l2: usize) -> usize {
         let o = self.out_hw(i);
         let (ce, s, k) = (self.dw.channels, self.dw.stride, self.dw.kernel);
@@ -71,15 +76,26 @@ impl<T: Elem> Fused<T> {
         while b < o.h && fits(b + 1) {
             b += 1;
         }
-        b
+        // At least a few micro-kernel tiles of pixels a band: each band's
+        // two GEMMs stream their weights through the caches again, and a
+        // band the L2 alone would size can be one row: 14 pixels for
+        // EfficientNet-Lite0's 14 × 14 × 672 5 × 5 blocks, whose 1 × 1
+        // weights are 301 KB each, paid 14 times an image. Then as even as
+        // that many bands allow (7 rows as 4 + 3, not 6 + 1).
+        let b = b.max((MIN_BAND_TILES * gemm::MR).div_ceil(o.w)).min(o.h);
+        o.h.div_ceil(o.h.div_ceil(b))
     }
 
     /// `input` is `[i.h][i.w][cin]`, `out` `[o.h][o.w][cout]`; `skip` adds
     /// the block's input to the projection (stride 1, cin = cout).
     pub fn run(&self, input: &[T], i: Hw, skip: bool, out: &mut [T], bands: &mut Bands<T>, l2: usize) {
+        self.run_bands(input, i, skip, out, bands, self.band_rows(i, l2));
+    }
+
+    /// [`Fused::run`] in bands of `band` output rows.
+    fn run_bands(&self, input: &[T], i: Hw, skip: bool, out: &mut [T], bands: &mut Bands<T>, band: usize) {
         let o = self.out_hw(i);
         let (ce, cout) = (self.dw.channels, self.cout());
-        let band = self.band_rows(i, l2);
         need(&mut bands.mid, band * o.w * ce);
         if self.expand.is_some() {
             need(&mut bands.expanded, ((band - 1) * self.dw.stride + self.dw.kernel).min(i.h) * i.w * ce);
@@ -219,18 +235,53 @@ mod tests {
         let input: Vec<T> = input.iter().map(|&x| T::from_f32(x)).collect();
         let want: Vec<f32> = layer_by_layer(&f, &input, i, skip).iter().map(|x| x.to_f32()).collect();
         let o = f.out_hw(i);
-        let row_bytes = (i.w + o.w) * dw.channels * std::mem::size_of::<T>();
-        let mut heights = Vec::new();
-        for l2 in [1, 2 * 4 * row_bytes, 2 * 9 * row_bytes, 1 << 30] {
-            heights.push(f.band_rows(i, l2));
+        // One row, a few (rows carried over from band to band, a short last
+        // band), the whole image, and what `run` picks for a tiny L2.
+        for band in [1, 2, 3, 4, o.h, f.band_rows(i, 1)] {
             let mut out = vec![T::from_f32(f32::NAN); want.len() + 1];
-            f.run(&input, i, skip, &mut out[..want.len()], &mut Bands::default(), l2);
+            f.run_bands(&input, i, skip, &mut out[..want.len()], &mut Bands::default(), band);
             let got: Vec<f32> = out[..want.len()].iter().map(|x| x.to_f32()).collect();
-            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "l2 {l2}: {i:?} {dw:?}");
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "band {band}: {i:?} {dw:?}");
             assert!(out[want.len()].to_f32().is_nan(), "wrote past the end");
         }
-        assert_eq!(heights[0], 1);
-        assert_eq!(heights[3], o.h);
-        assert!(heights.iter().any(|&h| h > 1 && h < o.h), "no band carried rows over: {heights:?}");
+    }
+
+    /// Band heights: within the L2's budget where that leaves enough pixels,
+    /// never under [`MIN_BAND_TILES`] tiles of pixels.
+    #[test]
+    fn bands_fit_the_l2_but_never_starve_the_gemm() {
+        let mut rnd = rnd_source(12);
+        let dw = |ce| Depthwise {
+            channels: ce,
+            kernel: 5,
+            stride: 1,
+            padding: Padding::Symmetric(2),
+            act: Act::Relu6,
+            weight: vec![0.0; 25 * ce],
+            bias: vec![0.0; ce],
+        };
+        let block = |rnd: &mut _, cin, ce| {
+            let e = Dense::<f32>::new(&pointwise(rnd, cin, ce, Act::Relu6));
+            Fused::new(Some(e), dw(ce), Dense::new(&pointwise(rnd, ce, cin, Act::None))).expect("fusable")
+        };
+        let min_px = MIN_BAND_TILES * gemm::MR;
+        // 14 × 14 × 672: the L2 would allow one row (14 pixels); the GEMMs
+        // get 4 rows a band (4, 4, 4 and 2).
+        let narrow = block(&mut rnd, 112, 672);
+        assert_eq!(narrow.band_rows(Hw { h: 14, w: 14 }, 512 << 10), 4);
+        // 7 × 7 × 672: one band, the whole image.
+        assert_eq!(narrow.band_rows(Hw { h: 7, w: 7 }, 512 << 10), 7);
+        // 56 × 56 × 144, 56-pixel rows: the L2 decides. The tallest band
+        // whose 5 × 5 window's expanded rows and depthwise rows fit half of
+        // it, as many bands as that height needs, none taller.
+        let wide = block(&mut rnd, 24, 144);
+        let (big, row) = (Hw { h: 56, w: 56 }, 56 * 144 * 4);
+        for l2 in [64 << 10, 256 << 10, 512 << 10, 640 << 10, 1 << 20, 2 << 20, 1 << 30] {
+            let fit = (1..=56).rev().find(|&b| (b + 4) * row + b * row <= l2 / 2).unwrap_or(1);
+            let want = fit.max(min_px.div_ceil(56));
+            let b = wide.band_rows(big, l2);
+            assert!(b <= want && 56usize.div_ceil(b) == 56usize.div_ceil(want), "L2 {l2}: {b}, not {want}");
+        }
+        assert_eq!(wide.band_rows(big, 1 << 30), 56);
     }
 }
