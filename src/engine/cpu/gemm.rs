@@ -29,13 +29,18 @@ fn row_block(k: usize, n: usize, elem: usize, l2: usize) -> usize {
     (l2_budget(l2) / ((k + n) * elem).max(1) / MR).max(1) * MR
 }
 
-/// `block` shrunk (in whole [`MR`]) to the smallest that still needs as
-/// many blocks for `rows`: 49 rows in blocks of 48 left a block of one row,
-/// which streamed every weight panel again for a single row (the 7 × 7
-/// layers' 49 pixels, benches/README).
+/// The smallest piece of `len` that needs no more pieces than pieces of
+/// `most` do: 7 rows at most 6 a piece as 4 + 3, not 6 + 1. Row blocks here
+/// and the fused blocks' bands are cut this way.
+pub fn even_piece(len: usize, most: usize) -> usize {
+    len.div_ceil(len.div_ceil(most).max(1))
+}
+
+/// `block` shrunk (in whole [`MR`]) by [`even_piece`]: 49 rows in blocks of
+/// 48 left a block of one row, which streamed every weight panel again for a
+/// single row (the 7 × 7 layers' 49 pixels, benches/README).
 fn even_blocks(rows: usize, block: usize) -> usize {
-    let n = rows.div_ceil(block).max(1);
-    rows.div_ceil(n).div_ceil(MR) * MR
+    even_piece(rows, block).div_ceil(MR) * MR
 }
 
 /// The micro-kernel calls over `rows`: `(first row, rows)`, [`MR`] at a time,
