@@ -286,7 +286,7 @@ mod tests {
             let m = Model::random(which, 3).unwrap();
             let plan = m.net.plan(which.resolution()).unwrap();
             let r = which.resolution();
-            let x: Vec<u8> = (0..2 * 3 * r * r)
+            let x: Vec<u8> = (0..3 * 3 * r * r)
                 .map(|_| {
                     state ^= state << 13;
                     state ^= state >> 17;
@@ -296,12 +296,14 @@ mod tests {
                 .collect();
             let fused = cpu::Net::<f32>::new(&plan);
             assert!(fused.blocks.iter().any(|b| b.fused.is_some()), "{which}: nothing fused");
-            assert_eq!(fused.run(&x), cpu::Net::<f32>::layer_by_layer(&plan).run(&x), "{which} f32");
-            assert_eq!(
-                cpu::Net::<bf16>::new(&plan).run(&x),
-                cpu::Net::<bf16>::layer_by_layer(&plan).run(&x),
-                "{which} bf16"
-            );
+            assert!(fused.stack.from < fused.blocks.len(), "{which}: nothing stacked: {:?}", fused.stack);
+            let (want, want16) =
+                (cpu::Net::<f32>::layer_by_layer(&plan).run(&x), cpu::Net::<bf16>::layer_by_layer(&plan).run(&x));
+            // An image a task, two stacked (and one left over), all three.
+            for g in 1..=3 {
+                assert_eq!(fused.run_stacked(&x, g), want, "{which} f32, {g} a task");
+                assert_eq!(cpu::Net::<bf16>::new(&plan).run_stacked(&x, g), want16, "{which} bf16, {g} a task");
+            }
         }
     }
 }

@@ -91,6 +91,32 @@ impl<T: Elem> Fused<T> {
         self.run_bands(input, i, skip, out, bands, self.band_rows(i, l2));
     }
 
+    /// `images` whole images stacked, `input` `images × [i.h][i.w][cin]`,
+    /// `out` `images × [o.h][o.w][cout]`: for images no taller than a band
+    /// ([`Fused::band_rows`]), where one image's few pixels would stream the
+    /// two 1×1 layers' weights from L3 once each, the 1×1 layers multiply
+    /// every image's rows in one GEMM and the depthwise runs image by image.
+    /// Bit for bit [`Fused::run`] on each image (the GEMM computes each row
+    /// alone).
+    pub fn run_images(&self, input: &[T], images: usize, i: Hw, skip: bool, out: &mut [T], bands: &mut Bands<T>) {
+        let o = self.out_hw(i);
+        let ce = self.dw.channels;
+        let (px_in, px_out) = (i.h * i.w, o.h * o.w);
+        if let Some(e) = &self.expand {
+            need(&mut bands.expanded, images * px_in * ce);
+            gemm::gemm(input, e.cin, images * px_in, &e.weight, e.act, None, &mut bands.expanded);
+        }
+        let dw_in = if self.expand.is_some() { &bands.expanded[..] } else { input };
+        need(&mut bands.mid, images * px_out * ce);
+        for j in 0..images {
+            let x = &dw_in[j * px_in * ce..(j + 1) * px_in * ce];
+            self.dw.run(x, i, &mut bands.mid[j * px_out * ce..(j + 1) * px_out * ce]);
+        }
+        let (rows, w) = (images * px_out, &self.project.weight);
+        let skip = skip.then(|| &input[..rows * w.n]);
+        gemm::gemm(&bands.mid[..rows * ce], ce, rows, w, self.project.act, skip, &mut out[..rows * w.n]);
+    }
+
     /// [`Fused::run`] in bands of `band` output rows.
     fn run_bands(&self, input: &[T], i: Hw, skip: bool, out: &mut [T], bands: &mut Bands<T>, band: usize) {
         let o = self.out_hw(i);
