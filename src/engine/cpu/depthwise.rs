@@ -19,12 +19,14 @@ struct Row {
 
 /// Where an AVX2 span reads and writes: `line0` is its first tap row's
 /// first input pixel, `line_step` apart from row to row; `taps` the kernel
-/// rows inside the image; `dst` its first output pixel.
+/// rows inside the image, `cols` the kernel columns (all but at a border);
+/// `dst` its first output pixel.
 #[cfg(target_arch = "x86_64")]
 struct Span {
     line0: *const f32,
     line_step: usize,
     taps: Range<usize>,
+    cols: Range<usize>,
     dst: *mut f32,
 }
 
@@ -161,49 +163,67 @@ impl Depthwise {
         }
     }
 
-    /// f32 on AVX2: the borders a pixel at a time as [`Self::run_portable`];
-    /// the columns whose taps all land inside the row in spans of 4
-    /// outputs, each input pixel loaded once for every output it feeds, with
-    /// the portable loop's multiply-then-add in its order (the same
-    /// results).
+    /// f32 on AVX2: the columns whose taps all land inside the row in spans
+    /// of 4 outputs (the last of 1 to 3), each input pixel loaded once for
+    /// every output it feeds; the borders a pixel at a time with their taps
+    /// clipped. Every output with the portable loop's multiply-then-add in
+    /// its order (the same results). The borders and the short spans were
+    /// the portable loop's, its sums in memory: at 7 × 7 that was 3 of 7
+    /// columns under a 3 × 3 kernel and all 7 under a 5 × 5 one.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_f32(&self, input: &[f32], i: Hw, o: Hw, win: Window, out: &mut [f32]) {
         let mut acc = vec![0f32; self.channels];
         let full = self.full_columns(i, o);
+        if !matches!((self.kernel, self.stride), (3, 1) | (3, 2) | (5, 1) | (5, 2)) {
+            for oy in win.rows.clone() {
+                for ox in 0..o.w {
+                    self.portable_pixel(input, &win, Row { oy, i, o }, out, ox, &mut acc);
+                }
+            }
+            return;
+        }
         for oy in win.rows.clone() {
             let row = Row { oy, i, o };
             let mut ox = 0;
-            while ox < full.start {
-                self.portable_pixel(input, &win, row, out, ox, &mut acc);
-                ox += 1;
-            }
-            while ox + 4 <= full.end {
-                match (self.kernel, self.stride) {
-                    (3, 1) => self.avx2_span::<3, 1>(input, &win, row, out, ox),
-                    (3, 2) => self.avx2_span::<3, 2>(input, &win, row, out, ox),
-                    (5, 1) => self.avx2_span::<5, 1>(input, &win, row, out, ox),
-                    (5, 2) => self.avx2_span::<5, 2>(input, &win, row, out, ox),
-                    _ => break,
-                }
-                ox += 4;
-            }
             while ox < o.w {
-                self.portable_pixel(input, &win, row, out, ox, &mut acc);
-                ox += 1;
+                let n = if full.contains(&ox) { (full.end - ox).min(4) } else { 1 };
+                match (self.kernel, self.stride, n) {
+                    (3, 1, 4) => self.avx2_span::<3, 1, 4>(input, &win, row, out, ox),
+                    (3, 1, 3) => self.avx2_span::<3, 1, 3>(input, &win, row, out, ox),
+                    (3, 1, 2) => self.avx2_span::<3, 1, 2>(input, &win, row, out, ox),
+                    (3, 1, _) => self.avx2_span::<3, 1, 1>(input, &win, row, out, ox),
+                    (3, 2, 4) => self.avx2_span::<3, 2, 4>(input, &win, row, out, ox),
+                    (3, 2, 3) => self.avx2_span::<3, 2, 3>(input, &win, row, out, ox),
+                    (3, 2, 2) => self.avx2_span::<3, 2, 2>(input, &win, row, out, ox),
+                    (3, 2, _) => self.avx2_span::<3, 2, 1>(input, &win, row, out, ox),
+                    (5, 1, 4) => self.avx2_span::<5, 1, 4>(input, &win, row, out, ox),
+                    (5, 1, 3) => self.avx2_span::<5, 1, 3>(input, &win, row, out, ox),
+                    (5, 1, 2) => self.avx2_span::<5, 1, 2>(input, &win, row, out, ox),
+                    (5, 1, _) => self.avx2_span::<5, 1, 1>(input, &win, row, out, ox),
+                    (5, 2, 4) => self.avx2_span::<5, 2, 4>(input, &win, row, out, ox),
+                    (5, 2, 3) => self.avx2_span::<5, 2, 3>(input, &win, row, out, ox),
+                    (5, 2, 2) => self.avx2_span::<5, 2, 2>(input, &win, row, out, ox),
+                    _ => self.avx2_span::<5, 2, 1>(input, &win, row, out, ox),
+                }
+                ox += n;
             }
         }
     }
 
-    /// 4 neighbouring outputs of one row, as [`Self::avx512_span`] with 8
-    /// lanes (16 registers: 4 sums, `K` weights, one input). Whole blocks of
+    /// `G` neighbouring outputs of one row, as [`Self::avx512_span`] with 8
+    /// lanes, two blocks of 8 channels at a time (8 sums, 2 × `K` weights,
+    /// one input: 16 registers at `K` = 3; a sum's every add waits on its
+    /// last, and 4 sums left the adds idle: the 56 × 56 × 144 3 × 3 layer
+    /// 34 → 40 GF/s a thread); a border output (`G` = 1) has its taps
+    /// clipped to the image. Whole blocks of
     /// 8 channels take plain loads and stores, only the last partial block
     /// masked ones: on Zen 3 a `vmaskmovps` costs so much that the masked
     /// loads everywhere held the depthwise layers to 15 GF/s a thread, 23%
     /// of MobileNetV2's time (per-layer timing, benches/README).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx2_span<const K: usize, const S: usize>(
+    unsafe fn avx2_span<const K: usize, const S: usize, const G: usize>(
         &self,
         input: &[f32],
         win: &Window,
@@ -213,56 +233,76 @@ impl Depthwise {
     ) {
         let (c, Row { oy, i, o }) = (self.channels, row);
         let (ky0, ky1) = self.taps(oy, i.h);
-        let (row0, col0) = (oy * S + ky0 - self.pad(i.h) - win.in_row0, ox * S - self.pad(i.w));
+        let (kx0, kx1) = self.taps(ox, i.w);
+        let (row0, col0) = (oy * S + ky0 - self.pad(i.h) - win.in_row0, ox * S + kx0 - self.pad(i.w));
         let at = Span {
             line0: input.as_ptr().add((row0 * i.w + col0) * c),
             line_step: i.w * c,
             taps: ky0..ky1,
+            cols: kx0..kx1,
             dst: out.as_mut_ptr().add(((oy - win.rows.start) * o.w + ox) * c),
         };
-        let whole = c / 8 * 8;
-        for c0 in (0..whole).step_by(8) {
-            self.avx2_block::<K, S, false>(&at, c0);
+        let (pairs, whole) = (c / 16 * 16, c / 8 * 8);
+        for c0 in (0..pairs).step_by(16) {
+            self.avx2_block::<K, S, G, 2, false>(&at, c0);
+        }
+        if pairs < whole {
+            self.avx2_block::<K, S, G, 1, false>(&at, pairs);
         }
         if whole < c {
-            self.avx2_block::<K, S, true>(&at, whole);
+            self.avx2_block::<K, S, G, 1, true>(&at, whole);
         }
     }
 
-    /// Channels `c0..c0 + 8` (fewer where `MASKED`) of a span.
+    /// Channels `c0..c0 + 8 B` (fewer where `MASKED`, with `B` = 1) of a span.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx2_block<const K: usize, const S: usize, const MASKED: bool>(&self, at: &Span, c0: usize) {
+    unsafe fn avx2_block<const K: usize, const S: usize, const G: usize, const B: usize, const MASKED: bool>(
+        &self,
+        at: &Span,
+        c0: usize,
+    ) {
         use std::arch::x86_64::*;
-        const G: usize = 4;
         let c = self.channels;
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         // Lanes below `c - c0` (all 8 but in the last block).
         let m = _mm256_cmpgt_epi32(_mm256_set1_epi32((c - c0).min(8) as i32), lanes);
         let load = |p: *const f32| if MASKED { _mm256_maskload_ps(p, m) } else { _mm256_loadu_ps(p) };
-        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
-        let mut acc = [load(bp.add(c0)); G];
+        let (wp, bp) = (self.weight.as_ptr().add(c0), self.bias.as_ptr().add(c0));
+        let mut acc: [[__m256; B]; G] = [std::array::from_fn(|b| load(bp.add(8 * b))); G];
         for ky in at.taps.clone() {
             let line = at.line0.add((ky - at.taps.start) * at.line_step + c0);
-            let mut w = [_mm256_setzero_ps(); K];
-            for (kx, w) in w.iter_mut().enumerate() {
-                *w = load(wp.add((ky * K + kx) * c + c0));
+            if G == 1 {
+                // One output, its kernel columns perhaps clipped.
+                for (j, kx) in at.cols.clone().enumerate() {
+                    for (b, acc) in acc[0].iter_mut().enumerate() {
+                        let (x, w) = (load(line.add(j * c + 8 * b)), load(wp.add((ky * K + kx) * c + 8 * b)));
+                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, w));
+                    }
+                }
+                continue;
             }
+            let w: [[__m256; K]; B] =
+                std::array::from_fn(|b| std::array::from_fn(|kx| load(wp.add((ky * K + kx) * c + 8 * b))));
             for j in 0..(G - 1) * S + K {
-                let x = load(line.add(j * c));
-                for (g, acc) in acc.iter_mut().enumerate() {
-                    if j >= g * S && j - g * S < K {
-                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, w[j - g * S]));
+                for b in 0..B {
+                    let x = load(line.add(j * c + 8 * b));
+                    for (g, acc) in acc.iter_mut().enumerate() {
+                        if j >= g * S && j - g * S < K {
+                            acc[b] = _mm256_add_ps(acc[b], _mm256_mul_ps(x, w[b][j - g * S]));
+                        }
                     }
                 }
             }
         }
         for (g, acc) in acc.iter().enumerate() {
-            let (p, v) = (at.dst.add(g * c + c0), act8(*acc, self.act));
-            if MASKED {
-                _mm256_maskstore_ps(p, m, v)
-            } else {
-                _mm256_storeu_ps(p, v)
+            for (b, acc) in acc.iter().enumerate() {
+                let (p, v) = (at.dst.add(g * c + c0 + 8 * b), act8(*acc, self.act));
+                if MASKED {
+                    _mm256_maskstore_ps(p, m, v)
+                } else {
+                    _mm256_storeu_ps(p, v)
+                }
             }
         }
     }
