@@ -1,5 +1,6 @@
 //! The CPU engine: a [`Plan`] run one image per thread on NHWC buffers
-//! reused from image to image.
+//! reused from image to image, but for the last, small blocks, which a
+//! thread runs on several of its images at once ([`Stack`]).
 //!
 //! Why not Candle's CPU backend: it runs a batch layer by layer in NCHW,
 //! allocates (and the kernel zeroes) a fresh tensor per op, and applies bias,
