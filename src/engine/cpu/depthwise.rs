@@ -173,38 +173,37 @@ impl Depthwise {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_f32(&self, input: &[f32], i: Hw, o: Hw, win: Window, out: &mut [f32]) {
-        let mut acc = vec![0f32; self.channels];
-        let full = self.full_columns(i, o);
-        if !matches!((self.kernel, self.stride), (3, 1) | (3, 2) | (5, 1) | (5, 2)) {
-            for oy in win.rows.clone() {
-                for ox in 0..o.w {
-                    self.portable_pixel(input, &win, Row { oy, i, o }, out, ox, &mut acc);
-                }
-            }
-            return;
+        match (self.kernel, self.stride) {
+            (3, 1) => self.avx2_rows::<3, 1>(input, i, o, win, out),
+            (3, 2) => self.avx2_rows::<3, 2>(input, i, o, win, out),
+            (5, 1) => self.avx2_rows::<5, 1>(input, i, o, win, out),
+            (5, 2) => self.avx2_rows::<5, 2>(input, i, o, win, out),
+            _ => self.run_portable(input, i, o, win, out),
         }
+    }
+
+    /// [`Self::avx2_f32`] for a `K` × `K` kernel at stride `S`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx2_rows<const K: usize, const S: usize>(
+        &self,
+        input: &[f32],
+        i: Hw,
+        o: Hw,
+        win: Window,
+        out: &mut [f32],
+    ) {
+        let full = self.full_columns(i, o);
         for oy in win.rows.clone() {
             let row = Row { oy, i, o };
             let mut ox = 0;
             while ox < o.w {
                 let n = if full.contains(&ox) { (full.end - ox).min(4) } else { 1 };
-                match (self.kernel, self.stride, n) {
-                    (3, 1, 4) => self.avx2_span::<3, 1, 4>(input, &win, row, out, ox),
-                    (3, 1, 3) => self.avx2_span::<3, 1, 3>(input, &win, row, out, ox),
-                    (3, 1, 2) => self.avx2_span::<3, 1, 2>(input, &win, row, out, ox),
-                    (3, 1, _) => self.avx2_span::<3, 1, 1>(input, &win, row, out, ox),
-                    (3, 2, 4) => self.avx2_span::<3, 2, 4>(input, &win, row, out, ox),
-                    (3, 2, 3) => self.avx2_span::<3, 2, 3>(input, &win, row, out, ox),
-                    (3, 2, 2) => self.avx2_span::<3, 2, 2>(input, &win, row, out, ox),
-                    (3, 2, _) => self.avx2_span::<3, 2, 1>(input, &win, row, out, ox),
-                    (5, 1, 4) => self.avx2_span::<5, 1, 4>(input, &win, row, out, ox),
-                    (5, 1, 3) => self.avx2_span::<5, 1, 3>(input, &win, row, out, ox),
-                    (5, 1, 2) => self.avx2_span::<5, 1, 2>(input, &win, row, out, ox),
-                    (5, 1, _) => self.avx2_span::<5, 1, 1>(input, &win, row, out, ox),
-                    (5, 2, 4) => self.avx2_span::<5, 2, 4>(input, &win, row, out, ox),
-                    (5, 2, 3) => self.avx2_span::<5, 2, 3>(input, &win, row, out, ox),
-                    (5, 2, 2) => self.avx2_span::<5, 2, 2>(input, &win, row, out, ox),
-                    _ => self.avx2_span::<5, 2, 1>(input, &win, row, out, ox),
+                match n {
+                    4 => self.avx2_span::<K, S, 4>(input, &win, row, out, ox),
+                    3 => self.avx2_span::<K, S, 3>(input, &win, row, out, ox),
+                    2 => self.avx2_span::<K, S, 2>(input, &win, row, out, ox),
+                    _ => self.avx2_span::<K, S, 1>(input, &win, row, out, ox),
                 }
                 ox += n;
             }

@@ -195,31 +195,22 @@ impl<T: Elem> Net<T> {
         let Stack { from, hw, ch, .. } = self.stack;
         let n = hw.h * hw.w * ch;
         let images = rgb.len() / (3 * self.resolution * self.resolution);
-        let mut stacked = std::mem::take(&mut ws.stacked);
-        need(&mut stacked[0], images * n);
-        for (img, x) in rgb.chunks_exact(rgb.len() / images).zip(stacked[0].chunks_exact_mut(n)) {
-            let cur = self.run_image(img, &self.blocks[..from], ws);
-            x.copy_from_slice(&ws.bufs[cur][..n]);
+        need(&mut ws.stacked[0], images * n);
+        for (j, img) in rgb.chunks_exact(rgb.len() / images).enumerate() {
+            let cur = self.run_image(img, ws);
+            let Workspace { bufs, stacked, .. } = ws;
+            stacked[0][j * n..(j + 1) * n].copy_from_slice(&bufs[cur][..n]);
         }
-        let (mut cur, mut hw, mut ch) = (0, hw, ch);
-        for block in &self.blocks[from..] {
-            let Some(f) = &block.fused else {
-                (cur, hw, ch) = Self::run_layers(block, &mut stacked, cur, hw, ch, images, &mut ws.cols);
-                continue;
-            };
-            let (o, dst) = (f.out_hw(hw), (cur + 1) % 3);
-            let mut out = std::mem::take(&mut stacked[dst]);
-            need(&mut out, images * o.h * o.w * f.cout());
-            f.run_images(&stacked[cur], images, hw, block.skip, &mut out, &mut ws.bands);
-            stacked[dst] = out;
-            (cur, hw, ch) = (dst, o, f.cout());
-        }
-        self.head(&stacked[cur][..images * hw.h * hw.w * ch], images, hw, ch, ws, features);
-        ws.stacked = stacked;
+        let Workspace { stacked, bands, cols, .. } = ws;
+        let (cur, hw, ch) = self.run_blocks(&self.blocks[from..], stacked, (0, hw, ch), images, bands, cols);
+        let x = std::mem::take(&mut ws.stacked[cur]);
+        self.head(&x[..images * hw.h * hw.w * ch], images, hw, ch, ws, features);
+        ws.stacked[cur] = x;
     }
 
-    /// Fused block `f` on the `hw × ch` activation in `bufs[cur]`; returns
-    /// the buffer its output went to.
+    /// Fused block `f` on `images` stacked `hw × ch` activations in
+    /// `bufs[cur]`, one image in bands ([`Fused::run`]), several whole
+    /// ([`Fused::run_images`]); returns the buffer its output went to.
     #[allow(clippy::too_many_arguments)]
     fn run_fused(
         &self,
@@ -229,37 +220,55 @@ impl<T: Elem> Net<T> {
         cur: usize,
         hw: Hw,
         ch: usize,
+        images: usize,
         bands: &mut Bands<T>,
     ) -> usize {
         let dst = (cur + 1) % 3;
         let o = f.out_hw(hw);
-        let n_out = o.h * o.w * f.cout();
+        let n_out = images * o.h * o.w * f.cout();
         let mut out = std::mem::take(&mut bufs[dst]);
         need(&mut out, n_out);
-        f.run(&bufs[cur][..hw.h * hw.w * ch], hw, skip, &mut out[..n_out], bands, self.l2_bytes);
+        let x = &bufs[cur][..images * hw.h * hw.w * ch];
+        if images == 1 {
+            f.run(x, hw, skip, &mut out[..n_out], bands, self.l2_bytes);
+        } else {
+            f.run_images(x, images, hw, skip, &mut out[..n_out], bands);
+        }
         bufs[dst] = out;
         dst
     }
 
-    /// One image through `blocks`; returns the buffer its activation is in.
-    fn run_image(&self, rgb: &[u8], blocks: &[Block<T>], ws: &mut Workspace<T>) -> usize {
+    /// One image, normalised, through the blocks before [`Stack::from`];
+    /// returns the buffer of `ws.bufs` its activation is in.
+    fn run_image(&self, rgb: &[u8], ws: &mut Workspace<T>) -> usize {
         let r = self.resolution;
-        let mut hw = Hw { h: r, w: r };
         let Workspace { bufs, cols, bands, .. } = ws;
         // The input, normalised, into buffer 0 (already HWC).
         need(&mut bufs[0], r * r * 3);
         normalise(rgb, self.normalise, &mut bufs[0][..r * r * 3]);
-        let mut cur = 0; // buffer holding the current activation
-        let mut ch = 3;
+        let blocks = &self.blocks[..self.stack.from];
+        self.run_blocks(blocks, bufs, (0, Hw { h: r, w: r }, 3), 1, bands, cols).0
+    }
+
+    /// `blocks` on `images` stacked activations: `at` is the buffer of
+    /// `bufs` holding them and their size an image, as is what it returns.
+    fn run_blocks(
+        &self,
+        blocks: &[Block<T>],
+        bufs: &mut [Vec<T>; 3],
+        at: (usize, Hw, usize),
+        images: usize,
+        bands: &mut Bands<T>,
+        cols: &mut Vec<T>,
+    ) -> (usize, Hw, usize) {
+        let (mut cur, mut hw, mut ch) = at;
         for block in blocks {
-            if let Some(f) = &block.fused {
-                cur = self.run_fused(f, block.skip, bufs, cur, hw, ch, bands);
-                (hw, ch) = (f.out_hw(hw), f.cout());
-                continue;
-            }
-            (cur, hw, ch) = Self::run_layers(block, bufs, cur, hw, ch, 1, cols);
+            (cur, hw, ch) = match &block.fused {
+                Some(f) => (self.run_fused(f, block.skip, bufs, cur, hw, ch, images, bands), f.out_hw(hw), f.cout()),
+                None => Self::run_layers(block, bufs, cur, hw, ch, images, cols),
+            };
         }
-        cur
+        (cur, hw, ch)
     }
 
     /// `block`'s layers one by one on `images` stacked `hw × ch`
@@ -288,22 +297,15 @@ impl<T: Elem> Net<T> {
             need(&mut out, images * n_out);
             let src = &bufs[cur][..images * n_in];
             let skip = (last && block.skip).then(|| &bufs[input][..images * n_out]);
+            let y = &mut out[..images * n_out];
             match layer {
-                Layer::Dense(d) if d.is_plain_gemm() => {
-                    gemm::gemm(src, ch, images * o.h * o.w, &d.weight, d.act, skip, &mut out[..images * n_out])
-                }
-                _ => {
-                    for (j, (x, y)) in src.chunks_exact(n_in).zip(out.chunks_exact_mut(n_out)).enumerate() {
-                        let skip = skip.map(|s| &s[j * n_out..(j + 1) * n_out]);
-                        match layer {
-                            Layer::Depthwise(d) => {
-                                d.run(x, hw, y);
-                                if let Some(s) = skip {
-                                    y.iter_mut().zip(s).for_each(|(y, x)| *y = T::from_f32(y.to_f32() + x.to_f32()));
-                                }
-                            }
-                            Layer::Dense(d) => dense(d, x, hw, ch, skip, y, cols),
-                        }
+                Layer::Dense(d) => dense_images(d, src, images, hw, ch, skip, y, cols),
+                Layer::Depthwise(d) => {
+                    for (x, y) in src.chunks_exact(n_in).zip(y.chunks_exact_mut(n_out)) {
+                        d.run(x, hw, y);
+                    }
+                    if let Some(s) = skip {
+                        y.iter_mut().zip(s).for_each(|(y, x)| *y = T::from_f32(y.to_f32() + x.to_f32()));
                     }
                 }
             }
@@ -324,14 +326,8 @@ impl<T: Elem> Net<T> {
             Head::BeforePool => {
                 let y = &mut bufs[0];
                 need(y, images * pixels * n);
-                if self.head.is_plain_gemm() {
-                    // A 1×1 head: every image's pixels in one GEMM.
-                    gemm::gemm(x, ch, images * pixels, &self.head.weight, self.head.act, None, y);
-                } else {
-                    for (x, y) in x.chunks_exact(pixels * ch).zip(y.chunks_exact_mut(pixels * n)) {
-                        dense(&self.head, x, hw, ch, None, y, cols);
-                    }
-                }
+                let y = &mut y[..images * pixels * n];
+                dense_images(&self.head, x, images, hw, ch, None, y, cols);
                 for (y, f) in y.chunks_exact(pixels * n).zip(features.chunks_exact_mut(n)) {
                     mean_rows(y, n, f);
                 }
@@ -348,6 +344,29 @@ impl<T: Elem> Net<T> {
                 }
             }
         }
+    }
+}
+
+/// [`dense`] on `images` stacked `hw × ch` activations: a 1×1 layer
+/// multiplies every image's rows in one GEMM (the same bits: the GEMM
+/// computes each row alone), a larger one runs image by image.
+#[allow(clippy::too_many_arguments)]
+fn dense_images<T: Elem>(
+    d: &Dense<T>,
+    x: &[T],
+    images: usize,
+    hw: Hw,
+    ch: usize,
+    skip: Option<&[T]>,
+    y: &mut [T],
+    cols: &mut Vec<T>,
+) {
+    if d.is_plain_gemm() {
+        return dense(d, x, Hw { h: images * hw.h, w: hw.w }, ch, skip, y, cols);
+    }
+    let (n_in, n_out) = (x.len() / images, y.len() / images);
+    for (j, (x, y)) in x.chunks_exact(n_in).zip(y.chunks_exact_mut(n_out)).enumerate() {
+        dense(d, x, hw, ch, skip.map(|s| &s[j * n_out..(j + 1) * n_out]), y, cols);
     }
 }
 
