@@ -173,19 +173,26 @@ impl Depthwise {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_f32(&self, input: &[f32], i: Hw, o: Hw, win: Window, out: &mut [f32]) {
+        // Spans of up to `N` outputs, `B` blocks of 8 channels at a time:
+        // 4 × 2 (8 sums) everywhere but 5 × 5 at stride 2, whose 11 input
+        // columns a tap row and 10 weights spilled the 16 registers; there
+        // 6 × 1 (6 sums, 5 weights, 1 input), one thread: 56 × 56 × 144
+        // 47.5 → 71.5 GF/s, 14 × 14 × 672 44 → 59 (benches/README). Either
+        // way every output adds its taps in the same order: the same bits.
         match (self.kernel, self.stride) {
-            (3, 1) => self.avx2_rows::<3, 1>(input, i, o, win, out),
-            (3, 2) => self.avx2_rows::<3, 2>(input, i, o, win, out),
-            (5, 1) => self.avx2_rows::<5, 1>(input, i, o, win, out),
-            (5, 2) => self.avx2_rows::<5, 2>(input, i, o, win, out),
+            (3, 1) => self.avx2_rows::<3, 1, 4, 2>(input, i, o, win, out),
+            (3, 2) => self.avx2_rows::<3, 2, 4, 2>(input, i, o, win, out),
+            (5, 1) => self.avx2_rows::<5, 1, 4, 2>(input, i, o, win, out),
+            (5, 2) => self.avx2_rows::<5, 2, 6, 1>(input, i, o, win, out),
             _ => self.run_portable(input, i, o, win, out),
         }
     }
 
-    /// [`Self::avx2_f32`] for a `K` × `K` kernel at stride `S`.
+    /// [`Self::avx2_f32`] for a `K` × `K` kernel at stride `S`, in spans of
+    /// up to `N` outputs, `B` blocks of channels at a time.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx2_rows<const K: usize, const S: usize>(
+    unsafe fn avx2_rows<const K: usize, const S: usize, const N: usize, const B: usize>(
         &self,
         input: &[f32],
         i: Hw,
@@ -198,12 +205,14 @@ impl Depthwise {
             let row = Row { oy, i, o };
             let mut ox = 0;
             while ox < o.w {
-                let n = if full.contains(&ox) { (full.end - ox).min(4) } else { 1 };
+                let n = if full.contains(&ox) { (full.end - ox).min(N) } else { 1 };
                 match n {
-                    4 => self.avx2_span::<K, S, 4>(input, &win, row, out, ox),
-                    3 => self.avx2_span::<K, S, 3>(input, &win, row, out, ox),
-                    2 => self.avx2_span::<K, S, 2>(input, &win, row, out, ox),
-                    _ => self.avx2_span::<K, S, 1>(input, &win, row, out, ox),
+                    6 => self.avx2_span::<K, S, 6, B>(input, &win, row, out, ox),
+                    5 => self.avx2_span::<K, S, 5, B>(input, &win, row, out, ox),
+                    4 => self.avx2_span::<K, S, 4, B>(input, &win, row, out, ox),
+                    3 => self.avx2_span::<K, S, 3, B>(input, &win, row, out, ox),
+                    2 => self.avx2_span::<K, S, 2, B>(input, &win, row, out, ox),
+                    _ => self.avx2_span::<K, S, 1, B>(input, &win, row, out, ox),
                 }
                 ox += n;
             }
@@ -211,10 +220,10 @@ impl Depthwise {
     }
 
     /// `G` neighbouring outputs of one row, as [`Self::avx512_span`] with 8
-    /// lanes, two blocks of 8 channels at a time (8 sums, 2 × `K` weights,
-    /// one input: 16 registers at `K` = 3; a sum's every add waits on its
-    /// last, and 4 sums left the adds idle: the 56 × 56 × 144 3 × 3 layer
-    /// 34 → 40 GF/s a thread); a border output (`G` = 1) has its taps
+    /// lanes, `B` (1 or 2) blocks of 8 channels at a time (at `B` = 2, 8
+    /// sums, 2 × `K` weights, one input: 16 registers at `K` = 3; a sum's
+    /// every add waits on its last, and 4 sums left the adds idle: the
+    /// 56 × 56 × 144 3 × 3 layer 34 → 40 GF/s a thread); a border output (`G` = 1) has its taps
     /// clipped to the image. Whole blocks of
     /// 8 channels take plain loads and stores, only the last partial block
     /// masked ones: on Zen 3 a `vmaskmovps` costs so much that the masked
@@ -222,7 +231,7 @@ impl Depthwise {
     /// of MobileNetV2's time (per-layer timing, benches/README).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx2_span<const K: usize, const S: usize, const G: usize>(
+    unsafe fn avx2_span<const K: usize, const S: usize, const G: usize, const B: usize>(
         &self,
         input: &[f32],
         win: &Window,
@@ -241,12 +250,12 @@ impl Depthwise {
             cols: kx0..kx1,
             dst: out.as_mut_ptr().add(((oy - win.rows.start) * o.w + ox) * c),
         };
-        let (pairs, whole) = (c / 16 * 16, c / 8 * 8);
+        let (pairs, whole) = (if B == 2 { c / 16 * 16 } else { 0 }, c / 8 * 8);
         for c0 in (0..pairs).step_by(16) {
             self.avx2_block::<K, S, G, 2, false>(&at, c0);
         }
-        if pairs < whole {
-            self.avx2_block::<K, S, G, 1, false>(&at, pairs);
+        for c0 in (pairs..whole).step_by(8) {
+            self.avx2_block::<K, S, G, 1, false>(&at, c0);
         }
         if whole < c {
             self.avx2_block::<K, S, G, 1, true>(&at, whole);

@@ -3,11 +3,12 @@
 //! `out[p, n] = act(bias[n] + Σ_k a[p, k] · w[k, n]) (+ skip[p, n])`
 //!
 //! Activations are NHWC, so a 1×1 convolution's input *is* `a` (one row per
-//! pixel) and a k×k convolution's `a` is an im2col tile. Weights are packed
-//! once, at load, into column panels of [`NR`] so the micro-kernel reads them
-//! sequentially; bias, activation and the residual add happen while the tile
-//! is still in registers, so an activation is written once and never re-read
-//! by a separate pass.
+//! pixel) and a k×k convolution's `a` is an im2col tile, or on AVX2 the
+//! image itself, each row's window read in place ([`gemm_windows`]).
+//! Weights are packed once, at load, into column panels of [`NR`] so the
+//! micro-kernel reads them sequentially; bias, activation and the residual
+//! add happen while the tile is still in registers, so an activation is
+//! written once and never re-read by a separate pass.
 
 use super::elem::Elem;
 use crate::engine::cpu_id::{l2_budget, CpuId};
@@ -117,6 +118,49 @@ pub fn gemm<T: Elem>(a: &[T], lda: usize, rows: usize, w: &Packed<T>, act: Act, 
     unsafe { drive(a, lda, rows, w, act, skip, out, kernel_for::<T>(), CpuId::get().l2) };
 }
 
+/// Whether this CPU runs [`gemm_windows`] for `T`: AVX2 f32 (an AVX-512
+/// CPU, bf16 and the portable kernel take im2col rows).
+pub fn has_windows<T: Elem>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if !T::avx512() && crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
+        return std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
+    }
+    false
+}
+
+/// [`gemm`] on `rows` rows whose reduction elements lie in `a` as `k`
+/// says ([`Reduction`]), row `i`'s from `a[i · lda]` on: a convolution's
+/// windows read where they are. Needs [`has_windows`]; the same bits as
+/// [`gemm`] on the rows copied out (each output's sum in the same order).
+pub fn gemm_windows<T: Elem>(a: &[T], lda: usize, rows: usize, k: Reduction, w: &Packed<T>, act: Act, out: &mut [T]) {
+    assert!(has_windows::<T>(), "no windowed GEMM on this CPU for this type");
+    assert_eq!(k.len * k.count, w.k, "windows of {} × {} elements for a k of {}", k.count, k.len, w.k);
+    if rows == 0 {
+        return;
+    }
+    assert!(a.len() >= (rows - 1) * lda + (k.count - 1) * k.step + k.len && out.len() >= rows * w.n);
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(a), Some(out)) = (super::elem::same::<T, f32>(a), super::elem::same_mut::<T, f32>(out)) {
+        let panels = super::elem::same::<T, f32>(&w.panels).expect("f32 weights");
+        for j in 0..w.n.div_ceil(NR) {
+            let (c0, panel) = (j * NR, panels[j * w.k * NR..].as_ptr());
+            for (i, m) in tiles(0..rows) {
+                let off = i * w.n + c0;
+                let tile = Tile {
+                    out: out[off..].as_mut_ptr(),
+                    skip: std::ptr::null(),
+                    ld: w.n,
+                    cols: (w.n - c0).min(NR),
+                    act,
+                };
+                // SAFETY: AVX2 (`has_windows`); every read is inside `a`
+                // and every write inside `out` (asserted above).
+                unsafe { avx2::kernel_windows(m, k, a[i * lda..].as_ptr(), lda, panel, w.bias[c0..].as_ptr(), tile) };
+            }
+        }
+    }
+}
+
 /// The fastest kernel this CPU runs for `T`.
 fn kernel_for<T: Elem>() -> Kernel<T> {
     #[cfg(target_arch = "x86_64")]
@@ -139,6 +183,30 @@ fn kernel_for<T: Elem>() -> Kernel<T> {
         }
     }
     portable::kernel::<T>
+}
+
+/// Where a row of `a` holds its `count · len` reduction elements: `count`
+/// segments of `len` adjacent ones, `step` apart. A plain row is one
+/// segment; a k × k convolution's window on an NHWC image is k segments
+/// (its rows: k · cin values each, an image row apart), read in place
+/// where im2col would copy them ([`gemm_windows`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Reduction {
+    pub len: usize,
+    pub count: usize,
+    pub step: usize,
+}
+
+impl Reduction {
+    pub fn plain(k: usize) -> Self {
+        Self { len: k, count: 1, step: 0 }
+    }
+
+    /// Each segment's start in `a` and in a panel `w` (`NR` wide).
+    #[inline(always)]
+    fn segments<T>(self, a: *const T, w: *const T) -> impl Iterator<Item = (*const T, *const T)> {
+        (0..self.count).map(move |s| (a.wrapping_add(s * self.step), w.wrapping_add(s * self.len * NR)))
+    }
 }
 
 /// One micro-kernel call: `rows ≤ MR` rows × one panel, `cols ≤ NR` of it valid.
@@ -254,6 +322,19 @@ mod avx2 {
         bias: *const f32,
         t: Tile<f32>,
     ) {
+        kernel_windows(rows, Reduction::plain(k), a, lda, w, bias, t)
+    }
+
+    /// [`kernel_f32`] with each row's `k` elements in segments ([`Reduction`]).
+    pub unsafe fn kernel_windows(
+        rows: usize,
+        k: Reduction,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
         // Two strips of as even a height as they can be (7 rows as 4 + 3,
         // not 6 + 1): a strip of 1 or 2 rows is load-bound.
         let first = if rows <= 6 { rows } else { rows.div_ceil(2) };
@@ -265,6 +346,21 @@ mod avx2 {
                 let cols = t.cols.saturating_sub(h * 16).min(16);
                 if cols == 0 {
                     break;
+                }
+                if cols <= 8 {
+                    // At most 8 columns in this half (24 or 40 channels):
+                    // every row (with the first strip) against one vector
+                    // of weights ([`eighth`]).
+                    if r0 == 0 {
+                        let sub = Tile {
+                            out: t.out.add(h * 16),
+                            skip: if t.skip.is_null() { t.skip } else { t.skip.add(h * 16) },
+                            cols,
+                            ..t
+                        };
+                        eighth_rows(rows, k, a, lda, w.add(h * 16), bias.add(h * 16), sub);
+                    }
+                    continue;
                 }
                 let sub = Tile {
                     out: t.out.add(r0 * t.ld + h * 16),
@@ -296,10 +392,93 @@ mod avx2 {
         }
     }
 
+    /// [`eighth`] for `rows` (≤ [`MR`]) rows and the tile's activation.
+    unsafe fn eighth_rows(
+        rows: usize,
+        k: Reduction,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        macro_rules! by_rows {
+            ($act:literal) => {
+                match rows {
+                    1 => eighth::<$act, 1>(k, a, lda, w, bias, t),
+                    2 => eighth::<$act, 2>(k, a, lda, w, bias, t),
+                    3 => eighth::<$act, 3>(k, a, lda, w, bias, t),
+                    4 => eighth::<$act, 4>(k, a, lda, w, bias, t),
+                    5 => eighth::<$act, 5>(k, a, lda, w, bias, t),
+                    6 => eighth::<$act, 6>(k, a, lda, w, bias, t),
+                    7 => eighth::<$act, 7>(k, a, lda, w, bias, t),
+                    8 => eighth::<$act, 8>(k, a, lda, w, bias, t),
+                    9 => eighth::<$act, 9>(k, a, lda, w, bias, t),
+                    10 => eighth::<$act, 10>(k, a, lda, w, bias, t),
+                    11 => eighth::<$act, 11>(k, a, lda, w, bias, t),
+                    _ => eighth::<$act, 12>(k, a, lda, w, bias, t),
+                }
+            };
+        }
+        match t.act {
+            Act::None => by_rows!(0),
+            Act::Relu => by_rows!(1),
+            Act::Relu6 => by_rows!(2),
+        }
+    }
+
+    /// `M` rows × at most 8 columns of a panel: one accumulator a row (up
+    /// to 12 + 1 weight vector + 1 broadcast). [`half`] there spent half
+    /// its multiply-adds on the panel's zero padding: a 24-channel
+    /// projection is a 16-column half and an 8-column one.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn eighth<const A: u8, const M: usize>(
+        k: Reduction,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        let mut acc = [_mm256_setzero_ps(); M];
+        for (a, w) in k.segments(a, w) {
+            for kk in 0..k.len {
+                let w0 = _mm256_loadu_ps(w.add(kk * NR));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(_mm256_set1_ps(*a.add(i * lda + kk)), w0, *acc);
+                }
+            }
+        }
+        let b = _mm256_loadu_ps(bias);
+        let mut part = [[std::mem::MaybeUninit::<f32>::uninit(); 8]; M];
+        for (i, acc) in acc.iter().enumerate() {
+            let mut x = act8(_mm256_add_ps(*acc, b), act_of(A));
+            if t.cols == 8 {
+                if !t.skip.is_null() {
+                    x = _mm256_add_ps(x, _mm256_loadu_ps(t.skip.add(i * t.ld)));
+                }
+                _mm256_storeu_ps(t.out.add(i * t.ld), x);
+            } else {
+                _mm256_storeu_ps(part[i].as_mut_ptr() as *mut f32, x);
+            }
+        }
+        if t.cols == 8 {
+            return;
+        }
+        for (i, v) in part.iter().enumerate() {
+            let out = std::slice::from_raw_parts_mut(t.out.add(i * t.ld), t.cols);
+            for (j, o) in out.iter_mut().enumerate() {
+                // SAFETY: every row was stored above.
+                let v = v[j].assume_init();
+                *o = if t.skip.is_null() { v } else { v + *t.skip.add(i * t.ld + j) };
+            }
+        }
+    }
+
     /// `M` rows × 16 columns of a panel (row stride `NR`).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn half<const A: u8, const M: usize>(
-        k: usize,
+        k: Reduction,
         a: *const f32,
         lda: usize,
         w: *const f32,
@@ -307,13 +486,15 @@ mod avx2 {
         t: Tile<f32>,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; M];
-        for kk in 0..k {
-            let w0 = _mm256_loadu_ps(w.add(kk * NR));
-            let w1 = _mm256_loadu_ps(w.add(kk * NR + 8));
-            for (i, acc) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(*a.add(i * lda + kk));
-                acc[0] = _mm256_fmadd_ps(av, w0, acc[0]);
-                acc[1] = _mm256_fmadd_ps(av, w1, acc[1]);
+        for (a, w) in k.segments(a, w) {
+            for kk in 0..k.len {
+                let w0 = _mm256_loadu_ps(w.add(kk * NR));
+                let w1 = _mm256_loadu_ps(w.add(kk * NR + 8));
+                for (i, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm256_set1_ps(*a.add(i * lda + kk));
+                    acc[0] = _mm256_fmadd_ps(av, w0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(av, w1, acc[1]);
+                }
             }
         }
         let b = [_mm256_loadu_ps(bias), _mm256_loadu_ps(bias.add(8))];
@@ -522,7 +703,9 @@ mod tests {
         }
     }
 
-    const SHAPES: [(usize, usize, usize); 5] = [(1, 1, 1), (13, 27, 24), (25, 96, 16), (121, 33, 70), (7, 960, 160)];
+    // n = 24 and 40 end in a panel half of 8 columns (AVX2's `eighth`), 70 in one of 6.
+    const SHAPES: [(usize, usize, usize); 6] =
+        [(1, 1, 1), (13, 27, 24), (25, 96, 16), (121, 33, 70), (7, 960, 160), (30, 144, 40)];
 
     /// One problem: `a` (rows × k) times `w` (k × n), plus bias and skip.
     struct Case {
