@@ -307,6 +307,24 @@ mod avx2 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// `$f::<A, M> $args` for the activation `$act` (as the constant `A`,
+    /// [`act_of`]) and the run-time row count `$m`, one of `$n`.
+    macro_rules! by_act_rows {
+        ($f:ident, $act:expr, $m:expr, [$($n:literal)*], $args:tt) => {
+            match $act {
+                Act::None => by_act_rows!(@rows $f, 0, $m, [$($n)*], $args),
+                Act::Relu => by_act_rows!(@rows $f, 1, $m, [$($n)*], $args),
+                Act::Relu6 => by_act_rows!(@rows $f, 2, $m, [$($n)*], $args),
+            }
+        };
+        (@rows $f:ident, $a:literal, $m:expr, [$($n:literal)*], $args:tt) => {
+            match $m {
+                $($n => $f::<$a, $n> $args,)*
+                _ => unreachable!("a row count the kernel has no instance for"),
+            }
+        };
+    }
+
     pub fn kernel<T: Elem>() -> Option<Kernel<T>> {
         // SAFETY: same signature with `T` = f32.
         (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
@@ -358,7 +376,8 @@ mod avx2 {
                             cols,
                             ..t
                         };
-                        eighth_rows(rows, k, a, lda, w.add(h * 16), bias.add(h * 16), sub);
+                        let (w, bias) = (w.add(h * 16), bias.add(h * 16));
+                        by_act_rows!(eighth, t.act, rows, [1 2 3 4 5 6 7 8 9 10 11 12], (k, a, lda, w, bias, sub));
                     }
                     continue;
                 }
@@ -371,59 +390,8 @@ mod avx2 {
                 let (a, w, bias) = (a.add(r0 * lda), w.add(h * 16), bias.add(h * 16));
                 // A constant row count and activation (the AVX-512
                 // kernel's `by_tile` says why).
-                macro_rules! by_rows {
-                    ($act:literal) => {
-                        match m {
-                            1 => half::<$act, 1>(k, a, lda, w, bias, sub),
-                            2 => half::<$act, 2>(k, a, lda, w, bias, sub),
-                            3 => half::<$act, 3>(k, a, lda, w, bias, sub),
-                            4 => half::<$act, 4>(k, a, lda, w, bias, sub),
-                            5 => half::<$act, 5>(k, a, lda, w, bias, sub),
-                            _ => half::<$act, 6>(k, a, lda, w, bias, sub),
-                        }
-                    };
-                }
-                match t.act {
-                    Act::None => by_rows!(0),
-                    Act::Relu => by_rows!(1),
-                    Act::Relu6 => by_rows!(2),
-                }
+                by_act_rows!(half, t.act, m, [1 2 3 4 5 6], (k, a, lda, w, bias, sub));
             }
-        }
-    }
-
-    /// [`eighth`] for `rows` (≤ [`MR`]) rows and the tile's activation.
-    unsafe fn eighth_rows(
-        rows: usize,
-        k: Reduction,
-        a: *const f32,
-        lda: usize,
-        w: *const f32,
-        bias: *const f32,
-        t: Tile<f32>,
-    ) {
-        macro_rules! by_rows {
-            ($act:literal) => {
-                match rows {
-                    1 => eighth::<$act, 1>(k, a, lda, w, bias, t),
-                    2 => eighth::<$act, 2>(k, a, lda, w, bias, t),
-                    3 => eighth::<$act, 3>(k, a, lda, w, bias, t),
-                    4 => eighth::<$act, 4>(k, a, lda, w, bias, t),
-                    5 => eighth::<$act, 5>(k, a, lda, w, bias, t),
-                    6 => eighth::<$act, 6>(k, a, lda, w, bias, t),
-                    7 => eighth::<$act, 7>(k, a, lda, w, bias, t),
-                    8 => eighth::<$act, 8>(k, a, lda, w, bias, t),
-                    9 => eighth::<$act, 9>(k, a, lda, w, bias, t),
-                    10 => eighth::<$act, 10>(k, a, lda, w, bias, t),
-                    11 => eighth::<$act, 11>(k, a, lda, w, bias, t),
-                    _ => eighth::<$act, 12>(k, a, lda, w, bias, t),
-                }
-            };
-        }
-        match t.act {
-            Act::None => by_rows!(0),
-            Act::Relu => by_rows!(1),
-            Act::Relu6 => by_rows!(2),
         }
     }
 
