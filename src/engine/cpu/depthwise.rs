@@ -166,10 +166,16 @@ impl Depthwise {
     /// f32 on AVX2: the columns whose taps all land inside the row in spans
     /// of 4 outputs (the last of 1 to 3), each input pixel loaded once for
     /// every output it feeds; the borders a pixel at a time with their taps
-    /// clipped. Every output with the portable loop's multiply-then-add in
-    /// its order (the same results). The borders and the short spans were
-    /// the portable loop's, its sums in memory: at 7 × 7 that was 3 of 7
-    /// columns under a 3 × 3 kernel and all 7 under a 5 × 5 one.
+    /// clipped. Every output adds its taps in the portable loop's order, but
+    /// each as one fused multiply-add, as the AVX-512 kernels do (the
+    /// portable loop rounds the product first): the separate multiply and
+    /// add were twice the vector instructions for the same work, and the
+    /// fused ones run the layers 1–19% faster on Zen 3 (one thread, a band
+    /// of each of the two models' 9 kinds of depthwise layer; 56 × 56 × 144
+    /// 3 × 3: 49–54 → 56–65 GF/s, benches/README). The borders and the
+    /// short spans were the portable loop's, its sums in memory: at 7 × 7
+    /// that was 3 of 7 columns under a 3 × 3 kernel and all 7 under a 5 × 5
+    /// one.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn avx2_f32(&self, input: &[f32], i: Hw, o: Hw, win: Window, out: &mut [f32]) {
@@ -177,7 +183,8 @@ impl Depthwise {
         // 4 × 2 (8 sums) everywhere but 5 × 5 at stride 2, whose 11 input
         // columns a tap row and 10 weights spilled the 16 registers; there
         // 6 × 1 (6 sums, 5 weights, 1 input), one thread: 56 × 56 × 144
-        // 47.5 → 71.5 GF/s, 14 × 14 × 672 44 → 59 (benches/README). Either
+        // 47.5 → 71.5 GF/s, 14 × 14 × 672 44 → 59 (benches/README); with
+        // the fused multiply-adds, 8 × 1 and 6 × 1 measured no better. Either
         // way every output adds its taps in the same order: the same bits.
         match (self.kernel, self.stride) {
             (3, 1) => self.avx2_rows::<3, 1, 4, 2>(input, i, o, win, out),
@@ -285,7 +292,7 @@ impl Depthwise {
                 for (j, kx) in at.cols.clone().enumerate() {
                     for (b, acc) in acc[0].iter_mut().enumerate() {
                         let (x, w) = (load(line.add(j * c + 8 * b)), load(wp.add((ky * K + kx) * c + 8 * b)));
-                        *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, w));
+                        *acc = _mm256_fmadd_ps(x, w, *acc);
                     }
                 }
                 continue;
@@ -297,7 +304,7 @@ impl Depthwise {
                     let x = load(line.add(j * c + 8 * b));
                     for (g, acc) in acc.iter_mut().enumerate() {
                         if j >= g * S && j - g * S < K {
-                            acc[b] = _mm256_add_ps(acc[b], _mm256_mul_ps(x, w[b][j - g * S]));
+                            acc[b] = _mm256_fmadd_ps(x, w[b][j - g * S], acc[b]);
                         }
                     }
                 }
@@ -518,10 +525,14 @@ mod tests {
                 let o = dw.out_hw(i);
                 let input: Vec<f32> = (0..h * w * c).map(|_| rnd() * 10.0).collect();
                 let mut want = vec![0f32; o.h * o.w * c];
+                // And in f32 with a fused multiply-add per tap, taps row by
+                // row: what the AVX2 spans must give bit for bit.
+                let mut fused = vec![0f32; o.h * o.w * c];
                 for oy in 0..o.h {
                     for ox in 0..o.w {
                         for ch in 0..c {
                             let mut acc = dw.bias[ch] as f64;
+                            let mut acc32 = dw.bias[ch];
                             for ky in 0..k {
                                 for kx in 0..k {
                                     let (iy, ix) = (
@@ -529,12 +540,17 @@ mod tests {
                                         (ox * s + kx) as isize - pad_x as isize,
                                     );
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                        acc += input[((iy as usize * w) + ix as usize) * c + ch] as f64
-                                            * dw.weight[(ky * k + kx) * c + ch] as f64;
+                                        let (x, wt) = (
+                                            input[((iy as usize * w) + ix as usize) * c + ch],
+                                            dw.weight[(ky * k + kx) * c + ch],
+                                        );
+                                        acc += x as f64 * wt as f64;
+                                        acc32 = x.mul_add(wt, acc32);
                                     }
                                 }
                             }
                             want[(oy * o.w + ox) * c + ch] = act.apply_one(acc as f32);
+                            fused[(oy * o.w + ox) * c + ch] = act.apply_one(acc32);
                         }
                     }
                 }
@@ -543,18 +559,15 @@ mod tests {
                 let mut portable = vec![f32::NAN; want.len() + 1];
                 dw.run_portable(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut portable);
                 same_bits_as_a_pixel_at_a_time(&dw, &input, i, &got);
-                // AVX2's spans: the portable loop's results exactly (== as
-                // floats: a ReLU may give 0 where the loop gives -0).
+                // AVX2's spans: the fused sums exactly (== as floats: a ReLU
+                // may give 0 where the loop gives -0).
                 #[cfg(target_arch = "x86_64")]
                 if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
                     let mut avx2 = vec![f32::NAN; want.len() + 1];
                     // SAFETY: the CPU has AVX2; shapes as `run_rows` checks.
                     unsafe { dw.avx2_f32(&input, i, o, Window { in_row0: 0, rows: 0..o.h }, &mut avx2) };
                     assert!(avx2[want.len()].is_nan(), "wrote past the end");
-                    assert!(
-                        avx2.iter().zip(&portable).take(want.len()).all(|(x, y)| x == y),
-                        "{h}x{w}x{c} k{k} s{s} AVX2"
-                    );
+                    assert!(avx2.iter().zip(&fused).all(|(x, y)| x == y), "{h}x{w}x{c} k{k} s{s} AVX2");
                 }
                 for out in [&got, &portable] {
                     assert!(out[want.len()].is_nan(), "wrote past the end");
