@@ -3,8 +3,9 @@
 //! `out[p, n] = act(bias[n] + Σ_k a[p, k] · w[k, n]) (+ skip[p, n])`
 //!
 //! Activations are NHWC, so a 1×1 convolution's input *is* `a` (one row per
-//! pixel) and a k×k convolution's `a` is an im2col tile, or on AVX2 the
-//! image itself, each row's window read in place ([`gemm_windows`]).
+//! pixel) and a k×k convolution's `a` is an im2col tile, or in f32 on
+//! AVX2 and AVX-512 the image itself, each row's window read in place
+//! ([`gemm_windows`]).
 //! Weights are packed once, at load, into column panels of [`NR`] so the
 //! micro-kernel reads them sequentially; bias, activation and the residual
 //! add happen while the tile is still in registers, so an activation is
@@ -97,6 +98,14 @@ impl<T: Elem> Packed<T> {
         Self { k: kp, n, panels, bias: b }
     }
 
+    /// `self` as what it is when `T` is f32.
+    #[cfg(target_arch = "x86_64")]
+    fn as_f32(&self) -> Option<&Packed<f32>> {
+        // SAFETY: `T` is f32, so the two types are the same type.
+        (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+            .then(|| unsafe { &*(self as *const Self as *const Packed<f32>) })
+    }
+
     fn panel(&self, j: usize) -> &[T] {
         &self.panels[j * self.k * NR..(j + 1) * self.k * NR]
     }
@@ -118,11 +127,12 @@ pub fn gemm<T: Elem>(a: &[T], lda: usize, rows: usize, w: &Packed<T>, act: Act, 
     unsafe { drive(a, lda, rows, w, act, skip, out, kernel_for::<T>(), CpuId::get().l2) };
 }
 
-/// Whether this CPU runs [`gemm_windows`] for `T`: AVX2 f32 (an AVX-512
-/// CPU, bf16 and the portable kernel take im2col rows).
+/// Whether this CPU runs [`gemm_windows`] for `T`: f32 on AVX2 or AVX-512
+/// (bf16 and the portable kernel take im2col rows: `vdpbf16ps` pairs
+/// adjacent k, and a window's segments of 3 · 3 values split the pairs).
 pub fn has_windows<T: Elem>() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if !T::avx512() && crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
+    if crate::engine::simd::simd() >= crate::engine::simd::Simd::Avx2 {
         return std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>();
     }
     false
@@ -141,22 +151,45 @@ pub fn gemm_windows<T: Elem>(a: &[T], lda: usize, rows: usize, k: Reduction, w: 
     assert!(a.len() >= (rows - 1) * lda + (k.count - 1) * k.step + k.len && out.len() >= rows * w.n);
     #[cfg(target_arch = "x86_64")]
     if let (Some(a), Some(out)) = (super::elem::same::<T, f32>(a), super::elem::same_mut::<T, f32>(out)) {
-        let panels = super::elem::same::<T, f32>(&w.panels).expect("f32 weights");
-        for j in 0..w.n.div_ceil(NR) {
-            let (c0, panel) = (j * NR, panels[j * w.k * NR..].as_ptr());
-            for (i, m) in tiles(0..rows) {
-                let off = i * w.n + c0;
-                let tile = Tile {
-                    out: out[off..].as_mut_ptr(),
-                    skip: std::ptr::null(),
-                    ld: w.n,
-                    cols: (w.n - c0).min(NR),
-                    act,
-                };
-                // SAFETY: AVX2 (`has_windows`); every read is inside `a`
-                // and every write inside `out` (asserted above).
-                unsafe { avx2::kernel_windows(m, k, a[i * lda..].as_ptr(), lda, panel, w.bias[c0..].as_ptr(), tile) };
-            }
+        let w = w.as_f32().expect("f32 weights");
+        let kernel = if f32::avx512() { avx512::kernel_windows } else { avx2::kernel_windows };
+        // SAFETY: `kernel` runs on this CPU (`has_windows`); bounds asserted above.
+        unsafe { drive_windows(a, lda, rows, k, w, act, out, kernel) };
+    }
+}
+
+/// A micro-kernel of [`gemm_windows`]: [`Kernel`] with a [`Reduction`].
+#[cfg(target_arch = "x86_64")]
+type WindowKernel =
+    unsafe fn(rows: usize, k: Reduction, a: *const f32, lda: usize, w: *const f32, bias: *const f32, tile: Tile<f32>);
+
+/// [`gemm_windows`]'s loops: every panel, every tile of rows.
+///
+/// # Safety
+/// `kernel` runs on this CPU; `a` and `out` hold what [`gemm_windows`] asserts.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn drive_windows(
+    a: &[f32],
+    lda: usize,
+    rows: usize,
+    k: Reduction,
+    w: &Packed<f32>,
+    act: Act,
+    out: &mut [f32],
+    kernel: WindowKernel,
+) {
+    for j in 0..w.n.div_ceil(NR) {
+        let (c0, panel) = (j * NR, w.panel(j).as_ptr());
+        for (i, m) in tiles(0..rows) {
+            let tile = Tile {
+                out: out[i * w.n + c0..].as_mut_ptr(),
+                skip: std::ptr::null(),
+                ld: w.n,
+                cols: (w.n - c0).min(NR),
+                act,
+            };
+            kernel(m, k, a[i * lda..].as_ptr(), lda, panel, w.bias[c0..].as_ptr(), tile);
         }
     }
 }
@@ -570,6 +603,19 @@ mod avx512 {
         by_tile!(rows, t, tile_f32, k, a, lda, w, bias, t)
     }
 
+    /// [`kernel_f32`] with each row's `k` elements in segments ([`Reduction`]).
+    pub unsafe fn kernel_windows(
+        rows: usize,
+        k: Reduction,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        by_tile!(rows, t, tile_windows, k, a, lda, w, bias, t)
+    }
+
     pub unsafe fn kernel_bf16(
         rows: usize,
         k: usize,
@@ -592,7 +638,38 @@ mod avx512 {
         t: Tile<f32>,
     ) {
         let mut acc = [[_mm512_setzero_ps(); H]; M];
-        for kk in 0..k {
+        span(&mut acc, k, a, lda, w);
+        epilogue::<f32, A, M, H>(&acc, bias, t);
+    }
+
+    /// [`tile_f32`] over a [`Reduction`]'s segments, one [`span`] each (the
+    /// plain tile keeps its single loop: no segment loop around it).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_windows<const A: u8, const M: usize, const H: usize>(
+        k: Reduction,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        bias: *const f32,
+        t: Tile<f32>,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); H]; M];
+        for (a, w) in k.segments(a, w) {
+            span(&mut acc, k.len, a, lda, w);
+        }
+        epilogue::<f32, A, M, H>(&acc, bias, t);
+    }
+
+    /// `len` reduction steps of `M` rows (`lda` apart) into `acc`.
+    #[inline(always)]
+    unsafe fn span<const M: usize, const H: usize>(
+        acc: &mut [[__m512; H]; M],
+        len: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+    ) {
+        for kk in 0..len {
             let mut wv = [_mm512_setzero_ps(); H];
             for (h, wv) in wv.iter_mut().enumerate() {
                 *wv = _mm512_loadu_ps(w.add(kk * NR + h * 16));
@@ -604,7 +681,6 @@ mod avx512 {
                 }
             }
         }
-        epilogue::<f32, A, M, H>(&acc, bias, t);
     }
 
     /// `vdpbf16ps`: each f32 lane adds the products of one pair of
@@ -786,6 +862,58 @@ mod tests {
                         let other = case.run(kernel, act, l2);
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&other), bits(&got), "{rows}x{k}x{n} {act:?}, L2 {l2}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each windowed kernel on this CPU gives its plain kernel's bits on the
+    /// windows copied out into rows, whatever the rows, segments and
+    /// columns (stem-like 3 × 9, 5 × 40, ragged panels).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn windowed_kernels_give_their_plain_kernels_bits() {
+        use crate::engine::simd::{simd, Simd};
+        let mut pairs: Vec<(&str, WindowKernel, Kernel<f32>)> = Vec::new();
+        if simd() >= Simd::Avx2 {
+            pairs.push(("avx2", avx2::kernel_windows, avx2::kernel_f32));
+        }
+        if f32::avx512() {
+            pairs.push(("avx512", avx512::kernel_windows, avx512::kernel_f32));
+        }
+        if pairs.is_empty() {
+            eprintln!("SKIPPED: this CPU has no windowed kernel (no AVX2)");
+            return;
+        }
+        let mut rnd = rnd_source(3);
+        for (rows, len, count, n, act) in
+            [(110, 9, 3, 32, Act::Relu6), (13, 9, 3, 24, Act::None), (7, 40, 5, 70, Act::Relu), (1, 3, 1, 8, Act::None)]
+        {
+            let (step, lda) = (len * 7 + 5, 2 * len + 1);
+            let image: Vec<f32> = (0..(rows - 1) * lda + (count - 1) * step + len).map(|_| rnd() * 4.0).collect();
+            let k = len * count;
+            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
+            let packed = Packed::<f32>::new(k, n, &w, &bias);
+            let red = Reduction { len, count, step };
+            let copied: Vec<f32> = (0..rows)
+                .flat_map(|r| (0..count).flat_map(move |c| r * lda + c * step..r * lda + c * step + len))
+                .map(|at| image[at])
+                .collect();
+            for &(name, windowed, plain) in &pairs {
+                let (mut got, mut want) = (vec![f32::NAN; rows * n + 1], vec![f32::NAN; rows * n]);
+                unsafe { drive_windows(&image, lda, rows, red, &packed, act, &mut got, windowed) };
+                unsafe { drive(&copied, k, rows, &packed, act, None, &mut want, plain, CpuId::get().l2) };
+                assert!(got[rows * n].is_nan(), "{name}: wrote past the end");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got[..rows * n]), bits(&want), "{name}: {rows} rows, {count} × {len}, n {n}");
+                for (p, row) in want.chunks_exact(n).enumerate() {
+                    for (j, &y) in row.iter().enumerate() {
+                        let sum: f64 = (0..k).map(|kk| copied[p * k + kk] as f64 * w[kk * n + j] as f64).sum::<f64>()
+                            + bias[j] as f64;
+                        let r = act.apply_one(sum as f32);
+                        assert!((y - r).abs() <= 1e-4 * (1.0 + r.abs()), "{name}: ({p}, {j}) {y} vs {r}");
                     }
                 }
             }
