@@ -375,8 +375,12 @@ impl Depthwise {
     }
 
     /// Output columns `ox..end` of row `row.oy` (all with every tap inside
-    /// the row), 8 and then 4 at a time; returns where it stopped (fewer
-    /// than 4 left).
+    /// the row), 8 (at stride 1) and then 4 at a time; returns where it
+    /// stopped (fewer than 4 left). At stride 2 a span of 8 reads 17 or 19
+    /// input pixels a tap row and ran at under half the speed of spans of
+    /// 4 on an Emerald Rapids (one thread, a band of rows: 112 × 112 × 96
+    /// 3 × 3 15.5 → 34.0 GF/s, 56 × 56 × 144 5 × 5 20.7 → 46.9;
+    /// benches/README).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn avx512_spans<T: Lanes, const K: usize, const S: usize>(
@@ -388,7 +392,7 @@ impl Depthwise {
         mut ox: usize,
         end: usize,
     ) -> usize {
-        while ox + 8 <= end {
+        while S == 1 && ox + 8 <= end {
             self.avx512_span::<T, K, S, 8>(input, win, row, out, ox);
             ox += 8;
         }
