@@ -893,28 +893,26 @@ mod tests {
             let (step, lda) = (len * 7 + 5, 2 * len + 1);
             let image: Vec<f32> = (0..(rows - 1) * lda + (count - 1) * step + len).map(|_| rnd() * 4.0).collect();
             let k = len * count;
-            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
-            let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
-            let packed = Packed::<f32>::new(k, n, &w, &bias);
-            let red = Reduction { len, count, step };
-            let copied: Vec<f32> = (0..rows)
+            // The windows copied out into rows are `a` of a plain case (no
+            // skip: the windowed GEMM has none).
+            let mut case = Case::random(&mut rnd, (rows, k, n), |x| x);
+            case.a = (0..rows)
                 .flat_map(|r| (0..count).flat_map(move |c| r * lda + c * step..r * lda + c * step + len))
                 .map(|at| image[at])
                 .collect();
+            case.skip.fill(0.0);
+            let reference = case.reference(act);
+            let packed = Packed::<f32>::new(k, n, &case.w, &case.bias);
+            let red = Reduction { len, count, step };
             for &(name, windowed, plain) in &pairs {
                 let (mut got, mut want) = (vec![f32::NAN; rows * n + 1], vec![f32::NAN; rows * n]);
                 unsafe { drive_windows(&image, lda, rows, red, &packed, act, &mut got, windowed) };
-                unsafe { drive(&copied, k, rows, &packed, act, None, &mut want, plain, CpuId::get().l2) };
+                unsafe { drive(&case.a, k, rows, &packed, act, None, &mut want, plain, CpuId::get().l2) };
                 assert!(got[rows * n].is_nan(), "{name}: wrote past the end");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got[..rows * n]), bits(&want), "{name}: {rows} rows, {count} × {len}, n {n}");
-                for (p, row) in want.chunks_exact(n).enumerate() {
-                    for (j, &y) in row.iter().enumerate() {
-                        let sum: f64 = (0..k).map(|kk| copied[p * k + kk] as f64 * w[kk * n + j] as f64).sum::<f64>()
-                            + bias[j] as f64;
-                        let r = act.apply_one(sum as f32);
-                        assert!((y - r).abs() <= 1e-4 * (1.0 + r.abs()), "{name}: ({p}, {j}) {y} vs {r}");
-                    }
+                for (i, (y, r)) in want.iter().zip(&reference).enumerate() {
+                    assert!((y - r).abs() <= 1e-4 * (1.0 + r.abs()), "{name}: output {i}: {y} vs {r}");
                 }
             }
         }
