@@ -17,17 +17,17 @@ struct Row {
     o: Hw,
 }
 
-/// Where an AVX2 span reads and writes: `line0` is its first tap row's
-/// first input pixel, `line_step` apart from row to row; `taps` the kernel
-/// rows inside the image, `cols` the kernel columns (all but at a border);
-/// `dst` its first output pixel.
+/// Where a span reads and writes: `line0` is its first tap row's first
+/// input pixel, `line_step` apart from row to row; `taps` the kernel rows
+/// inside the image, `cols` the kernel columns (all but at a border); `dst`
+/// its first output pixel.
 #[cfg(target_arch = "x86_64")]
-struct Span {
-    line0: *const f32,
+struct Span<T> {
+    line0: *const T,
     line_step: usize,
     taps: Range<usize>,
     cols: Range<usize>,
-    dst: *mut f32,
+    dst: *mut T,
 }
 
 /// Which part of the image a call sees: `input` starts at image row
@@ -163,6 +163,24 @@ impl Depthwise {
         }
     }
 
+    /// Where output `ox` of row `row.oy` and its neighbours read and write.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn span<T>(&self, input: &[T], win: &Window, row: Row, out: &mut [T], ox: usize) -> Span<T> {
+        let (c, Row { oy, i, o }) = (self.channels, row);
+        let (ky0, ky1) = self.taps(oy, i.h);
+        let (kx0, kx1) = self.taps(ox, i.w);
+        let (row0, col0) =
+            (oy * self.stride + ky0 - self.pad(i.h) - win.in_row0, ox * self.stride + kx0 - self.pad(i.w));
+        Span {
+            line0: input.as_ptr().add((row0 * i.w + col0) * c),
+            line_step: i.w * c,
+            taps: ky0..ky1,
+            cols: kx0..kx1,
+            dst: out.as_mut_ptr().add(((oy - win.rows.start) * o.w + ox) * c),
+        }
+    }
+
     /// f32 on AVX2: the columns whose taps all land inside the row in spans
     /// of 4 outputs (the last of 1 to 3), each input pixel loaded once for
     /// every output it feeds; the borders a pixel at a time with their taps
@@ -246,17 +264,7 @@ impl Depthwise {
         out: &mut [f32],
         ox: usize,
     ) {
-        let (c, Row { oy, i, o }) = (self.channels, row);
-        let (ky0, ky1) = self.taps(oy, i.h);
-        let (kx0, kx1) = self.taps(ox, i.w);
-        let (row0, col0) = (oy * S + ky0 - self.pad(i.h) - win.in_row0, ox * S + kx0 - self.pad(i.w));
-        let at = Span {
-            line0: input.as_ptr().add((row0 * i.w + col0) * c),
-            line_step: i.w * c,
-            taps: ky0..ky1,
-            cols: kx0..kx1,
-            dst: out.as_mut_ptr().add(((oy - win.rows.start) * o.w + ox) * c),
-        };
+        let (c, at) = (self.channels, self.span(input, win, row, out, ox));
         let (pairs, whole) = (if B == 2 { c / 16 * 16 } else { 0 }, c / 8 * 8);
         for c0 in (0..pairs).step_by(16) {
             self.avx2_block::<K, S, G, 2, false>(&at, c0);
@@ -274,7 +282,7 @@ impl Depthwise {
     #[inline(always)]
     unsafe fn avx2_block<const K: usize, const S: usize, const G: usize, const B: usize, const MASKED: bool>(
         &self,
-        at: &Span,
+        at: &Span<f32>,
         c0: usize,
     ) {
         use std::arch::x86_64::*;
@@ -344,110 +352,140 @@ impl Depthwise {
 
     /// Inlined into the entry points above, which carry the CPU features
     /// (hence no closures here: a closure would not inherit them).
+    /// `spans` false: a pixel at a time everywhere (the tests' reference).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    /// `spans` false: a pixel at a time everywhere (the tests' reference).
     unsafe fn avx512_body<T: Lanes>(&self, input: &[T], i: Hw, o: Hw, win: Window, out: &mut [T], spans: bool) {
-        let full = self.full_columns(i, o);
+        // The common shapes get the span kernels with the taps unrolled;
+        // any other shape, one pixel at a time.
+        match (self.kernel, self.stride) {
+            _ if !spans => {}
+            (3, 1) => return self.avx512_rows::<T, 3, 1>(input, i, o, win, out),
+            (3, 2) => return self.avx512_rows::<T, 3, 2>(input, i, o, win, out),
+            (5, 1) => return self.avx512_rows::<T, 5, 1>(input, i, o, win, out),
+            (5, 2) => return self.avx512_rows::<T, 5, 2>(input, i, o, win, out),
+            _ => {}
+        }
         for oy in win.rows.clone() {
-            let mut ox = 0;
-            while ox < full.start {
+            for ox in 0..o.w {
                 self.avx512_pixel(input, i, o, &win, out, oy, ox);
-                ox += 1;
-            }
-            let row = Row { oy, i, o };
-            // The common shapes get the span kernel with the taps unrolled
-            // (each input pixel loaded once for every output it feeds);
-            // any other shape, one pixel at a time.
-            ox = match (self.kernel, self.stride) {
-                _ if !spans => ox,
-                (3, 1) => self.avx512_spans::<T, 3, 1>(input, &win, row, out, ox, full.end),
-                (3, 2) => self.avx512_spans::<T, 3, 2>(input, &win, row, out, ox, full.end),
-                (5, 1) => self.avx512_spans::<T, 5, 1>(input, &win, row, out, ox, full.end),
-                (5, 2) => self.avx512_spans::<T, 5, 2>(input, &win, row, out, ox, full.end),
-                _ => ox,
-            };
-            while ox < o.w {
-                self.avx512_pixel(input, i, o, &win, out, oy, ox);
-                ox += 1;
             }
         }
     }
 
-    /// Output columns `ox..end` of row `row.oy` (all with every tap inside
-    /// the row), 8 (at stride 1) and then 4 at a time; returns where it
-    /// stopped (fewer than 4 left). At stride 2 a span of 8 reads 17 or 19
-    /// input pixels a tap row and ran at under half the speed of spans of
-    /// 4 on an Emerald Rapids (one thread, a band of rows: 112 × 112 × 96
-    /// 3 × 3 15.5 → 34.0 GF/s, 56 × 56 × 144 5 × 5 20.7 → 46.9;
-    /// benches/README).
+    /// A `K` × `K` kernel at stride `S`: the columns whose taps all land
+    /// inside the row in spans of 8 outputs (at stride 1), then 4, then the
+    /// last 1 to 3 in one span; each border output alone with its taps
+    /// clipped. At stride 2 a span of 8 reads 17 or 19 input pixels a tap
+    /// row and ran at under half the speed of spans of 4 on an Emerald
+    /// Rapids (one thread, a band of rows: 112 × 112 × 96 3 × 3 15.5 → 34.0
+    /// GF/s, 56 × 56 × 144 5 × 5 20.7 → 46.9; benches/README). The short
+    /// spans and the borders take 2 or 4 blocks of 16 channels at a time:
+    /// alone, a block's one sum waits on its last add at every tap, and the
+    /// 7 × 7 layers, whose columns are all borders or short spans, ran
+    /// slower than the AVX2 kernel's (7 × 7 × 1152 5 × 5: 19–23 against
+    /// 30–43 GF/s a thread).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512_spans<T: Lanes, const K: usize, const S: usize>(
+    unsafe fn avx512_rows<T: Lanes, const K: usize, const S: usize>(
         &self,
         input: &[T],
-        win: &Window,
-        row: Row,
+        i: Hw,
+        o: Hw,
+        win: Window,
         out: &mut [T],
-        mut ox: usize,
-        end: usize,
-    ) -> usize {
-        while S == 1 && ox + 8 <= end {
-            self.avx512_span::<T, K, S, 8>(input, win, row, out, ox);
-            ox += 8;
+    ) {
+        let full = self.full_columns(i, o);
+        for oy in win.rows.clone() {
+            let row = Row { oy, i, o };
+            let mut ox = 0;
+            while ox < o.w {
+                let n = if full.contains(&ox) { full.end - ox } else { 0 };
+                ox += match n {
+                    _ if S == 1 && n >= 8 => self.avx512_span::<T, K, S, 8, 1>(input, &win, row, out, ox),
+                    4.. => self.avx512_span::<T, K, S, 4, 1>(input, &win, row, out, ox),
+                    3 => self.avx512_span::<T, K, S, 3, 2>(input, &win, row, out, ox),
+                    2 => self.avx512_span::<T, K, S, 2, 2>(input, &win, row, out, ox),
+                    _ => self.avx512_span::<T, K, S, 1, 4>(input, &win, row, out, ox),
+                };
+            }
         }
-        while ox + 4 <= end {
-            self.avx512_span::<T, K, S, 4>(input, win, row, out, ox);
-            ox += 4;
-        }
-        ox
     }
 
-    /// `G` neighbouring output pixels of one row, every tap inside the row.
-    /// Input column `j` of the span feeds output `g` through tap
-    /// `kx = j - g·S`: each is loaded once per tap row and used by all the
-    /// outputs it feeds (`(G-1)·S + K` loads for `G·K` multiply-adds, where
-    /// a pixel at a time loads `G·K`). Every output still adds its taps in
-    /// [`Depthwise::run_portable`]'s order (row by row, then `kx` up), so the
-    /// results are the same bits as a pixel at a time.
+    /// `G` neighbouring outputs of row `row.oy` from column `ox` on (a
+    /// border output when `G` = 1, its taps clipped), `B` blocks of 16
+    /// channels at a time, then the channels left one block at a time (the
+    /// last masked); returns `G`.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn avx512_span<T: Lanes, const K: usize, const S: usize, const G: usize>(
+    unsafe fn avx512_span<T: Lanes, const K: usize, const S: usize, const G: usize, const B: usize>(
         &self,
         input: &[T],
         win: &Window,
         row: Row,
         out: &mut [T],
         ox: usize,
+    ) -> usize {
+        let (c, at) = (self.channels, self.span(input, win, row, out, ox));
+        let groups = c / (16 * B) * (16 * B);
+        for c0 in (0..groups).step_by(16 * B) {
+            self.avx512_block::<T, K, S, G, B>(&at, c0);
+        }
+        for c0 in (groups..c).step_by(16) {
+            self.avx512_block::<T, K, S, G, 1>(&at, c0);
+        }
+        G
+    }
+
+    /// Channels `c0..c0 + 16 B` (fewer in the last block) of a span. Input
+    /// column `j` of the span feeds output `g` through tap `kx = j - g·S`:
+    /// each is loaded once per tap row and used by all the outputs it feeds
+    /// (`(G-1)·S + K` loads for `G·K` multiply-adds, where a pixel at a time
+    /// loads `G·K`). Every output still adds its taps in
+    /// [`Depthwise::run_portable`]'s order (row by row, then `kx` up), so the
+    /// results are the same bits as a pixel at a time.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn avx512_block<T: Lanes, const K: usize, const S: usize, const G: usize, const B: usize>(
+        &self,
+        at: &Span<T>,
+        c0: usize,
     ) {
         use std::arch::x86_64::*;
-        let (c, Row { oy, i, o }) = (self.channels, row);
-        let (inp, outp) = (input.as_ptr(), out.as_mut_ptr());
-        let (wp, bp) = (self.weight.as_ptr(), self.bias.as_ptr());
-        let (ky0, ky1) = self.taps(oy, i.h);
-        let row0 = oy * S + ky0 - self.pad(i.h) - win.in_row0; // row of tap ky0 in `input`
-        let col0 = ox * S - self.pad(i.w);
-        let dst = outp.add(((oy - win.rows.start) * o.w + ox) * c);
-        for c0 in (0..c).step_by(16) {
-            let m = mask(c - c0);
-            let mut acc = [_mm512_maskz_loadu_ps(m, bp.add(c0)); G];
-            for ky in ky0..ky1 {
-                let line = inp.add(((row0 + ky - ky0) * i.w + col0) * c + c0);
-                let mut w = [_mm512_setzero_ps(); K];
-                for (kx, w) in w.iter_mut().enumerate() {
-                    *w = _mm512_maskz_loadu_ps(m, wp.add((ky * K + kx) * c + c0));
+        let c = self.channels;
+        let m: [__mmask16; B] = std::array::from_fn(|b| mask(c - c0 - 16 * b));
+        let (wp, bp) = (self.weight.as_ptr().add(c0), self.bias.as_ptr().add(c0));
+        let mut acc: [[__m512; B]; G] = [std::array::from_fn(|b| _mm512_maskz_loadu_ps(m[b], bp.add(16 * b))); G];
+        for ky in at.taps.clone() {
+            let line = at.line0.add((ky - at.taps.start) * at.line_step + c0);
+            if G == 1 {
+                // One output, its kernel columns perhaps clipped.
+                for (j, kx) in at.cols.clone().enumerate() {
+                    for (b, acc) in acc[0].iter_mut().enumerate() {
+                        let x = T::load16(line.add(j * c + 16 * b), m[b]);
+                        let w = _mm512_maskz_loadu_ps(m[b], wp.add((ky * K + kx) * c + 16 * b));
+                        *acc = _mm512_fmadd_ps(x, w, *acc);
+                    }
                 }
-                for j in 0..(G - 1) * S + K {
-                    let x = T::load16(line.add(j * c), m);
+                continue;
+            }
+            let w: [[__m512; K]; B] = std::array::from_fn(|b| {
+                std::array::from_fn(|kx| _mm512_maskz_loadu_ps(m[b], wp.add((ky * K + kx) * c + 16 * b)))
+            });
+            for j in 0..(G - 1) * S + K {
+                for b in 0..B {
+                    let x = T::load16(line.add(j * c + 16 * b), m[b]);
                     for (g, acc) in acc.iter_mut().enumerate() {
                         if j >= g * S && j - g * S < K {
-                            *acc = _mm512_fmadd_ps(x, w[j - g * S], *acc);
+                            acc[b] = _mm512_fmadd_ps(x, w[b][j - g * S], acc[b]);
                         }
                     }
                 }
             }
-            for (g, acc) in acc.iter().enumerate() {
-                T::store16(dst.add(g * c + c0), m, act(*acc, self.act));
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            for (b, acc) in acc.iter().enumerate() {
+                T::store16(at.dst.add(g * c + c0 + 16 * b), m[b], act(*acc, self.act));
             }
         }
     }
@@ -512,6 +550,12 @@ mod tests {
             (4, 29, 17, 3, 2),
             (3, 27, 24, 5, 1),
             (5, 41, 33, 5, 2),
+            // Short spans of 2 and 1, and blocks of 2 or 4 × 16 channels
+            // with a masked block after them.
+            (2, 16, 40, 3, 1),
+            (7, 7, 100, 5, 1),
+            (7, 7, 72, 3, 1),
+            (6, 9, 70, 5, 2),
         ] {
             let symmetric = Padding::Symmetric(((s - 1) + (k - 1)) / 2);
             for (act, padding) in [(Act::None, symmetric), (Act::Relu6, symmetric), (Act::Relu6, Padding::Same)] {
