@@ -351,7 +351,7 @@ impl Depthwise {
     }
 
     /// Inlined into the entry points above, which carry the CPU features
-    /// (hence no closures here: a closure would not inherit them).
+    /// (closures inside inherit them: the blocks' `array::from_fn`).
     /// `spans` false: a pixel at a time everywhere (the tests' reference).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
