@@ -46,8 +46,8 @@
 #
 # Tools, installed inside the checkout (gitignored) so a rerun reuses them,
 # and reinstalled when their version is not the pinned one:
-#   .tools/zig-venv/  ziglang from PyPI (zig itself, as a wheel)
-#   .tools/bin/       cargo-zigbuild from crates.io
+#   .tools/zig-venv/  ziglang and cargo-zigbuild from PyPI (zig itself and
+#                     cargo-zigbuild's binary, as wheels)
 # Needs: cargo (rustup), python3 with venv, cc (rustc links build scripts
 # with it), binutils (objdump, readelf), sha256sum.
 set -euo pipefail
@@ -96,18 +96,16 @@ done
 if ! $check_only; then
   command -v cargo > /dev/null || die "no cargo on PATH: install Rust (rustup)"
 
-  # zig, from PyPI's ziglang wheel: no download outside the package registry.
-  zig_have=$(.tools/zig-venv/bin/python -c 'import importlib.metadata as m; print(m.version("ziglang"))' 2>/dev/null || true)
-  if [ "$zig_have" != "$ZIGLANG_VERSION" ]; then
-    echo "docker/build.sh: installing ziglang $ZIGLANG_VERSION into .tools/zig-venv" >&2
+  # zig and cargo-zigbuild, both from PyPI's wheels (zig itself, and
+  # cargo-zigbuild as the binary its project builds): no download outside
+  # the package registries, and no compile of cargo-zigbuild (a minute).
+  have() { .tools/zig-venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+  if [ "$(have ziglang)" != "$ZIGLANG_VERSION" ] || [ "$(have cargo-zigbuild)" != "$CARGO_ZIGBUILD_VERSION" ]; then
+    echo "docker/build.sh: installing ziglang $ZIGLANG_VERSION and cargo-zigbuild $CARGO_ZIGBUILD_VERSION into .tools/zig-venv" >&2
     # A venv whose python no longer runs (python3 replaced) is made anew.
     .tools/zig-venv/bin/python -c '' 2> /dev/null || python3 -m venv --clear .tools/zig-venv
-    .tools/zig-venv/bin/python -m pip install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION"
-  fi
-
-  if [ "$(.tools/bin/cargo-zigbuild --version 2>/dev/null)" != "cargo-zigbuild $CARGO_ZIGBUILD_VERSION" ]; then
-    echo "docker/build.sh: installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION into .tools (a few minutes, once)" >&2
-    cargo install --quiet --locked cargo-zigbuild --version "$CARGO_ZIGBUILD_VERSION" --root .tools
+    .tools/zig-venv/bin/python -m pip install --quiet --disable-pip-version-check \
+      "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION"
   fi
 
   # `cargo-zigbuild build|test` is `cargo build|test` linked by zig, which
@@ -116,8 +114,8 @@ if ! $check_only; then
   # machine's glibc) so neither build invalidates the other, and reruns are
   # incremental.
   zigbuild() {
-    PATH="$PWD/.tools/bin:$PWD/.tools/zig-venv/bin:$PATH" \
-      "$PWD/.tools/bin/cargo-zigbuild" "$1" --locked --release --target "$TARGET.$GLIBC_MAX" --target-dir "$TARGET_DIR" "${@:2}"
+    PATH="$PWD/.tools/zig-venv/bin:$PATH" \
+      "$PWD/.tools/zig-venv/bin/cargo-zigbuild" "$1" --locked --release --target "$TARGET.$GLIBC_MAX" --target-dir "$TARGET_DIR" "${@:2}"
   }
   if $run_tests; then
     # The bench profile that `test --release` uses inherits release's, and

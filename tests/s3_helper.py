@@ -5,6 +5,7 @@ buckets and reading results. Used by tests/test_s3.rs and benches/s3_fetch.sh.
     s3_helper.py serve                           run moto on 127.0.0.1, print "ready PORT"
     s3_helper.py proxy UPSTREAM_PORT [--fail-every N] [--drop-every M] [--delay-ms D]
                                      [--regional 1] [--deny-list BUCKET] [--record FILE]
+                                     [--tls DIR]
                                                  the same, for a proxy in front of it
     s3_helper.py bucket ENDPOINT NAME REGION
     s3_helper.py upload ENDPOINT DIR BUCKET PREFIX
@@ -36,7 +37,49 @@ def client(endpoint, region="eu-west-1"):
 SIGNING_REGION = re.compile(r"Credential=[^/]+/\d+/([^/]+)/[^/]+/aws4_request")
 
 
-def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_list=0, record=""):
+def tls_context(folder):
+    """A server context for HTTPS on 127.0.0.1: a new certificate authority
+    (its certificate written to FOLDER/ca.pem, for a client to trust or
+    not) and a server certificate for the IP 127.0.0.1 signed by it."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def certificate(subject, key, issuer_key, ca):
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fruits test CA")])
+        b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = (b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                 critical=False)
+                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+        return b.sign(issuer_key, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    pem = serialization.Encoding.PEM
+    with open(os.path.join(folder, "ca.pem"), "wb") as f:
+        f.write(certificate("fruits test CA", ca_key, ca_key, True).public_bytes(pem))
+    leaf, leaf_key = os.path.join(folder, "server.pem"), os.path.join(folder, "server.key")
+    with open(leaf, "wb") as f:
+        f.write(certificate("127.0.0.1", key, ca_key, False).public_bytes(pem))
+    with open(leaf_key, "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(leaf, leaf_key)
+    return context
+
+
+def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_list=0, record="", tls=""):
     """Forwards each request to moto; every `fail_every`-th answers 503
     SlowDown, every `drop_every`-th closes the connection without an answer.
 
@@ -48,7 +91,9 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_lis
     bucket policy without s3:ListBucket does.
     `record`: appends every request (method, path, X-Amz-Target, signing
     region, body as text) to this file, one JSON object a line, so a test
-    can check what a tool sent."""
+    can check what a tool sent.
+    `tls`: a folder: answers HTTPS instead of HTTP, with a certificate from
+    a new authority whose own certificate it writes to `tls`/ca.pem."""
     count = {"n": 0}
     lock = threading.Lock()
     regions = {}
@@ -147,6 +192,8 @@ def proxy(upstream, fail_every=0, drop_every=0, delay_ms=0, regional=0, deny_lis
         allow_reuse_address = True
 
     server = Server(("127.0.0.1", 0), Handler)
+    if tls:
+        server.socket = tls_context(tls).wrap_socket(server.socket, server_side=True)
     print("ready", server.server_address[1], flush=True)
     server.serve_forever()
 
@@ -161,7 +208,8 @@ def main():
         print("ready", server.get_host_and_port()[1], flush=True)
         threading.Event().wait()
     elif cmd == "proxy":
-        opts = {"fail_every": 0, "drop_every": 0, "delay_ms": 0, "regional": 0, "deny_list": "", "record": ""}
+        opts = {"fail_every": 0, "drop_every": 0, "delay_ms": 0, "regional": 0, "deny_list": "", "record": "",
+                "tls": ""}
         rest = args[1:]
         for i in range(0, len(rest), 2):
             value = rest[i + 1]

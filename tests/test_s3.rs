@@ -584,3 +584,47 @@ fn listing_keeps_every_key_and_refuses_control_characters() {
     let err = stderr(&run(cmd, 0));
     assert!(err.contains("featurised 4 of 4 images"), "{err}");
 }
+
+/// HTTPS, as S3 itself is spoken to: through a TLS proxy in front of moto,
+/// whose certificate comes from a new authority. Trusted (SSL_CERT_FILE
+/// names that authority, as the system's roots name AWS's), `fruits` lists
+/// what boto3 lists and copies an object byte for byte; not trusted, it
+/// refuses the server, saying why, before sending it a single request.
+#[test]
+fn https_servers_are_verified_before_anything_is_sent() {
+    let s3 = server_with_photos();
+    let dir = Dir::new("s3-tls");
+    let record = dir.join("requests.jsonl");
+    let proxy = s3.proxy(&["--tls", dir.join("").to_str().unwrap(), "--record", record.to_str().unwrap()]);
+    let sent = || std::fs::read_to_string(&record).unwrap_or_default().lines().count();
+    let https = format!("https://127.0.0.1:{}", proxy.port);
+    let prefix = "fruits-360/Test/";
+    let fruits = |ca: Option<&std::path::Path>| {
+        let mut cmd = s3.fruits_at(&https);
+        cmd.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        if let Some(ca) = ca {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
+        cmd
+    };
+    let mut untrusted = fruits(None);
+    untrusted.args(["list", &format!("s3://fruits-photos/{prefix}")]);
+    let err = stderr(&run(untrusted, 1));
+    assert!(err.contains("certificate") && err.contains("UnknownIssuer"), "{err}");
+    assert_eq!(sent(), 0, "a request reached the untrusted server");
+
+    let ca = dir.join("ca.pem");
+    let mut list = fruits(Some(&ca));
+    list.args(["list", &format!("s3://fruits-photos/{prefix}")]);
+    let listed: Vec<String> = String::from_utf8(run(list, 0).stdout).unwrap().lines().map(str::to_string).collect();
+    let want: Vec<String> =
+        s3.keys("fruits-photos", prefix).iter().map(|k| format!("s3://fruits-photos/{k}")).collect();
+    assert_eq!(listed, want);
+    assert!(sent() > 0, "the recorder sees what the trusted server gets");
+    let key = &s3.keys("fruits-photos", prefix)[0];
+    let mut cp = fruits(Some(&ca));
+    cp.args(["cp", &format!("s3://fruits-photos/{key}")]).arg(dir.join("copy.jpg"));
+    run(cp, 0);
+    s3.get("fruits-photos", key, &dir.join("want.jpg"));
+    assert_eq!(std::fs::read(dir.join("copy.jpg")).unwrap(), std::fs::read(dir.join("want.jpg")).unwrap());
+}

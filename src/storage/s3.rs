@@ -14,6 +14,10 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, EncodingType};
 use aws_sdk_s3::Client;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_http_client::ConnectorBuilder;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 
@@ -129,6 +133,19 @@ fn status<E>(e: &SdkError<E, HttpResponse>) -> Option<u16> {
     e.raw_response().map(|r| r.status().as_u16())
 }
 
+/// The SDK's default HTTPS client (hyper 1, a proxy from HTTPS_PROXY and
+/// NO_PROXY, the timeouts and sleep of each request's config), with rustls
+/// on ring instead of aws-lc: Cargo.toml says why.
+fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        connector.set_sleep_impl(components.and_then(|c| c.sleep_impl()));
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 fn code<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> &str {
     e.as_service_error().and_then(|s| s.code()).unwrap_or("")
 }
@@ -156,6 +173,7 @@ impl S3 {
                 .region(aws_config::Region::new(o.region.clone()))
                 .retry_config(retry)
                 .timeout_config(timeouts)
+                .http_client(https_client())
                 .load(),
         );
         Ok(Self {
