@@ -186,41 +186,43 @@ fn calibrate(which: Which, seed: u64, tensors: &mut HashMap<String, Tensor>) -> 
         let plane = h * w;
         let count = (n * plane) as f64;
         // The layer ran with identity statistics (mean 0, var 1): undo γ, β.
-        let raw: Vec<f64> = y
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .chunks(plane)
-            .enumerate()
-            .flat_map(|(i, p)| {
-                let ch = i % c;
-                let s0 = gamma[ch] / (1.0 + eps).sqrt();
-                p.iter().map(move |&v| (v as f64 - beta[ch]) / s0)
-            })
-            .collect();
-        // Per channel, over every image and pixel, in that order.
-        let channel = |ch: usize| (0..n).flat_map(move |img| (img * c + ch) * plane..(img * c + ch + 1) * plane);
+        let y = y.flatten_all()?.to_vec1::<f32>()?;
+        let mut raw = vec![0f64; y.len()];
+        for (i, (raw, y)) in raw.chunks_mut(plane).zip(y.chunks(plane)).enumerate() {
+            let ch = i % c;
+            let s0 = gamma[ch] / (1.0 + eps).sqrt();
+            for (r, &v) in raw.iter_mut().zip(y) {
+                *r = (v as f64 - beta[ch]) / s0;
+            }
+        }
+        // Per channel, over every image and pixel, in that order (one add
+        // after another from -0.0, as `Iterator::sum` adds).
+        let raw = raw;
+        let planes = |ch: usize| (0..n).map(move |img| (img * c + ch) * plane).flat_map(|at| &raw[at..at + plane]);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv1a(name) ^ 0xCA11_B4A7);
         let shift = Gaussian::new().take(&mut rng, c, 0.1);
         let scale = Uniform::new(0.8f32, 1.25).expect("valid range");
         let scale: Vec<f32> = (0..c).map(|_| scale.sample(&mut rng)).collect();
         let (mut means, mut vars) = (Vec::with_capacity(c), Vec::with_capacity(c));
         for ch in 0..c {
-            let mean = channel(ch).map(|i| raw[i]).sum::<f64>() / count;
-            let var = (channel(ch).map(|i| (raw[i] - mean).powi(2)).sum::<f64>() / count).max(1e-3);
+            let (mut sum, mut squares) = (-0.0f64, -0.0f64);
+            planes(ch).for_each(|&r| sum += r);
+            let mean = sum / count;
+            planes(ch).for_each(|&r| squares += (r - mean).powi(2));
+            let var = (squares / count).max(1e-3);
             // Stored as f32, as a checkpoint holds them.
             means.push((mean + shift[ch] as f64 * var.sqrt()) as f32);
             vars.push((var * scale[ch] as f64) as f32);
         }
-        let out: Vec<f32> = raw
-            .chunks(plane)
-            .enumerate()
-            .flat_map(|(i, p)| {
-                let ch = i % c;
-                let s = gamma[ch] / (vars[ch] as f64 + eps).sqrt();
-                let (m, b) = (means[ch] as f64, beta[ch]);
-                p.iter().map(move |&r| ((r - m) * s + b) as f32)
-            })
-            .collect();
+        let mut out = vec![0f32; raw.len()];
+        for (i, (out, raw)) in out.chunks_mut(plane).zip(raw.chunks(plane)).enumerate() {
+            let ch = i % c;
+            let s = gamma[ch] / (vars[ch] as f64 + eps).sqrt();
+            let (m, b) = (means[ch] as f64, beta[ch]);
+            for (o, &r) in out.iter_mut().zip(raw) {
+                *o = ((r - m) * s + b) as f32;
+            }
+        }
         record.lock().expect("not poisoned").push((name.to_string(), means, vars));
         Tensor::from_vec(out, (n, c, h, w), &Device::Cpu)
     });
