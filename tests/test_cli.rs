@@ -144,6 +144,32 @@ fn bench_infer_says_its_share_of_the_measured_peak() {
     assert!(line.contains("0.60 GFLOP an image") && line.contains("family"), "{line}");
 }
 
+/// `bench infer --blocks` times each block and the head of mobilenetv2
+/// (timm's conv_stem, 17 inverted-residual blocks, conv_head): their
+/// multiply-adds add up to the image's (the line above, checked against
+/// timm's published count in engine::model), their shares of the time to
+/// 100%; an engine it cannot clock is refused, naming the flag.
+#[test]
+fn bench_infer_blocks_accounts_for_every_block() {
+    let out = run(fruits().args(["bench", "infer", "--images", "4", "--batch", "2", "--blocks"]), 0);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("block "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("a thread's peak"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 19, "{text}");
+    assert_eq!(rows[18][0], "head", "{text}");
+    let column = |i: usize| rows.iter().map(|r| r[i].parse::<f64>().unwrap()).sum::<f64>();
+    assert_eq!(format!("{:.2}", 2.0 * column(1) / 1e3), "0.60", "{text}");
+    assert!((column(2) - 100.0).abs() < 1.0, "{text}");
+    assert!(rows.iter().all(|r| r[3].parse::<f64>().unwrap() > 0.0), "{text}");
+    let err = stderr(&run(fruits().args(["bench", "infer", "--images", "2", "--engine", "candle", "--blocks"]), 2));
+    assert!(err.contains("--blocks"), "{err}");
+}
+
 /// docker/build.sh (the node build .ci/run runs as `--test`) stops at once,
 /// before installing or building anything, on a flag it does not know or
 /// on two that contradict each other, naming them.

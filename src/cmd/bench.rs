@@ -102,6 +102,11 @@ struct InferArgs {
     dtype: Dtype,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
     device: DeviceChoice,
+    /// Then run the images again with a clock on each block, and print each
+    /// block's share of the time, GFLOP/s per thread and % of a thread's peak
+    /// (the native engine on the CPU only).
+    #[arg(long)]
+    blocks: bool,
 }
 
 pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
@@ -143,6 +148,11 @@ pub fn run(args: Args, s3: &S3Options) -> anyhow::Result<ExitCode> {
 
 fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
     let device = super::device(a.device, engine::cpu_only(a.engine, a.dtype))?;
+    if a.blocks && !(device.is_cpu() && a.engine == Engine::Native) {
+        return Err(super::usage(
+            "--blocks times the native engine's blocks on the CPU: not with --engine candle or a GPU",
+        ));
+    }
     let m = fruits::engine::load_as(a.model, Some(&a.weights), &device, a.engine, a.dtype)?;
     let (b, r) = (a.batch as usize, a.model.resolution());
     // Fixed pseudo-random pixels: the kernels' cost does not depend on what
@@ -182,8 +192,40 @@ fn infer(a: InferArgs) -> anyhow::Result<ExitCode> {
     );
     if let (Some(p0), Some(p1)) = (before, measure_peak()) {
         print_share_of_peak(rate, m.macs_per_image()?, a.dtype, &p0, &p1);
+        if a.blocks {
+            let per_thread = |p: &peak::Peak| match a.dtype {
+                Dtype::Bf16 => p.bf16_gflops.unwrap_or(p.f32_gflops),
+                _ => p.f32_gflops,
+            } / p.threads as f64;
+            m.clock_blocks(true);
+            for _ in 0..batches {
+                m.features(&x)?;
+            }
+            m.clock_blocks(false);
+            print_blocks(&m.block_times()?, batches * b, (per_thread(&p0) + per_thread(&p1)) / 2.0);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--blocks`: each block's share of the thread time, and its speed per
+/// thread against a thread's share of the peak (`peak`, GFLOP/s).
+fn print_blocks(blocks: &[(String, u64, std::time::Duration)], images: usize, peak: f64) {
+    let total: f64 = blocks.iter().map(|(_, _, t)| t.as_secs_f64()).sum();
+    say!("per block, {images} images again with a clock on each (thread time, summed over threads):");
+    say!("{:>5} {:>9} {:>7} {:>10} {:>7}  what", "block", "MMAC/img", "time %", "GF/s/thr", "% peak");
+    for (i, (what, macs, t)) in blocks.iter().enumerate() {
+        let gflops = 2.0 * *macs as f64 * images as f64 / t.as_secs_f64().max(1e-9) / 1e9;
+        say!(
+            "{:>5} {:>9.1} {:>7.1} {:>10.1} {:>7.0}  {what}",
+            if i + 1 == blocks.len() { "head".to_string() } else { i.to_string() },
+            *macs as f64 / 1e6,
+            100.0 * t.as_secs_f64() / total,
+            gflops,
+            100.0 * gflops / peak
+        );
+    }
+    say!("a thread's peak: {peak:.1} GFLOP/s (the run's measured peak over its threads)");
 }
 
 /// The rate as a share of the CPU's FMA peak (the mean of the measurements

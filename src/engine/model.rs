@@ -193,6 +193,30 @@ impl Model {
         Ok(self.net.plan(self.which.resolution())?.macs())
     }
 
+    /// Turns the native CPU engine's per-block clock on or off
+    /// (`fruits bench infer --blocks`); false where none runs.
+    pub fn clock_blocks(&self, on: bool) -> bool {
+        match &self.runs {
+            Runs::CpuF32(net) => net.clock.set(on),
+            Runs::CpuBf16(net) => net.clock.set(on),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Each block, then the head: what it is, its multiply-adds an image,
+    /// and the thread time it took since the clock went on (taken: the
+    /// clock's counters start again from zero). Empty where no clock runs.
+    pub fn block_times(&self) -> Result<Vec<(String, u64, std::time::Duration)>> {
+        let times = match &self.runs {
+            Runs::CpuF32(net) => net.clock.take(),
+            Runs::CpuBf16(net) => net.clock.take(),
+            _ => return Ok(Vec::new()),
+        };
+        let blocks = self.net.plan(self.which.resolution())?.block_macs();
+        Ok(blocks.into_iter().zip(times).map(|((what, macs), t)| (what, macs, t)).collect())
+    }
+
     pub fn is_random(&self) -> bool {
         self.weights_id.starts_with("random:")
     }

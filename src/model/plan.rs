@@ -175,20 +175,47 @@ impl Plan {
     /// and the head): the work the FMA units do, as timm's model cards
     /// count "GMACs". Bias, activations and pooling are left out.
     pub fn macs(&self) -> u64 {
+        self.block_macs().iter().map(|(_, m)| m).sum()
+    }
+
+    /// Each block's multiply-adds for one image, with what the block is
+    /// ("1×1 16→96, dw3×3/2, 1×1 96→24, out 56×56"), then the head's.
+    pub fn block_macs(&self) -> Vec<(String, u64)> {
         let mut hw = Hw { h: self.resolution, w: self.resolution };
-        let mut total = 0u64;
-        for layer in self.blocks.iter().flat_map(|b| &b.layers) {
-            let (o, per_pixel) = match layer {
-                Layer::Dense(d) => (hw.conv(d.kernel, d.stride, d.padding), d.k() * d.cout),
-                Layer::Depthwise(d) => (hw.conv(d.kernel, d.stride, d.padding), d.kernel * d.kernel * d.channels),
-            };
-            total += (o.h * o.w * per_pixel) as u64;
-            hw = o;
+        let mut out = Vec::with_capacity(self.blocks.len() + 1);
+        for block in &self.blocks {
+            let (mut macs, mut what) = (0u64, Vec::new());
+            for layer in &block.layers {
+                let (o, per_pixel) = match layer {
+                    Layer::Dense(d) => {
+                        what.push(format!("{}×{}{} {}→{}", d.kernel, d.kernel, stride(d.stride), d.cin, d.cout));
+                        (hw.conv(d.kernel, d.stride, d.padding), d.k() * d.cout)
+                    }
+                    Layer::Depthwise(d) => {
+                        what.push(format!("dw{}×{}{}", d.kernel, d.kernel, stride(d.stride)));
+                        (hw.conv(d.kernel, d.stride, d.padding), d.kernel * d.kernel * d.channels)
+                    }
+                };
+                macs += (o.h * o.w * per_pixel) as u64;
+                hw = o;
+            }
+            out.push((format!("{}, out {}×{}", what.join(", "), hw.h, hw.w), macs));
         }
         let head_pixels = match self.head_order {
             Head::BeforePool => hw.h * hw.w,
             Head::AfterPool => 1,
         };
-        total + (head_pixels * self.head.k() * self.head.cout) as u64
+        let head = format!("head 1×1 {}→{}", self.head.cin, self.head.cout);
+        out.push((head, (head_pixels * self.head.k() * self.head.cout) as u64));
+        out
+    }
+}
+
+/// "/2" for a stride of 2, nothing for 1.
+fn stride(s: usize) -> String {
+    if s == 1 {
+        String::new()
+    } else {
+        format!("/{s}")
     }
 }

@@ -13,6 +13,7 @@
 //!
 //! Activations are f32 or, with `--dtype bf16`, bfloat16 ([`elem`]).
 
+pub mod clock;
 pub mod dense;
 pub mod depthwise;
 pub mod elem;
@@ -90,6 +91,8 @@ pub struct Net<T> {
     pub l2_bytes: usize,
     /// Where a task's images are stacked ([`Stack`]).
     pub stack: Stack,
+    /// Thread time per block, then the head's, while it is on.
+    pub clock: clock::Clock,
     /// Buffers of finished tasks, handed to the next ones: grown to the
     /// largest activation on the first images, then reused.
     spare: Mutex<Vec<Workspace<T>>>,
@@ -156,6 +159,7 @@ impl<T: Elem> Net<T> {
             head_order: plan.head_order,
             l2_bytes,
             stack,
+            clock: clock::Clock::new(plan.blocks.len() + 1),
             spare: Mutex::new(Vec::new()),
         }
     }
@@ -202,9 +206,11 @@ impl<T: Elem> Net<T> {
             stacked[0][j * n..(j + 1) * n].copy_from_slice(&bufs[cur][..n]);
         }
         let Workspace { stacked, bands, cols, .. } = ws;
-        let (cur, hw, ch) = self.run_blocks(&self.blocks[from..], stacked, (0, hw, ch), images, bands, cols);
+        let (cur, hw, ch) = self.run_blocks(from..self.blocks.len(), stacked, (0, hw, ch), images, bands, cols);
         let x = std::mem::take(&mut ws.stacked[cur]);
+        let t = self.clock.start();
         self.head(&x[..images * hw.h * hw.w * ch], images, hw, ch, ws, features);
+        self.clock.stop(self.blocks.len(), t);
         ws.stacked[cur] = x;
     }
 
@@ -246,15 +252,15 @@ impl<T: Elem> Net<T> {
         // The input, normalised, into buffer 0 (already HWC).
         need(&mut bufs[0], r * r * 3);
         normalise(rgb, self.normalise, &mut bufs[0][..r * r * 3]);
-        let blocks = &self.blocks[..self.stack.from];
-        self.run_blocks(blocks, bufs, (0, Hw { h: r, w: r }, 3), 1, bands, cols).0
+        self.run_blocks(0..self.stack.from, bufs, (0, Hw { h: r, w: r }, 3), 1, bands, cols).0
     }
 
-    /// `blocks` on `images` stacked activations: `at` is the buffer of
-    /// `bufs` holding them and their size an image, as is what it returns.
+    /// The blocks of `range` on `images` stacked activations: `at` is the
+    /// buffer of `bufs` holding them and their size an image, as is what it
+    /// returns.
     fn run_blocks(
         &self,
-        blocks: &[Block<T>],
+        range: std::ops::Range<usize>,
         bufs: &mut [Vec<T>; 3],
         at: (usize, Hw, usize),
         images: usize,
@@ -262,11 +268,13 @@ impl<T: Elem> Net<T> {
         cols: &mut Vec<T>,
     ) -> (usize, Hw, usize) {
         let (mut cur, mut hw, mut ch) = at;
-        for block in blocks {
+        for (i, block) in self.blocks.iter().enumerate().take(range.end).skip(range.start) {
+            let t = self.clock.start();
             (cur, hw, ch) = match &block.fused {
                 Some(f) => (self.run_fused(f, block.skip, bufs, cur, hw, ch, images, bands), f.out_hw(hw), f.cout()),
                 None => Self::run_layers(block, bufs, cur, hw, ch, images, cols),
             };
+            self.clock.stop(i, t);
         }
         (cur, hw, ch)
     }
