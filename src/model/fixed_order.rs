@@ -60,7 +60,9 @@ enum Width {
 }
 
 impl Width {
-    /// The widest this CPU runs.
+    /// The widest this CPU runs. Detected here, not taken from
+    /// `engine::simd`: the model knows no engine (tests/test_layout.rs), and
+    /// `FRUITS_SIMD` has nothing to cap where every width gives the same bits.
     fn detected() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
