@@ -98,7 +98,37 @@ impl<T: Elem> Fused<T> {
     /// every image's rows in one GEMM and the depthwise runs image by image.
     /// Bit for bit [`Fused::run`] on each image (the GEMM computes each row
     /// alone).
-    pub fn run_images(&self, input: &[T], images: usize, i: Hw, skip: bool, out: &mut [T], bands: &mut Bands<T>) {
+    ///
+    /// The images go in groups whose expanded and depthwise activations fit
+    /// `l2`'s budget together: all 8 at once, a 28 × 28 × 192 expansion is
+    /// 4.8 MB in f32, and went through L3 and back: mobilenetv2's block 7
+    /// ran at 35–41% of a thread's peak, 53–65% in groups of one
+    /// (`fruits bench infer --blocks`, benches/README).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_images(
+        &self,
+        input: &[T],
+        images: usize,
+        i: Hw,
+        skip: bool,
+        out: &mut [T],
+        bands: &mut Bands<T>,
+        l2: usize,
+    ) {
+        let o = self.out_hw(i);
+        let (px_in, px_out) = (i.h * i.w, o.h * o.w);
+        let (cin, cout) = (input.len() / (images * px_in), self.cout());
+        let per_image = (px_in + px_out) * self.dw.channels * std::mem::size_of::<T>();
+        let group = (l2_budget(l2) / per_image).clamp(1, images);
+        for first in (0..images).step_by(group) {
+            let n = group.min(images - first);
+            let x = &input[first * px_in * cin..(first + n) * px_in * cin];
+            self.run_group(x, n, i, skip, &mut out[first * px_out * cout..(first + n) * px_out * cout], bands);
+        }
+    }
+
+    /// [`Fused::run_images`] on one group of `images`.
+    fn run_group(&self, input: &[T], images: usize, i: Hw, skip: bool, out: &mut [T], bands: &mut Bands<T>) {
         let o = self.out_hw(i);
         let ce = self.dw.channels;
         let (px_in, px_out) = (i.h * i.w, o.h * o.w);
@@ -267,6 +297,55 @@ mod tests {
             f.run_bands(&input, i, skip, &mut out[..want.len()], &mut Bands::default(), band);
             let got: Vec<f32> = out[..want.len()].iter().map(|x| x.to_f32()).collect();
             assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "band {band}: {i:?} {dw:?}");
+            assert!(out[want.len()].to_f32().is_nan(), "wrote past the end");
+        }
+    }
+
+    /// Stacked images give each image's own result bit for bit, whatever
+    /// the L2 makes of the groups: one image a group, two (and one left
+    /// over), all at once; in f32 and bf16, with and without expansion.
+    #[test]
+    fn stacked_images_in_any_grouping_give_each_images_result_bit_for_bit() {
+        let mut rnd = rnd_source(13);
+        // (h, w, cin, ce, cout, stride, expand, skip)
+        for (h, w, cin, ce, cout, s, expand, skip) in
+            [(7, 7, 8, 48, 8, 1, true, true), (8, 6, 6, 24, 10, 2, true, false), (5, 5, 12, 12, 12, 1, false, true)]
+        {
+            let dw = Depthwise {
+                channels: ce,
+                kernel: 3,
+                stride: s,
+                padding: Padding::Symmetric(1),
+                act: Act::Relu6,
+                weight: (0..9 * ce).map(|_| rnd()).collect(),
+                bias: (0..ce).map(|_| rnd()).collect(),
+            };
+            let e = expand.then(|| pointwise(&mut rnd, cin, ce, Act::Relu6));
+            let p = pointwise(&mut rnd, ce, cout, Act::None);
+            let input: Vec<f32> = (0..3 * h * w * if expand { cin } else { ce }).map(|_| rnd() * 4.0).collect();
+            check_stacked::<f32>(&e, &dw, &p, &input, Hw { h, w }, skip);
+            check_stacked::<bf16>(&e, &dw, &p, &input, Hw { h, w }, skip);
+        }
+    }
+
+    fn check_stacked<T: Elem>(e: &Option<plan::Dense>, dw: &Depthwise, p: &plan::Dense, x: &[f32], i: Hw, skip: bool) {
+        let f = Fused::<T>::new(e.as_ref().map(Dense::new), dw.clone(), Dense::new(p)).expect("fusable");
+        let input: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+        let o = f.out_hw(i);
+        let (n_in, n_out) = (input.len() / 3, o.h * o.w * f.cout());
+        let mut want = vec![T::default(); 3 * n_out];
+        for (x, out) in input.chunks_exact(n_in).zip(want.chunks_exact_mut(n_out)) {
+            f.run_bands(x, i, skip, out, &mut Bands::default(), o.h);
+        }
+        // The L2 whose budget holds exactly `g` images' expanded and
+        // depthwise activations.
+        let per_image = (i.h * i.w + o.h * o.w) * dw.channels * std::mem::size_of::<T>();
+        for g in [1, 2, 3] {
+            let l2 = 2 * g * per_image;
+            let mut out = vec![T::from_f32(f32::NAN); want.len() + 1];
+            f.run_images(&input, 3, i, skip, &mut out[..want.len()], &mut Bands::default(), l2);
+            let same = out[..want.len()].iter().zip(&want).all(|(a, b)| a.to_f32().to_bits() == b.to_f32().to_bits());
+            assert!(same, "{g} images a group: {i:?} {dw:?}");
             assert!(out[want.len()].to_f32().is_nan(), "wrote past the end");
         }
     }

@@ -238,7 +238,7 @@ impl<T: Elem> Net<T> {
         if images == 1 {
             f.run(x, hw, skip, &mut out[..n_out], bands, self.l2_bytes);
         } else {
-            f.run_images(x, images, hw, skip, &mut out[..n_out], bands);
+            f.run_images(x, images, hw, skip, &mut out[..n_out], bands, self.l2_bytes);
         }
         bufs[dst] = out;
         dst
