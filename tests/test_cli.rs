@@ -76,7 +76,8 @@ fn demo_runs_from_an_installed_binary_in_an_empty_folder() {
 #[test]
 fn a_bad_fruits_simd_stops_at_once_naming_it() {
     let err = stderr(&run(fruits().env("FRUITS_SIMD", "avx9").args(["regions"]), 2));
-    assert!(err.contains("FRUITS_SIMD=\"avx9\"") && err.contains("portable, avx2, avx512, avx512-bf16"), "{err}");
+    let levels = "portable, avx2, avx512, avx512-bf16, avx512-amx";
+    assert!(err.contains("FRUITS_SIMD=\"avx9\"") && err.contains(levels), "{err}");
     run(fruits().env("FRUITS_SIMD", "").args(["regions"]), 0);
 }
 
@@ -123,6 +124,19 @@ fn info_and_bench_peak_name_this_cpu_as_the_kernel_does() {
     assert_eq!(cpu["simd"], "avx2", "{cpu}");
     assert!(cpu["peak_gflops"]["f32"].as_f64().unwrap() > 0.0, "{cpu}");
     assert!(cpu["peak_gflops"]["bf16"].is_null(), "no bf16 under an avx2 cap: {cpu}");
+
+    // AMX's bf16 tiles never where the kernel does not list them, and
+    // where it does unless it refuses the tile state (a sandbox's seccomp
+    // may): said loudly, since bf16 then runs at half the f32 rate.
+    let uncapped: serde_json::Value =
+        serde_json::from_slice(&run(fruits().env_remove("FRUITS_SIMD").args(["info", "--json"]), 0).stdout).unwrap();
+    let flags = field("flags");
+    let listed = flags.split_whitespace().filter(|f| ["amx_tile", "amx_bf16"].contains(f)).count() == 2;
+    let used = uncapped["cpu"]["simd"] == "avx512-amx";
+    assert!(listed || !used, "AMX used where /proc/cpuinfo lists none: {}", uncapped["cpu"]);
+    if listed && !used {
+        eprintln!("NOTE LOUDLY: /proc/cpuinfo lists AMX but fruits does not use it (arch_prctl refused?)");
+    }
 
     let text = String::from_utf8(run(fruits().arg("info"), 0).stdout).unwrap();
     let line = text.lines().find(|l| l.starts_with("cpu: ") && l.contains("model")).unwrap_or_default();

@@ -25,7 +25,8 @@ pub struct Peak {
     pub threads: usize,
     /// f32 FMAs at `level`'s widest vector.
     pub f32_gflops: f64,
-    /// `vdpbf16ps` (bf16 pairs into f32), where `level` has it.
+    /// `vdpbf16ps` (bf16 pairs into f32), where `level` has it; AMX's
+    /// `tdpbf16ps` at `avx512-amx`, what the engine's bf16 GEMMs run there.
     pub bf16_gflops: Option<f64>,
     /// Wall time the measurement took.
     pub seconds: f64,
@@ -40,7 +41,7 @@ pub fn measure(level: Simd, each: Duration) -> Peak {
     let start = Instant::now();
     let threads = rayon::current_num_threads();
     let f32_gflops = all_threads(each, |iters| f32_chains(level, iters));
-    let bf16_gflops = (level >= Simd::Avx512Bf16).then(|| all_threads(each, bf16_chains));
+    let bf16_gflops = (level >= Simd::Avx512Bf16).then(|| all_threads(each, |iters| bf16_chains(level, iters)));
     Peak { level, threads, f32_gflops, bf16_gflops, seconds: start.elapsed().as_secs_f64() }
 }
 
@@ -84,15 +85,19 @@ fn f32_chains(level: Simd, iters: usize) -> f64 {
     portable_f32(iters)
 }
 
-fn bf16_chains(iters: usize) -> f64 {
+fn bf16_chains(level: Simd, iters: usize) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: only called when the level has AVX512-BF16 (see `measure`).
+        // SAFETY: only called when the level has AVX512-BF16 (see `measure`),
+        // AMX where it is `Amx` (detected, and granted by the kernel).
+        if level >= Simd::Amx {
+            return unsafe { super::cpu::gemm::amx::peak(iters / 16) };
+        }
         unsafe { x86::avx512_bf16(iters) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = iters;
+        let _ = (level, iters);
         unreachable!("bf16 is measured on x86 only")
     }
 }
@@ -171,14 +176,14 @@ mod tests {
     #[test]
     fn every_level_of_this_cpu_measures_and_bf16_only_where_present() {
         let top = super::super::simd::simd();
-        for level in [Simd::Portable, Simd::Avx2, Simd::Avx512, Simd::Avx512Bf16] {
+        for level in super::super::simd::LEVELS {
             if level > top {
                 continue;
             }
             let p = measure(level, Duration::from_millis(20));
             assert_eq!(p.threads, rayon::current_num_threads());
             assert!(p.f32_gflops.is_finite() && p.f32_gflops > 0.0, "{p:?}");
-            assert_eq!(p.bf16_gflops.is_some(), level == Simd::Avx512Bf16, "{p:?}");
+            assert_eq!(p.bf16_gflops.is_some(), level >= Simd::Avx512Bf16, "{p:?}");
             assert!(p.bf16_gflops.is_none_or(|g| g.is_finite() && g > 0.0), "{p:?}");
         }
     }

@@ -11,6 +11,9 @@ pub enum Simd {
     Avx512,
     /// AVX-512 with BF16 (Zen 4+, Sapphire Rapids+).
     Avx512Bf16,
+    /// And AMX's bf16 tiles (Sapphire Rapids+: m7i, c7i, r7i), which the
+    /// kernel lets this process use.
+    Amx,
 }
 
 impl Simd {
@@ -20,12 +23,13 @@ impl Simd {
             Simd::Avx2 => "avx2",
             Simd::Avx512 => "avx512",
             Simd::Avx512Bf16 => "avx512-bf16",
+            Simd::Amx => "avx512-amx",
         }
     }
 }
 
 /// The levels `FRUITS_SIMD` takes, by name.
-pub const LEVELS: [Simd; 4] = [Simd::Portable, Simd::Avx2, Simd::Avx512, Simd::Avx512Bf16];
+pub const LEVELS: [Simd; 5] = [Simd::Portable, Simd::Avx2, Simd::Avx512, Simd::Avx512Bf16, Simd::Amx];
 
 /// `FRUITS_SIMD`, read: `None` when unset. A value that names no level is
 /// an error naming the variable and the levels (the binary checks it before
@@ -56,7 +60,7 @@ pub fn simd() -> Simd {
     *LEVEL.get_or_init(|| {
         // A bad value was refused by the binary at start (check_env); the
         // library's other users get no cap from it.
-        let cap = cap_from_env().ok().flatten().unwrap_or(Simd::Avx512Bf16);
+        let cap = cap_from_env().ok().flatten().unwrap_or(Simd::Amx);
         detected().min(cap)
     })
 }
@@ -67,7 +71,7 @@ pub fn detected() -> Simd {
     {
         use std::arch::is_x86_feature_detected as has;
         if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512bf16") {
-            return Simd::Avx512Bf16;
+            return if amx_bf16() { Simd::Amx } else { Simd::Avx512Bf16 };
         }
         if has!("avx512f") {
             return Simd::Avx512;
@@ -77,4 +81,22 @@ pub fn detected() -> Simd {
         }
     }
     Simd::Portable
+}
+
+/// Whether the CPU has AMX's bf16 tiles and Linux lets this process use
+/// them: their 8 KiB of state is off until a process asks for it
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux 5.16+);
+/// an older kernel or a hypervisor that hides the state refuses, and the
+/// engine stays on AVX512-BF16.
+#[cfg(target_arch = "x86_64")]
+fn amx_bf16() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    let f = raw_cpuid::CpuId::new().get_extended_feature_info();
+    if !f.is_some_and(|f| f.has_amx_tile() && f.has_amx_bf16()) {
+        return false;
+    }
+    // SAFETY: a plain syscall with integer arguments; it changes only
+    // which state the kernel saves for this process.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
 }

@@ -13,6 +13,8 @@
 
 use super::elem::Elem;
 use crate::engine::cpu_id::{l2_budget, CpuId};
+
+pub mod amx;
 use crate::model::plan::Act;
 
 /// Panel width: two AVX-512 vectors of f32 accumulators.
@@ -72,8 +74,13 @@ pub struct Packed<T> {
     pub k: usize,
     /// Output channels.
     pub n: usize,
-    /// `ceil(n / NR)` panels, each `[k / S][NR][S]` with `S = T::K_STEP`
-    /// (a bf16 vector holds 16 columns × 2 consecutive k), zero-padded.
+    /// The reduction rows a panel holds: `k`, or `k` rounded up to a whole
+    /// AMX tile's 32 for bf16 on AMX ([`amx::pad`]; the rows past `k` are
+    /// zeros, which the other kernels never read).
+    kpanel: usize,
+    /// `ceil(n / NR)` panels, each `[kpanel / S][NR][S]` with `S =
+    /// T::K_STEP` (a bf16 vector holds 16 columns × 2 consecutive k),
+    /// zero-padded.
     panels: Vec<T>,
     /// `ceil(n / NR) · NR`, zero beyond `n`.
     bias: Vec<f32>,
@@ -86,16 +93,17 @@ impl<T: Elem> Packed<T> {
         assert_eq!(bias.len(), n);
         let s = T::K_STEP;
         let kp = k.div_ceil(s) * s;
+        let kpanel = amx::pad::<T>(kp);
         let np = n.div_ceil(NR);
-        let mut panels = vec![T::default(); np * kp * NR];
+        let mut panels = vec![T::default(); np * kpanel * NR];
         for (kk, row) in w.chunks_exact(n).enumerate() {
             for (j, &v) in row.iter().enumerate() {
-                panels[(j / NR) * kp * NR + (kk / s) * NR * s + (j % NR) * s + kk % s] = T::from_f32(v);
+                panels[(j / NR) * kpanel * NR + (kk / s) * NR * s + (j % NR) * s + kk % s] = T::from_f32(v);
             }
         }
         let mut b = vec![0f32; np * NR];
         b[..n].copy_from_slice(bias);
-        Self { k: kp, n, panels, bias: b }
+        Self { k: kp, n, kpanel, panels, bias: b }
     }
 
     /// `self` as what it is when `T` is f32.
@@ -106,8 +114,16 @@ impl<T: Elem> Packed<T> {
             .then(|| unsafe { &*(self as *const Self as *const Packed<f32>) })
     }
 
+    /// `self` as what it is when `T` is bf16.
+    #[cfg(target_arch = "x86_64")]
+    fn as_bf16(&self) -> Option<&Packed<super::elem::bf16>> {
+        // SAFETY: `T` is bf16, so the two types are the same type.
+        (std::any::TypeId::of::<T>() == std::any::TypeId::of::<super::elem::bf16>())
+            .then(|| unsafe { &*(self as *const Self as *const Packed<super::elem::bf16>) })
+    }
+
     fn panel(&self, j: usize) -> &[T] {
-        &self.panels[j * self.k * NR..(j + 1) * self.k * NR]
+        &self.panels[j * self.kpanel * NR..(j + 1) * self.kpanel * NR]
     }
 }
 
@@ -121,6 +137,13 @@ pub fn gemm<T: Elem>(a: &[T], lda: usize, rows: usize, w: &Packed<T>, act: Act, 
     assert!(out.len() >= rows * w.n);
     if let Some(s) = skip {
         assert!(s.len() >= rows * w.n);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if amx::runs::<T>() {
+        use super::elem::{bf16, same, same_mut};
+        let (a, w, out) = (same::<T, bf16>(a).unwrap(), w.as_bf16().unwrap(), same_mut::<T, bf16>(out).unwrap());
+        // SAFETY: bounds asserted above; AMX is on (`runs`).
+        return unsafe { amx::gemm(a, lda, rows, w, act, skip.and_then(same::<T, bf16>), out) };
     }
     // SAFETY: bounds asserted above and kept by `drive`; the kernel picked
     // runs on this CPU (`kernel_for`).
@@ -716,7 +739,7 @@ mod avx512 {
     /// half with no valid column is never computed (`H` = 1), so every
     /// half stores (a mask of 0 would store nothing anyway).
     #[inline(always)]
-    unsafe fn epilogue<T: Lanes, const A: u8, const M: usize, const H: usize>(
+    pub(super) unsafe fn epilogue<T: Lanes, const A: u8, const M: usize, const H: usize>(
         acc: &[[__m512; H]; M],
         bias: *const f32,
         t: Tile<T>,
@@ -791,6 +814,25 @@ mod tests {
         /// packed k with zeros), results back in f32.
         /// `l2`: the L2 size the row blocks are cut for.
         fn run<T: Elem>(&self, kernel: Kernel<T>, act: Act, l2: usize) -> Vec<f32> {
+            self.run_with(|at, lda, packed, skip, out| unsafe {
+                drive(at, lda, self.rows, packed, act, Some(skip), out, kernel, l2)
+            })
+        }
+
+        /// [`gemm`] itself (AMX for bf16 where it runs), on the rows before
+        /// `split` and the rest in two calls.
+        fn run_gemm<T: Elem>(&self, act: Act, split: usize) -> Vec<f32> {
+            self.run_with(|at: &[T], lda, packed, skip, out| {
+                let n = self.n;
+                let (top, rest) = out.split_at_mut(split * n);
+                gemm(at, lda, split, packed, act, Some(skip), top);
+                let bottom = &mut rest[..(self.rows - split) * n];
+                gemm(&at[split * lda..], lda, self.rows - split, packed, act, Some(&skip[split * n..]), bottom);
+            })
+        }
+
+        /// `f(a, lda, packed, skip, out)` on `T` copies of the operands.
+        fn run_with<T: Elem>(&self, f: impl FnOnce(&[T], usize, &Packed<T>, &[T], &mut [T])) -> Vec<f32> {
             let Case { rows, k, n, .. } = *self;
             let packed = Packed::<T>::new(k, n, &self.w, &self.bias);
             let lda = packed.k;
@@ -804,7 +846,7 @@ mod tests {
             // A sentinel after the output shows nothing is written past it.
             let sentinel = T::from_f32(12345.0);
             let mut out = vec![sentinel; rows * n + 1];
-            unsafe { drive(&at, lda, rows, &packed, act, Some(&skip), &mut out, kernel, l2) };
+            f(&at, lda, &packed, &skip, &mut out);
             assert_eq!(out[rows * n].to_f32(), sentinel.to_f32(), "wrote past the end");
             out[..rows * n].iter().map(|x| x.to_f32()).collect()
         }
@@ -933,16 +975,27 @@ mod tests {
                 if bf16::avx512() {
                     kernels.push(avx512::kernel_bf16);
                 }
-                for kernel in kernels {
-                    let got = case.run(kernel, act, CpuId::get().l2);
+                let close = |got: &[f32], what: &str| {
                     for (x, y) in got.iter().zip(&want) {
-                        assert!(
-                            (x - y).abs() <= 4e-3 * y.abs() + 1e-5 * (k as f32),
-                            "{rows}x{k}x{n} {act:?}: {x} vs {y}"
-                        );
+                        let near = (x - y).abs() <= 4e-3 * y.abs() + 1e-5 * (k as f32);
+                        assert!(near, "{what}: {rows}x{k}x{n} {act:?}: {x} vs {y}");
                     }
+                };
+                for kernel in kernels {
+                    close(&case.run(kernel, act, CpuId::get().l2), "kernel");
+                }
+                // What `gemm` runs (AMX where it does): every row the same
+                // bits wherever the call's rows start and end.
+                let whole = case.run_gemm::<bf16>(act, rows);
+                close(&whole, "gemm");
+                for split in [0, 1, rows / 2, rows.saturating_sub(17)] {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&case.run_gemm::<bf16>(act, split)), bits(&whole), "{rows}x{k}x{n}, split {split}");
                 }
             }
+        }
+        if !amx::runs::<bf16>() {
+            eprintln!("NOT TESTED HERE: AMX (this CPU or kernel has none); gemm ran AVX512-BF16 or portable");
         }
     }
 }
