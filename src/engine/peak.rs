@@ -91,7 +91,7 @@ fn bf16_chains(level: Simd, iters: usize) -> f64 {
         // SAFETY: only called when the level has AVX512-BF16 (see `measure`),
         // AMX where it is `Amx` (detected, and granted by the kernel).
         if level >= Simd::Amx {
-            return unsafe { super::cpu::gemm::amx::peak(iters / 16) };
+            return unsafe { super::cpu::amx::peak(iters / 16) };
         }
         unsafe { x86::avx512_bf16(iters) }
     }

@@ -11,14 +11,14 @@
 //! add happen while the tile is still in registers, so an activation is
 //! written once and never re-read by a separate pass.
 
+use super::amx;
 use super::elem::Elem;
 use crate::engine::cpu_id::{l2_budget, CpuId};
-
-pub mod amx;
 use crate::model::plan::Act;
 
 /// Panel width: two AVX-512 vectors of f32 accumulators.
 pub const NR: usize = 32;
+const _: () = assert!(NR == amx::PANEL, "the AMX GEMM reads these panels");
 /// Rows (pixels) per micro-kernel call: 12 × 2 accumulators + 2 weight
 /// vectors + 1 broadcast fit the 32 vector registers.
 pub const MR: usize = 12;
@@ -142,6 +142,7 @@ pub fn gemm<T: Elem>(a: &[T], lda: usize, rows: usize, w: &Packed<T>, act: Act, 
     if amx::runs::<T>() {
         use super::elem::{bf16, same, same_mut};
         let (a, w, out) = (same::<T, bf16>(a).unwrap(), w.as_bf16().unwrap(), same_mut::<T, bf16>(out).unwrap());
+        let w = amx::Weights { k: w.k, n: w.n, kpanel: w.kpanel, panels: &w.panels, bias: &w.bias };
         // SAFETY: bounds asserted above; AMX is on (`runs`).
         return unsafe { amx::gemm(a, lda, rows, w, act, skip.and_then(same::<T, bf16>), out) };
     }
@@ -739,7 +740,7 @@ mod avx512 {
     /// half with no valid column is never computed (`H` = 1), so every
     /// half stores (a mask of 0 would store nothing anyway).
     #[inline(always)]
-    pub(super) unsafe fn epilogue<T: Lanes, const A: u8, const M: usize, const H: usize>(
+    unsafe fn epilogue<T: Lanes, const A: u8, const M: usize, const H: usize>(
         acc: &[[__m512; H]; M],
         bias: *const f32,
         t: Tile<T>,

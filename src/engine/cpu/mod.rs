@@ -13,6 +13,7 @@
 //!
 //! Activations are f32 or, with `--dtype bf16`, bfloat16 ([`elem`]).
 
+pub mod amx;
 pub mod clock;
 pub mod dense;
 pub mod depthwise;

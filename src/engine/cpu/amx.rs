@@ -7,7 +7,7 @@
 //! other CPUs"); the tiles are the bf16 unit these cores have.
 //!
 //! Each output is one dot product in k order, the same whatever the rows
-//! around it: `a`'s rows are copied into a zero-padded block of [`ROWS`]
+//! around it: `a`'s rows are copied into a zero-padded block of 32
 //! rows, so a tile always multiplies whole tiles, and the fused blocks'
 //! bands and stacked images give the bits of the layers run one by one. The
 //! sums differ from `vdpbf16ps`'s in the last bit (the tile adds a pair's
@@ -16,11 +16,28 @@
 
 use std::any::TypeId;
 
-use super::super::elem::{bf16, Elem};
+use super::elem::{bf16, Elem};
 use crate::engine::simd::{simd, Simd};
 
 /// Reduction elements a tile row holds: 64 bytes of bf16.
 const TILE_K: usize = 32;
+
+/// The weight panels' width this GEMM takes: two 16-column tiles (the
+/// GEMM's `NR`, which it checks at compile time).
+pub const PANEL: usize = 32;
+
+/// One dense layer's packed weights, as [`gemm`] reads them.
+pub struct Weights<'a> {
+    /// The reduction length `a`'s rows hold (even).
+    pub k: usize,
+    pub n: usize,
+    /// Reduction rows a panel holds: `k` rounded up by [`pad`], zeros past `k`.
+    pub kpanel: usize,
+    /// `ceil(n / PANEL)` panels, each `[kpanel / 2][PANEL][2]`.
+    pub panels: &'a [bf16],
+    /// `ceil(n / PANEL) · PANEL`, zero past `n`.
+    pub bias: &'a [f32],
+}
 
 /// Whether bf16 GEMMs run on AMX here (`FRUITS_SIMD=avx512-bf16` keeps them
 /// on `vdpbf16ps`).
@@ -47,9 +64,8 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
-    use super::super::avx512::epilogue;
-    use super::super::{Packed, Tile, NR};
-    use super::{bf16, TILE_K};
+    use super::super::lanes::{act, mask, Lanes};
+    use super::{bf16, Weights, PANEL as NR, TILE_K};
     use crate::model::plan::Act;
 
     /// Rows a block of `a` holds: two tiles of 16, each multiplied by both
@@ -84,34 +100,20 @@ mod x86 {
         static SCRATCH: RefCell<(Vec<bf16>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
     }
 
-    /// [`super::super::gemm`] on AMX: `a` is `[rows][lda]` (first `w.k`
-    /// used), `out` and `skip` `[rows][w.n]`.
+    /// The GEMM's `out[p, n] = act(bias[n] + Σ_k a[p, k] · w[k, n]) (+
+    /// skip[p, n])` on AMX: `a` is `[rows][lda]` (first `w.k` used), `out`
+    /// and `skip` `[rows][w.n]`.
     ///
     /// # Safety
-    /// AMX is usable ([`super::runs`]); the slices hold what `gemm` asserts;
-    /// `w` was packed with [`super::pad`].
+    /// AMX is usable ([`super::runs`]); `a` holds `(rows - 1) · lda + w.k`
+    /// values, `out` and `skip` `rows · w.n`; `w` is as [`Weights`] says.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub unsafe fn gemm(
         a: &[bf16],
         lda: usize,
         rows: usize,
-        w: &Packed<bf16>,
+        w: Weights<'_>,
         act: Act,
-        skip: Option<&[bf16]>,
-        out: &mut [bf16],
-    ) {
-        match act {
-            Act::None => run::<0>(a, lda, rows, w, skip, out),
-            Act::Relu => run::<1>(a, lda, rows, w, skip, out),
-            Act::Relu6 => run::<2>(a, lda, rows, w, skip, out),
-        }
-    }
-
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-    unsafe fn run<const A: u8>(
-        a: &[bf16],
-        lda: usize,
-        rows: usize,
-        w: &Packed<bf16>,
         skip: Option<&[bf16]>,
         out: &mut [bf16],
     ) {
@@ -129,25 +131,45 @@ mod x86 {
                     dst[src.len()..].fill(bf16::ZERO);
                 }
                 for j in 0..w.n.div_ceil(NR) {
-                    multiply(block.as_ptr(), kt, w.panel(j).as_ptr(), m > 16, sums.as_mut_ptr());
-                    let c0 = j * NR;
-                    let out = out.as_mut_ptr();
-                    let tile = |i: usize| Tile {
-                        out: out.add((r0 + i) * w.n + c0),
-                        skip: skip.map_or(std::ptr::null(), |s| s.as_ptr().add((r0 + i) * w.n + c0)),
-                        ld: w.n,
-                        cols: (w.n - c0).min(NR),
-                        act: super::super::act_of(A),
-                    };
-                    let bias = w.bias[c0..].as_ptr();
-                    for i in 0..m {
-                        let s = sums.as_ptr().add(i * NR);
-                        epilogue::<bf16, A, 1, 2>(&[[_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16))]], bias, tile(i));
-                    }
+                    let panel = w.panels[j * kt * NR..].as_ptr();
+                    multiply(block.as_ptr(), kt, panel, m > 16, sums.as_mut_ptr());
+                    let at = r0 * w.n + j * NR;
+                    let skip = skip.map(|s| &s[at..]);
+                    epilogue(sums, m, &w.bias[j * NR..], act, skip, &mut out[at..], w.n, (w.n - j * NR).min(NR));
                 }
             }
             asm!("tilerelease", options(nostack, nomem));
         });
+    }
+
+    /// Bias, activation, skip, bf16: `m` rows of `sums` (`[m][NR]`) to
+    /// `out` (`ld` apart, `cols` valid), as the vector kernels' epilogue.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn epilogue(
+        sums: &[f32],
+        m: usize,
+        bias: &[f32],
+        a: Act,
+        skip: Option<&[bf16]>,
+        out: &mut [bf16],
+        ld: usize,
+        cols: usize,
+    ) {
+        let b = [_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias[16..].as_ptr())];
+        let masks = [mask(cols), mask(cols.saturating_sub(16))];
+        for i in 0..m {
+            for h in 0..2 {
+                // Pointers, not slices: a half with no valid column (mask
+                // 0) may start past the end, and touches nothing.
+                let at = i * ld + h * 16;
+                let mut v = act(_mm512_add_ps(_mm512_loadu_ps(sums[i * NR + h * 16..].as_ptr()), b[h]), a);
+                if let Some(s) = skip {
+                    v = _mm512_add_ps(v, bf16::load16(s.as_ptr().wrapping_add(at), masks[h]));
+                }
+                bf16::store16(out.as_mut_ptr().wrapping_add(at), masks[h], v);
+            }
+        }
     }
 
     /// `tdpbf16ps` on tiles already in registers, 4 independent sums an
