@@ -194,14 +194,13 @@ impl Model {
     }
 
     /// Turns the native CPU engine's per-block clock on or off
-    /// (`fruits bench infer --blocks`); false where none runs.
-    pub fn clock_blocks(&self, on: bool) -> bool {
+    /// (`fruits bench infer --blocks`); nothing where none runs.
+    pub fn clock_blocks(&self, on: bool) {
         match &self.runs {
             Runs::CpuF32(net) => net.clock.set(on),
             Runs::CpuBf16(net) => net.clock.set(on),
-            _ => return false,
+            _ => {}
         }
-        true
     }
 
     /// Each block, then the head: what it is, its multiply-adds an image,

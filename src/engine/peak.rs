@@ -91,6 +91,8 @@ fn bf16_chains(level: Simd, iters: usize) -> f64 {
         // SAFETY: only called when the level has AVX512-BF16 (see `measure`),
         // AMX where it is `Amx` (detected, and granted by the kernel).
         if level >= Simd::Amx {
+            // An AMX iteration is 4 instructions of about 16 cycles each:
+            // fewer of them keep a call as short as the others'.
             return unsafe { super::cpu::amx::peak(iters / 16) };
         }
         unsafe { x86::avx512_bf16(iters) }

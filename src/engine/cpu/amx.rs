@@ -64,7 +64,7 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::cell::RefCell;
 
-    use super::super::lanes::{act, mask, Lanes};
+    use super::super::lanes::{finish16, mask};
     use super::{bf16, Weights, PANEL as NR, TILE_K};
     use crate::model::plan::Act;
 
@@ -163,11 +163,9 @@ mod x86 {
                 // Pointers, not slices: a half with no valid column (mask
                 // 0) may start past the end, and touches nothing.
                 let at = i * ld + h * 16;
-                let mut v = act(_mm512_add_ps(_mm512_loadu_ps(sums[i * NR + h * 16..].as_ptr()), b[h]), a);
-                if let Some(s) = skip {
-                    v = _mm512_add_ps(v, bf16::load16(s.as_ptr().wrapping_add(at), masks[h]));
-                }
-                bf16::store16(out.as_mut_ptr().wrapping_add(at), masks[h], v);
+                let skip = skip.map_or(std::ptr::null(), |s| s.as_ptr().wrapping_add(at));
+                let sum = _mm512_loadu_ps(sums[i * NR + h * 16..].as_ptr());
+                finish16(sum, b[h], a, skip, out.as_mut_ptr().wrapping_add(at), masks[h]);
             }
         }
     }

@@ -106,20 +106,13 @@ impl<T: Elem> Packed<T> {
         Self { k: kp, n, kpanel, panels, bias: b }
     }
 
-    /// `self` as what it is when `T` is f32.
+    /// `self` as what it is when `T` is `U` (generic code handing the
+    /// weights to a kernel written for one type).
     #[cfg(target_arch = "x86_64")]
-    fn as_f32(&self) -> Option<&Packed<f32>> {
-        // SAFETY: `T` is f32, so the two types are the same type.
-        (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
-            .then(|| unsafe { &*(self as *const Self as *const Packed<f32>) })
-    }
-
-    /// `self` as what it is when `T` is bf16.
-    #[cfg(target_arch = "x86_64")]
-    fn as_bf16(&self) -> Option<&Packed<super::elem::bf16>> {
-        // SAFETY: `T` is bf16, so the two types are the same type.
-        (std::any::TypeId::of::<T>() == std::any::TypeId::of::<super::elem::bf16>())
-            .then(|| unsafe { &*(self as *const Self as *const Packed<super::elem::bf16>) })
+    fn same<U: 'static>(&self) -> Option<&Packed<U>> {
+        // SAFETY: `T` is `U`, so the two types are the same type.
+        (std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>())
+            .then(|| unsafe { &*(self as *const Self as *const Packed<U>) })
     }
 
     fn panel(&self, j: usize) -> &[T] {
@@ -141,7 +134,7 @@ pub fn gemm<T: Elem>(a: &[T], lda: usize, rows: usize, w: &Packed<T>, act: Act, 
     #[cfg(target_arch = "x86_64")]
     if amx::runs::<T>() {
         use super::elem::{bf16, same, same_mut};
-        let (a, w, out) = (same::<T, bf16>(a).unwrap(), w.as_bf16().unwrap(), same_mut::<T, bf16>(out).unwrap());
+        let (a, w, out) = (same::<T, bf16>(a).unwrap(), w.same::<bf16>().unwrap(), same_mut::<T, bf16>(out).unwrap());
         let w = amx::Weights { k: w.k, n: w.n, kpanel: w.kpanel, panels: &w.panels, bias: &w.bias };
         // SAFETY: bounds asserted above; AMX is on (`runs`).
         return unsafe { amx::gemm(a, lda, rows, w, act, skip.and_then(same::<T, bf16>), out) };
@@ -175,7 +168,7 @@ pub fn gemm_windows<T: Elem>(a: &[T], lda: usize, rows: usize, k: Reduction, w: 
     assert!(a.len() >= (rows - 1) * lda + (k.count - 1) * k.step + k.len && out.len() >= rows * w.n);
     #[cfg(target_arch = "x86_64")]
     if let (Some(a), Some(out)) = (super::elem::same::<T, f32>(a), super::elem::same_mut::<T, f32>(out)) {
-        let w = w.as_f32().expect("f32 weights");
+        let w = w.same::<f32>().expect("f32 weights");
         let kernel = if f32::avx512() { avx512::kernel_windows } else { avx2::kernel_windows };
         // SAFETY: `kernel` runs on this CPU (`has_windows`); bounds asserted above.
         unsafe { drive_windows(a, lda, rows, k, w, act, out, kernel) };
@@ -571,7 +564,7 @@ const fn act_of(a: u8) -> Act {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::super::elem::bf16;
-    use super::super::lanes::{act, mask, Lanes};
+    use super::super::lanes::{finish16, mask, Lanes};
     use super::*;
     use std::arch::x86_64::*;
 
@@ -749,12 +742,9 @@ mod avx512 {
         let masks = [mask(t.cols), mask(t.cols.saturating_sub(16))];
         for (i, acc) in acc.iter().enumerate() {
             for h in 0..H {
-                let mut v = act(_mm512_add_ps(acc[h], b[h]), act_of(A));
                 let at = i * t.ld + h * 16;
-                if !t.skip.is_null() {
-                    v = _mm512_add_ps(v, T::load16(t.skip.add(at), masks[h]));
-                }
-                T::store16(t.out.add(at), masks[h], v);
+                let skip = if t.skip.is_null() { t.skip } else { t.skip.add(at) };
+                finish16(acc[h], b[h], act_of(A), skip, t.out.add(at), masks[h]);
             }
         }
     }

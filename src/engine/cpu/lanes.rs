@@ -57,6 +57,28 @@ pub unsafe fn act(v: __m512, a: crate::model::plan::Act) -> __m512 {
     }
 }
 
+/// A GEMM's last step on 16 output lanes: `act(sum + bias)`, plus the skip
+/// where there is one (null: none), rounded to `T` and stored to the lanes
+/// of `m` at `out`. The AVX-512 and the AMX kernels' epilogues both end so.
+///
+/// # Safety
+/// As [`Lanes::store16`], with the lanes of `m` at `skip` readable.
+#[inline(always)]
+pub unsafe fn finish16<T: Lanes>(
+    sum: __m512,
+    bias: __m512,
+    a: crate::model::plan::Act,
+    skip: *const T,
+    out: *mut T,
+    m: __mmask16,
+) {
+    let mut v = act(_mm512_add_ps(sum, bias), a);
+    if !skip.is_null() {
+        v = _mm512_add_ps(v, T::load16(skip, m));
+    }
+    T::store16(out, m, v);
+}
+
 /// The same on 8 lanes, for the AVX2 kernels.
 ///
 /// # Safety
